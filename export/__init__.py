@@ -1,0 +1,1 @@
+"""The offline pipeline: data sets, training, TorchScript export and archiving."""

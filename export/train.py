@@ -1,0 +1,155 @@
+"""Train the registry's models on real data, on CPU, seeded; one checkpoint, metrics and plot each.
+
+    python -m export.train [--models lenet5 mnist_net fashion_mlp] [--dataset digits|mnist]
+                           [--data-dir DIR] [--out artifacts]
+
+Writes, per model, into artifacts/<name>/:
+  checkpoint.pt   state_dict plus the input normalisation and the data source
+  metrics.json    held-out accuracy, per-class accuracy, epochs, seconds, sizes
+  training.png    training loss and held-out accuracy per epoch, and the confusion matrix
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from export.datasets import DataSetMissing, Split, load_split, source_for
+from export.plots import plot_training
+from model_defs.registry import MODELS, ModelSpec
+
+SEED = 0
+
+
+def set_seed(seed: int) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+
+
+def to_float(images_u8: torch.Tensor, mean: float, std: float) -> torch.Tensor:
+    """uint8 [N,H,W] -> normalised float [N,1,H,W]; the exported model bakes in the same maths."""
+    return ((images_u8.float() / 255.0) - mean) / std
+
+
+def random_shift(batch: torch.Tensor, max_shift: int, generator: torch.Generator) -> torch.Tensor:
+    """Translate each image by up to max_shift pixels (zero fill): cheap, label-preserving."""
+    if max_shift == 0:
+        return batch
+    n, h, w = batch.shape
+    padded = F.pad(batch, (max_shift,) * 4)
+    offsets = torch.randint(0, 2 * max_shift + 1, (n, 2), generator=generator)
+    return torch.stack([padded[i, dy : dy + h, dx : dx + w] for i, (dy, dx) in enumerate(offsets.tolist())])
+
+
+@torch.no_grad()
+def predict(model: torch.nn.Module, images: torch.Tensor, mean: float, std: float) -> torch.Tensor:
+    model.eval()
+    return torch.cat([
+        model(to_float(chunk, mean, std).unsqueeze(1)).argmax(1) for chunk in images.split(1024)
+    ])
+
+
+def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, classes: int) -> np.ndarray:
+    matrix = np.zeros((classes, classes), dtype=np.int64)
+    np.add.at(matrix, (labels, predictions), 1)
+    return matrix
+
+
+def train_model(spec: ModelSpec, split: Split, out_dir: Path) -> dict:
+    plan = spec.training
+    set_seed(SEED)
+    generator = torch.Generator().manual_seed(SEED)
+    x_train = torch.from_numpy(split.train_images)
+    y_train = torch.from_numpy(split.train_labels)
+    x_test = torch.from_numpy(split.test_images)
+    mean = float(x_train.float().div(255).mean())
+    std = float(x_train.float().div(255).std())
+
+    model = spec.build()
+    optimizer = torch.optim.Adam(model.parameters(), lr=plan.learning_rate)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=plan.epochs)
+    history = {"epoch": [], "train_loss": [], "heldout_accuracy": []}
+    started = time.perf_counter()
+    steps = (len(x_train) + plan.batch_size - 1) // plan.batch_size
+    with tqdm(total=plan.epochs * steps, desc=f"train {spec.name}", unit="batch", file=sys.stderr) as bar:
+        for epoch in range(1, plan.epochs + 1):
+            model.train()
+            order = torch.randperm(len(x_train), generator=generator)
+            total_loss = 0.0
+            for idx in order.split(plan.batch_size):
+                images = random_shift(x_train[idx], plan.augment_shift, generator)
+                logits = model(to_float(images, mean, std).unsqueeze(1))
+                # log_softmax is idempotent, so this is right for logits and log-probabilities alike
+                loss = F.nll_loss(F.log_softmax(logits, dim=1), y_train[idx])
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                total_loss += loss.item() * len(idx)
+                bar.update()
+            scheduler.step()
+            accuracy = float((predict(model, x_test, mean, std).numpy() == split.test_labels).mean())
+            history["epoch"].append(epoch)
+            history["train_loss"].append(total_loss / len(x_train))
+            history["heldout_accuracy"].append(accuracy)
+            bar.set_postfix(loss=f"{total_loss / len(x_train):.4f}", heldout=f"{accuracy:.4f}")
+    seconds = time.perf_counter() - started
+
+    predictions = predict(model, x_test, mean, std).numpy()
+    matrix = confusion_matrix(split.test_labels, predictions, len(spec.labels))
+    per_class = matrix.diagonal() / np.maximum(matrix.sum(axis=1), 1)
+    metrics = {
+        "model": spec.name,
+        "data_source": split.source,
+        "train_images": int(len(x_train)),
+        "heldout_images": int(len(x_test)),
+        "heldout_accuracy": float((predictions == split.test_labels).mean()),
+        "per_class_accuracy": {label: float(a) for label, a in zip(spec.labels, per_class)},
+        "accuracy_floor": spec.accuracy_floor,
+        "epochs": plan.epochs,
+        "seconds": round(seconds, 2),
+        "seed": SEED,
+        "torch_version": torch.__version__,
+        "history": history,
+    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    torch.save(
+        {"model": spec.name, "state_dict": model.state_dict(), "mean": mean, "std": std,
+         "data_source": split.source},
+        out_dir / "checkpoint.pt",
+    )
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    plot_training(history, matrix, spec.labels, f"{spec.name} on {split.source}", out_dir / "training.png")
+    return metrics
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    parser.add_argument("--dataset", default="digits", help="digit models' data: digits (bundled) or mnist")
+    parser.add_argument("--data-dir", default=None, help="folder with MNIST IDX files (for --dataset mnist)")
+    parser.add_argument("--out", type=Path, default=Path("artifacts"))
+    args = parser.parse_args(argv)
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    for name in args.models:
+        spec = MODELS[name]
+        try:
+            split = load_split(spec, source_for(spec, args.dataset), args.data_dir)
+        except (DataSetMissing, ValueError) as err:
+            print(f"error: cannot train {name}: {err}", file=sys.stderr)
+            return 2
+        metrics = train_model(spec, split, args.out / name)
+        verdict = "ok" if metrics["heldout_accuracy"] >= spec.accuracy_floor else "BELOW FLOOR"
+        print(f"{name}: held-out accuracy {metrics['heldout_accuracy']:.4f} on {metrics['heldout_images']} "
+              f"{split.source} images (floor {spec.accuracy_floor}) {verdict}, {metrics['seconds']} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

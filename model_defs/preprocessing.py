@@ -1,0 +1,156 @@
+"""Where an image becomes the model's canonical input: one function, used for training and serving.
+
+`canonicalize(image, spec)` turns any decoded picture (a PIL image or a 2-D array) into the
+canonical uint8 H x W array the exported model takes: light content on a dark background,
+0..255, framed the way the training data were. The training data sets go through this very
+function (see export/datasets.py), and so does every request the handler serves, so there is no
+train/serve skew by construction.
+
+Rules, in order:
+1. Grayscale: transparency is composited onto white, 16-bit samples are scaled to 8 bits,
+   colour is converted with ITU-R 601-2 luma (PIL's "L").
+2. Polarity: if the border of the picture is brighter than mid-grey the picture is dark-on-light
+   (ink on paper, a product on a white page) and is inverted.
+3. Already canonical (exactly the model's H x W after steps 1-2): returned unchanged, so the
+   canonicaliser is idempotent and a canonical image sent as PNG reaches the model bit for bit.
+4. Otherwise the background level (border median) is subtracted, contrast is stretched to 0..255,
+   the content is cropped to its bounding box and framed:
+   - "digit": MNIST's convention, fitted into a 20x20 box keeping aspect ratio and placed in a
+     28x28 frame so that its centre of mass is at the centre; LeNet-5's 32x32 input is that
+     28x28 frame with a 2-pixel black margin (as LeCun et al. padded MNIST for LeNet-5).
+   - "fashion": Fashion-MNIST's convention, longest side resized to 28 keeping aspect ratio,
+     centred in the 28x28 frame.
+"""
+from __future__ import annotations
+
+from typing import Union
+
+import numpy as np
+from PIL import Image
+
+ImageLike = Union[Image.Image, np.ndarray]
+
+MNIST_FRAME = 28      # MNIST's canonical frame
+MNIST_DIGIT_BOX = 20  # MNIST digits are fitted into a 20x20 box inside the frame
+CONTENT_THRESHOLD = 0.1  # a pixel is content when brighter than 10% of the brightest pixel
+
+
+def to_grayscale(image: ImageLike) -> np.ndarray:
+    """Any PIL image (or 2-D array) as a uint8 H x W array, transparency composited on white."""
+    if isinstance(image, np.ndarray):
+        if image.ndim != 2:
+            raise ValueError(f"expected a 2-D grayscale array, got shape {image.shape}")
+        if image.dtype != np.uint8:
+            raise ValueError(f"expected a uint8 array, got {image.dtype}")
+        return image
+    has_alpha = image.mode in ("RGBA", "LA", "PA") or (
+        image.mode in ("P", "L", "RGB") and "transparency" in image.info
+    )
+    if has_alpha:
+        rgba = image.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(white, rgba)
+    if image.mode.startswith("I;16") or image.mode in ("I", "F"):
+        samples = np.asarray(image, dtype=np.float64)
+        peak = 65535.0 if image.mode.startswith("I") else 1.0
+        if image.mode == "I" and samples.max(initial=0) <= 255:
+            peak = 255.0
+        return np.clip(np.rint(samples * (255.0 / peak)), 0, 255).astype(np.uint8)
+    return np.asarray(image.convert("L"), dtype=np.uint8)
+
+
+def border_pixels(gray: np.ndarray) -> np.ndarray:
+    """The outermost ring of pixels of a 2-D array."""
+    if min(gray.shape) <= 2:
+        return gray.ravel()
+    return np.concatenate([gray[0, :], gray[-1, :], gray[1:-1, 0], gray[1:-1, -1]])
+
+
+def light_on_dark(gray: np.ndarray) -> np.ndarray:
+    """Invert a dark-on-light picture so that content is light on a dark background."""
+    if border_pixels(gray).mean() > 127.5:
+        return 255 - gray
+    return gray
+
+
+def _stretch_and_crop(gray: np.ndarray) -> np.ndarray | None:
+    """Subtract the background, stretch to 0..255 and crop to the content; None when blank."""
+    background = float(np.median(border_pixels(gray)))
+    signal = gray.astype(np.float64) - background
+    peak = signal.max(initial=0.0)
+    if peak <= 0:
+        return None
+    stretched = np.clip(signal * (255.0 / peak), 0, 255)
+    rows = np.flatnonzero((stretched > CONTENT_THRESHOLD * 255).any(axis=1))
+    cols = np.flatnonzero((stretched > CONTENT_THRESHOLD * 255).any(axis=0))
+    cropped = stretched[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+    return np.rint(cropped).astype(np.uint8)
+
+
+def _fit(content: np.ndarray, box: int) -> np.ndarray:
+    """Resize so that the longest side is `box`, keeping the aspect ratio."""
+    h, w = content.shape
+    scale = box / max(h, w)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    if size == (w, h):
+        return content
+    return np.asarray(Image.fromarray(content).resize(size, Image.Resampling.LANCZOS))
+
+
+def _place(content: np.ndarray, frame: int, centre: tuple[float, float]) -> np.ndarray:
+    """Put `content` into a black frame x frame canvas with `centre` (row, col) at its middle."""
+    h, w = content.shape
+    top = int(np.clip(round(frame / 2 - centre[0]), 0, frame - h))
+    left = int(np.clip(round(frame / 2 - centre[1]), 0, frame - w))
+    canvas = np.zeros((frame, frame), dtype=np.uint8)
+    canvas[top : top + h, left : left + w] = content
+    return canvas
+
+
+def centre_of_mass(content: np.ndarray) -> tuple[float, float]:
+    weights = content.astype(np.float64)
+    total = weights.sum()
+    if total == 0:
+        return (content.shape[0] / 2, content.shape[1] / 2)
+    rows, cols = np.indices(content.shape)
+    return (float((rows * weights).sum() / total) + 0.5, float((cols * weights).sum() / total) + 0.5)
+
+
+def frame_digit(gray: np.ndarray) -> np.ndarray:
+    """MNIST framing: a 20x20 box, centred by centre of mass in 28x28."""
+    content = _stretch_and_crop(gray)
+    if content is None:
+        return np.zeros((MNIST_FRAME, MNIST_FRAME), dtype=np.uint8)
+    fitted = _fit(content, MNIST_DIGIT_BOX)
+    return _place(fitted, MNIST_FRAME, centre_of_mass(fitted))
+
+
+def frame_fashion(gray: np.ndarray, size: int = MNIST_FRAME) -> np.ndarray:
+    """Fashion-MNIST framing: longest side `size`, centred."""
+    content = _stretch_and_crop(gray)
+    if content is None:
+        return np.zeros((size, size), dtype=np.uint8)
+    fitted = _fit(content, size)
+    return _place(fitted, size, (fitted.shape[0] / 2, fitted.shape[1] / 2))
+
+
+def canonicalize(image: ImageLike, kind: str, size: tuple[int, int]) -> np.ndarray:
+    """Turn a picture into the canonical uint8 H x W input of a model.
+
+    kind: "digit" or "fashion" (the registry's `preprocessing`); size: the model's (H, W).
+    """
+    height, width = size
+    if height != width:
+        raise ValueError(f"square inputs only, got {size}")
+    gray = light_on_dark(to_grayscale(image))
+    if gray.shape == (height, width):
+        return gray
+    if kind == "digit":
+        if height < MNIST_FRAME:
+            raise ValueError(f"digit models take at least 28x28 inputs, got {size}")
+        margin = (height - MNIST_FRAME) // 2
+        framed = frame_digit(gray)
+        return np.pad(framed, ((margin, height - MNIST_FRAME - margin),) * 2)
+    if kind == "fashion":
+        return frame_fashion(gray, height)
+    raise ValueError(f"unknown preprocessing kind {kind!r}; expected 'digit' or 'fashion'")

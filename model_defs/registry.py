@@ -1,0 +1,81 @@
+"""The model registry: the one place that says what each served model is.
+
+Per model: the architecture class, the canonical input size, the labels, the data set it is
+trained on, the preprocessing kind (see model_defs/preprocessing.py), training settings and the
+held-out accuracy floor. Training, export, archiving, the handler's metadata and the tests all
+read it from here; the handler gets it through the metadata file packed inside each archive.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from model_defs.architectures import FashionMLP, LeNet5, MnistNet
+
+DIGIT_LABELS = tuple(str(d) for d in range(10))
+FASHION_LABELS = (
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+)
+
+
+@dataclass(frozen=True)
+class TrainingPlan:
+    epochs: int
+    batch_size: int
+    learning_rate: float
+    augment_shift: int = 0  # random translation in pixels, 0 = none
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    architecture: type
+    input_size: tuple[int, int]
+    labels: tuple[str, ...]
+    dataset: str          # "digits" (sklearn digits, or real MNIST IDX files) or "fashion_mnist"
+    preprocessing: str    # "digit" or "fashion"
+    accuracy_floor: float
+    training: TrainingPlan = field(repr=False, default=None)
+
+    def build(self):
+        return self.architecture(num_classes=len(self.labels))
+
+    def metadata(self) -> dict:
+        """What travels inside the archive for the handler (JSON-serialisable)."""
+        return {
+            "name": self.name,
+            "architecture": self.architecture.__name__,
+            "input_size": list(self.input_size),
+            "labels": list(self.labels),
+            "dataset": self.dataset,
+            "preprocessing": self.preprocessing,
+        }
+
+
+MODELS: dict[str, ModelSpec] = {
+    spec.name: spec
+    for spec in (
+        ModelSpec(
+            name="lenet5", architecture=LeNet5, input_size=(32, 32), labels=DIGIT_LABELS,
+            dataset="digits", preprocessing="digit", accuracy_floor=0.97,
+            training=TrainingPlan(epochs=30, batch_size=32, learning_rate=2e-3, augment_shift=2),
+        ),
+        ModelSpec(
+            name="mnist_net", architecture=MnistNet, input_size=(28, 28), labels=DIGIT_LABELS,
+            dataset="digits", preprocessing="digit", accuracy_floor=0.97,
+            training=TrainingPlan(epochs=40, batch_size=32, learning_rate=2e-3, augment_shift=2),
+        ),
+        ModelSpec(
+            name="fashion_mlp", architecture=FashionMLP, input_size=(28, 28), labels=FASHION_LABELS,
+            dataset="fashion_mnist", preprocessing="fashion", accuracy_floor=0.88,
+            training=TrainingPlan(epochs=10, batch_size=128, learning_rate=1e-3),
+        ),
+    )
+}
+
+
+def get_spec(name: str) -> ModelSpec:
+    try:
+        return MODELS[name]
+    except KeyError:
+        raise KeyError(f"unknown model {name!r}; known models: {', '.join(MODELS)}") from None
