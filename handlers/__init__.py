@@ -1,0 +1,8 @@
+"""TorchServe handler for the image classifiers, and the request decoding it relies on.
+
+Stages, in the order a request meets them:
+  request_decoding.py  HTTP payload (raw body, multipart, JSON) -> image sources
+  image_decoding.py    image bytes -> PIL image, with size limits checked before decoding
+  model_defs/preprocessing.py  PIL image -> canonical uint8 H x W (shared with training)
+  classifier_handler.py  batch -> one forward pass -> per-request JSON (or per-request 4xx)
+"""

@@ -1,0 +1,158 @@
+"""The TorchServe handler shared by every image classifier here, configured by its archive.
+
+Each archive carries model_meta.json (the export manifest: name, input size, labels,
+preprocessing, sha256 of model.pt) and a model-config.yaml whose `handler:` section holds the
+input limits and torch threads (from serving/settings.py). The stages of `handle`:
+
+  decode       each request -> images (request_decoding, image_decoding, canonicalize);
+               a bad request gets its own 4xx and leaves the batch
+  batch        the good requests' canonical images -> one uint8 tensor [N, 1, H, W]
+  predict      one forward pass of the TorchScript model (softmax baked in) on the worker's device
+  unbatch      probabilities back to the request that sent each image
+  encode       compact JSON per request: {"model", "label", "index", "probabilities"}
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+
+import numpy as np
+import torch
+from ts.torch_handler.base_handler import BaseHandler
+
+from handlers.errors import REASON_PHRASES, InputError
+from handlers.image_decoding import open_image
+from handlers.request_decoding import ImageSource, request_to_sources
+from model_defs.preprocessing import canonicalize
+from serving.settings import InputLimits
+
+logger = logging.getLogger(__name__)
+
+METADATA_FILE = "model_meta.json"
+JSON_CONTENT_TYPE = "application/json"
+
+
+def _sha256(path: str) -> str:
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+class ImageClassifierHandler(BaseHandler):
+    """Decode, batch, predict, unbatch, encode: one forward pass per TorchServe batch."""
+
+    def __init__(self):
+        super().__init__()
+        self.metadata: dict = {}
+        self.labels: list[str] = []
+        self.input_size: tuple[int, int] = (0, 0)
+        self.limits = InputLimits()
+
+    # ---- start-up ---------------------------------------------------------------------------
+    def initialize(self, context):
+        model_dir = context.system_properties.get("model_dir")
+        meta_path = os.path.join(model_dir, METADATA_FILE)
+        if not os.path.isfile(meta_path):
+            raise RuntimeError(f"{METADATA_FILE} is missing from the archive; rebuild it with `make archive`")
+        with open(meta_path) as f:
+            self.metadata = json.load(f)
+        serialized = os.path.join(model_dir, context.manifest["model"]["serializedFile"])
+        if _sha256(serialized) != self.metadata["sha256"]:
+            raise RuntimeError(f"{serialized} does not match the sha256 in {METADATA_FILE}; "
+                               "the archive is inconsistent, rebuild it with `make archive`")
+        self.labels = list(self.metadata["labels"])
+        self.input_size = tuple(self.metadata["input_size"])
+
+        settings = (getattr(context, "model_yaml_config", None) or {}).get("handler", {}) or {}
+        known = {f.name for f in dataclasses.fields(InputLimits)}
+        self.limits = InputLimits(**{k: v for k, v in settings.items() if k in known})
+        threads = int(settings.get("torch_threads", 0) or 0)
+        if threads > 0:
+            torch.set_num_threads(threads)
+
+        super().initialize(context)  # torch.jit.load onto the GPU TorchServe assigned, else CPU
+        self._warm_up()
+        logger.info("%s ready on %s: input %s, %d labels, %d torch threads", self.metadata["name"],
+                    self.device, self.input_size, len(self.labels), torch.get_num_threads())
+
+    def _warm_up(self) -> None:
+        """Run the TorchScript profiling passes now, not on the first client's request."""
+        for batch in (1, 2, 1):
+            self.predict(np.zeros((batch, *self.input_size), dtype=np.uint8))
+
+    # ---- stages -----------------------------------------------------------------------------
+    def decode(self, row: dict, content_type: str | None) -> tuple[list[np.ndarray], bool]:
+        """One request -> its canonical images, and whether the client sent a list."""
+        sources, is_list = request_to_sources(row, content_type, self.limits)
+        return [self.to_canonical(source) for source in sources], is_list
+
+    def to_canonical(self, source: ImageSource) -> np.ndarray:
+        image = source if isinstance(source, np.ndarray) else open_image(source, self.limits)
+        if isinstance(image, np.ndarray):
+            height, width = image.shape
+            if max(height, width) > self.limits.max_image_side or height * width > self.limits.max_image_pixels:
+                raise InputError(413, "image_too_large", f"The pixel array is {width}x{height}; the limit is "
+                                 f"{self.limits.max_image_side} a side and {self.limits.max_image_pixels:,} in all.")
+        return canonicalize(image, self.metadata["preprocessing"], self.input_size)
+
+    @torch.inference_mode()
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        """uint8 [N, H, W] -> probabilities [N, classes], one forward pass."""
+        batch = torch.from_numpy(images).unsqueeze(1).to(self.device)
+        return self.model(batch).float().cpu().numpy()
+
+    def encode(self, probabilities: np.ndarray) -> dict:
+        index = int(probabilities.argmax())
+        return {
+            "model": self.metadata["name"],
+            "label": self.labels[index],
+            "index": index,
+            "probabilities": {label: float(p) for label, p in zip(self.labels, probabilities)},
+        }
+
+    # ---- TorchServe entry point -------------------------------------------------------------
+    def handle(self, data, context):
+        responses: list = [None] * len(data)
+        decoded: list[tuple[int, list[np.ndarray], bool]] = []
+        for idx, row in enumerate(data):
+            try:
+                images, is_list = self.decode(row, _content_type(context, idx))
+                decoded.append((idx, images, is_list))
+            except InputError as err:
+                responses[idx] = self._error(context, idx, err.status, err.body())
+            except Exception:  # a bug of ours: this request gets a 500, the batch carries on
+                logger.exception("unexpected error decoding request %d", idx)
+                responses[idx] = self._error(context, idx, 500, {
+                    "error": "internal_error", "message": "The server failed on this request; see its log."})
+
+        if decoded:
+            batch = np.stack([image for _, images, _ in decoded for image in images])
+            probabilities = self.predict(batch)
+            offset = 0
+            for idx, images, is_list in decoded:
+                results = [self.encode(p) for p in probabilities[offset : offset + len(images)]]
+                offset += len(images)
+                responses[idx] = self._json(context, idx, results if is_list else results[0])
+        return responses
+
+    @staticmethod
+    def _json(context, idx: int, body) -> bytes:
+        context.set_response_content_type(idx, JSON_CONTENT_TYPE)
+        return json.dumps(body, separators=(",", ":")).encode("utf-8")
+
+    def _error(self, context, idx: int, status: int, body: dict) -> bytes:
+        context.set_response_status(status, REASON_PHRASES.get(status, "Error"), idx)
+        return self._json(context, idx, body)
+
+
+def _content_type(context, idx: int) -> str | None:
+    try:
+        headers = context.get_all_request_header(idx) or {}
+    except (AttributeError, IndexError, TypeError):
+        return None
+    for key, value in headers.items():
+        if key.lower() == "content-type":
+            return value
+    return None

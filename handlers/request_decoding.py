@@ -1,0 +1,154 @@
+"""One TorchServe request -> the images it carries (encoded bytes, or pixel arrays).
+
+What clients send, and how it arrives here:
+- raw body, any Content-Type except JSON (curl -T x.png, --data-binary with -H 'Content-Type: ...'):
+  TorchServe hands us {"body": bytes}
+- multipart form, any field name (curl -F data=@x.png, -F file=@x.png): {"<field>": bytes}
+- JSON (Content-Type: application/json):
+    {"image": "<base64>"} or {"image": "data:image/png;base64,..."}
+    {"pixels": [[...], ...], "range": "0-255" | "0-1"}  (range optional, see `pixels_to_array`)
+    {"instances": [<any of the above, or a bare base64 string>, ...]}  -> a list of results
+- a POST without Content-Type: curl's default form encoding; TorchServe hands us {} -> 400.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import math
+import re
+from typing import Union
+
+import numpy as np
+
+from handlers.errors import InputError
+from serving.settings import InputLimits
+
+ImageSource = Union[bytes, np.ndarray]
+
+DATA_URI = re.compile(r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?P<params>(;[^,;]*)*?);base64,", re.IGNORECASE)
+MAX_JSON_DEPTH = 8
+
+
+def _json_depth(value, depth: int = 0) -> int:
+    if depth > MAX_JSON_DEPTH:
+        return depth
+    if isinstance(value, dict):
+        return max((_json_depth(v, depth + 1) for v in value.values()), default=depth + 1)
+    if isinstance(value, list):
+        return max((_json_depth(v, depth + 1) for v in value[:4]), default=depth + 1)
+    return depth
+
+
+def parse_json(raw: bytes | str):
+    try:
+        text = raw.decode("utf-8") if isinstance(raw, (bytes, bytearray)) else raw
+        return json.loads(text)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
+        raise InputError(400, "malformed_json", f"The JSON body could not be parsed ({err}). "
+                         'Send e.g. {"image": "<base64 PNG>"}.') from None
+
+
+def decode_base64(text: str) -> bytes:
+    match = DATA_URI.match(text)
+    if match:
+        text = text[match.end():]
+    try:
+        data = base64.b64decode("".join(text.split()), validate=True)
+    except (binascii.Error, ValueError):
+        raise InputError(400, "bad_base64", "The image string is not valid base64. Send the file's "
+                         'bytes base64-encoded, or a data URI "data:image/png;base64,...".') from None
+    if not data:
+        raise InputError(400, "empty_body", "The base64 image string is empty.")
+    return data
+
+
+def pixels_to_array(pixels, value_range: str | None) -> np.ndarray:
+    """A JSON H x W array of numbers -> uint8 array.
+
+    `range` says how to read the values: "0-255" (integers or floats, rounded) or "0-1" (floats,
+    scaled by 255). Without it: every value <= 1 means 0-1, anything larger means 0-255.
+    """
+    if not isinstance(pixels, list) or not pixels or not all(isinstance(r, list) for r in pixels):
+        raise InputError(422, "bad_pixels", '"pixels" must be a non-empty list of rows (H x W numbers).')
+    width = len(pixels[0])
+    if width == 0 or any(len(row) != width for row in pixels):
+        raise InputError(422, "bad_pixels", f'"pixels" rows must all have the same, non-zero length; '
+                         f"row lengths seen: {sorted({len(r) for r in pixels})[:5]}.")
+    if any(isinstance(v, bool) or not isinstance(v, (int, float)) for row in pixels for v in row):
+        raise InputError(422, "bad_pixels", '"pixels" must hold numbers only (no strings, lists or booleans).')
+    values = np.asarray(pixels, dtype=np.float64)
+    if not np.isfinite(values).all():
+        raise InputError(422, "bad_pixels", '"pixels" contains NaN or infinity; send finite numbers.')
+    if value_range is None:
+        value_range = "0-1" if values.max() <= 1.0 else "0-255"
+    if value_range not in ("0-1", "0-255"):
+        raise InputError(422, "bad_pixels", f'"range" must be "0-255" or "0-1", got {value_range!r}.')
+    top = 1.0 if value_range == "0-1" else 255.0
+    if values.min() < 0 or values.max() > top:
+        raise InputError(422, "bad_pixels", f'"pixels" values must lie in {value_range}; '
+                         f"found {values.min():g}..{values.max():g}.")
+    return np.rint(values * (255.0 / top)).astype(np.uint8)
+
+
+def _instance_to_source(instance) -> ImageSource:
+    if isinstance(instance, str):
+        return decode_base64(instance)
+    if isinstance(instance, dict):
+        if "image" in instance or "b64" in instance:
+            value = instance.get("image", instance.get("b64"))
+            if not isinstance(value, str):
+                raise InputError(422, "bad_image_field", '"image" must be a base64 string or a data URI.')
+            return decode_base64(value)
+        if "pixels" in instance:
+            return pixels_to_array(instance["pixels"], instance.get("range"))
+    raise InputError(422, "bad_json_fields", 'A JSON image must be {"image": "<base64>"}, '
+                     '{"pixels": [[...]]} or a base64 string; got '
+                     f"{type(instance).__name__} {_keys(instance)}.")
+
+
+def _keys(value) -> str:
+    return f"with keys {sorted(value)[:5]}" if isinstance(value, dict) else ""
+
+
+def json_to_sources(document, limits: InputLimits) -> tuple[list[ImageSource], bool]:
+    """Returns (images, is_list): is_list when the client sent {"instances": [...]}."""
+    if _json_depth(document) > MAX_JSON_DEPTH:
+        raise InputError(400, "json_too_deep", f"The JSON is nested deeper than {MAX_JSON_DEPTH} levels; "
+                         'send {"image": ...}, {"pixels": [[...]]} or {"instances": [...]}.')
+    if isinstance(document, dict) and "instances" in document:
+        instances = document["instances"]
+        if not isinstance(instances, list) or not instances:
+            raise InputError(422, "bad_instances", '"instances" must be a non-empty list of images.')
+        if len(instances) > limits.max_images_per_request:
+            raise InputError(413, "too_many_images", f"{len(instances)} images in one request; the limit "
+                             f"is {limits.max_images_per_request}. Split them over several requests.")
+        return [_instance_to_source(item) for item in instances], True
+    return [_instance_to_source(document)], False
+
+
+def looks_like_json(data: bytes) -> bool:
+    head = bytes(data[:64]).lstrip()
+    return head[:1] in (b"{", b"[")
+
+
+def request_to_sources(row: dict, content_type: str | None, limits: InputLimits) -> tuple[list[ImageSource], bool]:
+    """The images in one TorchServe request row, and whether the client sent a list."""
+    if not row:
+        raise InputError(400, "missing_content_type", "The request body could not be read: a POST "
+                         "without a Content-Type header is decoded as a web form. Send the image "
+                         "with a Content-Type header (curl -T digit.png URL, or --data-binary "
+                         "@digit.png -H 'Content-Type: image/png'), as multipart form "
+                         "(curl -F data=@digit.png URL), or as JSON with -H 'Content-Type: application/json'.")
+    value = row.get("body", row.get("data"))
+    if value is None:  # multipart form with another field name: take the first field
+        value = next(iter(row.values()))
+    if isinstance(value, (dict, list)):  # TorchServe already parsed the JSON
+        return json_to_sources(value, limits)
+    if isinstance(value, str):
+        value = value.encode("utf-8")
+    value = bytes(value)
+    is_json = (content_type or "").split(";")[0].strip().lower() in ("application/json", "text/json")
+    if is_json or (not value.startswith(b"\x89PNG") and looks_like_json(value)):
+        return json_to_sources(parse_json(value), limits)
+    return [value], False

@@ -1,0 +1,1 @@
+"""Serving settings, TorchServe configuration and the local server launcher."""

@@ -1,0 +1,250 @@
+"""Start, wait for and stop a local TorchServe, failing with the reason instead of exit code 0.
+
+    python -m serving.launcher start [--run-dir .run] [--model-store model_store] [--timeout 120]
+    python -m serving.launcher stop  [--run-dir .run]
+    python -m serving.launcher status [--run-dir .run]
+
+`torchserve --start` exits 0 even when start-up fails, so `start` checks what it can first (Java,
+archives, ports, a server already running), then polls the management API until every model has
+a READY worker, and on failure prints the reason from TorchServe's log.
+
+Each run directory is a separate server: its config.properties, logs/ and tmp/ (TorchServe's
+pid file and worker sockets live in the temp dir, so TEMP/TMPDIR=<run-dir>/tmp keeps two
+checkouts, or the tests and a developer's server, from colliding). Ports come from
+serving/settings.py, overridable with INFERENCE_PORT, MANAGEMENT_PORT and METRICS_PORT.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from serving.config import render
+from serving.settings import HOST, SERVING, Ports
+
+PID_FILE = ".model_server.pid"
+
+
+class LaunchError(RuntimeError):
+    """Start-up failed; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class Server:
+    run_dir: Path
+    ports: Ports
+
+    @property
+    def inference_url(self) -> str:
+        return f"http://{HOST}:{self.ports.inference}"
+
+    @property
+    def management_url(self) -> str:
+        return f"http://{HOST}:{self.ports.management}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://{HOST}:{self.ports.metrics}"
+
+    @property
+    def tmp_dir(self) -> Path:
+        return self.run_dir / "tmp"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.run_dir / "logs"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.tmp_dir / PID_FILE
+
+    def env(self) -> dict:
+        env = dict(os.environ)
+        env.update({
+            "TEMP": str(self.tmp_dir), "TMPDIR": str(self.tmp_dir),
+            "LOG_LOCATION": str(self.log_dir), "METRICS_LOCATION": str(self.log_dir),
+            # one intra-op thread per worker: see serving/settings.py (torch_threads)
+            "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+            # hand JSON bodies to the handler as bytes: it parses them with limits and clear errors
+            "TS_DECODE_INPUT_REQUEST": "false",
+        })
+        return env
+
+    def pid(self) -> int | None:
+        try:
+            pid = int(self.pid_file.read_text().strip())
+        except (OSError, ValueError):
+            return None
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        except PermissionError:
+            pass
+        return pid
+
+
+def torchserve_bin() -> str:
+    return str(Path(sys.executable).parent / "torchserve")
+
+
+def port_in_use(port: int, host: str = HOST) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+def get_json(url: str, timeout: float = 2.0):
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        return json.loads(response.read().decode("utf-8"))
+
+
+def model_workers(server: Server, name: str) -> list[dict]:
+    try:
+        description = get_json(f"{server.management_url}/models/{name}")
+    except (urllib.error.URLError, OSError, ValueError):
+        return []
+    return description[0].get("workers", []) if description else []
+
+
+def log_reason(server: Server, lines: int = 15) -> str:
+    """The most telling lines of TorchServe's log: errors first, else the tail."""
+    log = server.log_dir / "ts_log.log"
+    if not log.is_file():
+        return f"(no log at {log})"
+    text = log.read_text(errors="replace").splitlines()
+    wanted = [l for l in text if any(k in l for k in ("ERROR", "Exception", "Error:", "error:", "Backend worker"))]
+    picked = (wanted or text)[-lines:]
+    return "\n".join("    " + l[:300] for l in picked) + f"\n  (full log: {log})"
+
+
+def preflight(server: Server, model_store: Path) -> None:
+    if shutil.which("java") is None:
+        raise LaunchError("Java is not on the PATH; TorchServe's frontend needs it. Install a JRE 11+ "
+                          "(Debian/Ubuntu: sudo apt-get install openjdk-17-jre-headless) and try again.")
+    missing = [name for name in SERVING if not (model_store / f"{name}.mar").is_file()]
+    if missing:
+        raise LaunchError(f"no archive for {', '.join(missing)} in {model_store}: run `make archive` first.")
+    running = server.pid()
+    if running:
+        raise LaunchError(f"TorchServe is already running from {server.run_dir} (pid {running}) on "
+                          f"{server.inference_url}. Stop it first with `make stop`.")
+    for label, port in (("inference", server.ports.inference), ("management", server.ports.management),
+                        ("metrics", server.ports.metrics)):
+        if port_in_use(port):
+            raise LaunchError(f"{label} port {port} on {HOST} is already in use (another server?). Stop "
+                              f"whatever holds it (`ss -ltnp 'sport = :{port}'` shows it) or choose another "
+                              f"port: make serve {label.upper()}_PORT=<port>.")
+
+
+def start(run_dir: Path, model_store: Path, ports: Ports | None = None, timeout: float = 120.0,
+          profile: str = "local", token_auth: bool = False) -> Server:
+    server = Server(run_dir.resolve(), ports or Ports.from_env())
+    model_store = model_store.resolve()
+    preflight(server, model_store)
+    server.tmp_dir.mkdir(parents=True, exist_ok=True)
+    server.log_dir.mkdir(parents=True, exist_ok=True)
+    server.pid_file.unlink(missing_ok=True)
+    config = server.run_dir / "config.properties"
+    config.write_text(render(profile, model_store, server.ports, token_auth))
+    command = [torchserve_bin(), "--start", "--ncs", "--ts-config", str(config), "--model-store", str(model_store)]
+    result = subprocess.run(command, cwd=server.run_dir, env=server.env(), capture_output=True, text=True)
+    if result.returncode != 0:
+        raise LaunchError(f"torchserve --start failed ({result.returncode}): {result.stderr or result.stdout}")
+    wait_ready(server, timeout)
+    return server
+
+
+def wait_ready(server: Server, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    pending = set(SERVING)
+    seen_pid = False
+    while time.monotonic() < deadline:
+        pid = server.pid()
+        seen_pid = seen_pid or pid is not None
+        if seen_pid and pid is None:
+            raise LaunchError(f"TorchServe exited during start-up. From its log:\n{log_reason(server)}")
+        for name in sorted(pending):
+            if any(w.get("status") == "READY" for w in model_workers(server, name)):
+                pending.discard(name)
+        if not pending:
+            return
+        time.sleep(0.25)
+    stop(server.run_dir, quiet=True)
+    raise LaunchError(f"no READY worker after {timeout:.0f} s for: {', '.join(sorted(pending))}. "
+                      f"From TorchServe's log:\n{log_reason(server)}")
+
+
+def stop(run_dir: Path, quiet: bool = False, timeout: float = 30.0) -> bool:
+    """Stop the server of `run_dir`; True when one was running. Waits until Java and workers exit."""
+    server = Server(run_dir.resolve(), Ports())
+    pid = server.pid()
+    if pid is None:
+        server.pid_file.unlink(missing_ok=True)  # a stale pid file must not block the next start
+        if not quiet:
+            print(f"no TorchServe running from {server.run_dir}")
+        return False
+    try:
+        subprocess.run([torchserve_bin(), "--stop", "--foreground"], cwd=server.run_dir, env=server.env(),
+                       capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        pass
+    if server.pid() is not None:  # did not stop in time: be firm with the process group
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    server.pid_file.unlink(missing_ok=True)
+    if not quiet:
+        print(f"stopped TorchServe (pid {pid}) from {server.run_dir}")
+    return True
+
+
+def example(server: Server) -> str:
+    return (f"TorchServe is ready: {', '.join(SERVING)}\n"
+            f"  curl -T digit.png {server.inference_url}/predictions/lenet5\n"
+            f"  curl -T shoe.png {server.inference_url}/predictions/fashion_mlp\n"
+            f"  models: curl {server.management_url}/models   metrics: curl {server.metrics_url}/metrics\n"
+            f"  logs: {server.log_dir}   stop: make stop")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("command", choices=("start", "stop", "status"))
+    parser.add_argument("--run-dir", type=Path, default=Path(".run"))
+    parser.add_argument("--model-store", type=Path, default=Path("model_store"))
+    parser.add_argument("--timeout", type=float, default=120.0)
+    parser.add_argument("--token-auth", action="store_true", help="require a bearer token (key in <run-dir>/key_file.json)")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "start":
+            print(example(start(args.run_dir, args.model_store, timeout=args.timeout, token_auth=args.token_auth)))
+        elif args.command == "stop":
+            stop(args.run_dir)
+        else:
+            server = Server(args.run_dir.resolve(), Ports.from_env())
+            pid = server.pid()
+            print(f"running, pid {pid}" if pid else "not running")
+            return 0 if pid else 1
+    except (LaunchError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
