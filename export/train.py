@@ -78,7 +78,8 @@ def train_model(spec: ModelSpec, split: Split, out_dir: Path) -> dict:
     history = {"epoch": [], "train_loss": [], "heldout_accuracy": []}
     started = time.perf_counter()
     steps = (len(x_train) + plan.batch_size - 1) // plan.batch_size
-    with tqdm(total=plan.epochs * steps, desc=f"train {spec.name}", unit="batch", file=sys.stderr) as bar:
+    with tqdm(total=plan.epochs * steps, desc=f"train {spec.name}", unit="batch", file=sys.stderr,
+              mininterval=0.1 if sys.stderr.isatty() else 10.0) as bar:
         for epoch in range(1, plan.epochs + 1):
             model.train()
             order = torch.randperm(len(x_train), generator=generator)
@@ -98,7 +99,8 @@ def train_model(spec: ModelSpec, split: Split, out_dir: Path) -> dict:
             history["epoch"].append(epoch)
             history["train_loss"].append(total_loss / len(x_train))
             history["heldout_accuracy"].append(accuracy)
-            bar.set_postfix(loss=f"{total_loss / len(x_train):.4f}", heldout=f"{accuracy:.4f}")
+            bar.set_postfix(loss=f"{total_loss / len(x_train):.4f}", heldout=f"{accuracy:.4f}",
+                            refresh=sys.stderr.isatty())
     seconds = time.perf_counter() - started
 
     predictions = predict(model, x_test, mean, std).numpy()

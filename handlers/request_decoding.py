@@ -8,7 +8,8 @@ What clients send, and how it arrives here:
     {"image": "<base64>"} or {"image": "data:image/png;base64,..."}
     {"pixels": [[...], ...], "range": "0-255" | "0-1"}  (range optional, see `pixels_to_array`)
     {"instances": [<any of the above, or a bare base64 string>, ...]}  -> a list of results
-- a POST without Content-Type: curl's default form encoding; TorchServe hands us {} -> 400.
+- a POST without Content-Type: curl --data-binary sends application/x-www-form-urlencoded, which
+  TorchServe decodes as a form (often {}): 400 missing_content_type, saying which header to send.
 """
 from __future__ import annotations
 
@@ -134,7 +135,8 @@ def looks_like_json(data: bytes) -> bool:
 
 def request_to_sources(row: dict, content_type: str | None, limits: InputLimits) -> tuple[list[ImageSource], bool]:
     """The images in one TorchServe request row, and whether the client sent a list."""
-    if not row:
+    media_type = (content_type or "").split(";")[0].strip().lower()
+    if not row or media_type == "application/x-www-form-urlencoded":
         raise InputError(400, "missing_content_type", "The request body could not be read: a POST "
                          "without a Content-Type header is decoded as a web form. Send the image "
                          "with a Content-Type header (curl -T digit.png URL, or --data-binary "
@@ -148,7 +150,7 @@ def request_to_sources(row: dict, content_type: str | None, limits: InputLimits)
     if isinstance(value, str):
         value = value.encode("utf-8")
     value = bytes(value)
-    is_json = (content_type or "").split(";")[0].strip().lower() in ("application/json", "text/json")
+    is_json = media_type in ("application/json", "text/json")
     if is_json or (not value.startswith(b"\x89PNG") and looks_like_json(value)):
         return json_to_sources(parse_json(value), limits)
     return [value], False

@@ -85,13 +85,26 @@ class Server:
             pid = int(self.pid_file.read_text().strip())
         except (OSError, ValueError):
             return None
+        return pid if process_alive(pid) else None
+
+
+def process_alive(pid: int) -> bool:
+    """True for a live process; a zombie (killed, not yet reaped) or a recycled non-Java pid is not."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    stat = Path(f"/proc/{pid}/stat")
+    if stat.exists():  # Linux: check state and command, so a stale pid file never blocks a start
         try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return None
-        except PermissionError:
-            pass
-        return pid
+            state = stat.read_text().rsplit(")", 1)[1].split()[0]
+            command = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except (OSError, IndexError):
+            return False
+        return state not in ("Z", "X") and b"java" in command
+    return True
 
 
 def torchserve_bin() -> str:
@@ -162,9 +175,14 @@ def start(run_dir: Path, model_store: Path, ports: Ports | None = None, timeout:
     config = server.run_dir / "config.properties"
     config.write_text(render(profile, model_store, server.ports, token_auth))
     command = [torchserve_bin(), "--start", "--ncs", "--ts-config", str(config), "--model-store", str(model_store)]
-    result = subprocess.run(command, cwd=server.run_dir, env=server.env(), capture_output=True, text=True)
+    # Java inherits the launcher's stdout/stderr: a pipe would never reach EOF, so use a file.
+    console = server.log_dir / "console.log"
+    with console.open("ab") as out:
+        result = subprocess.run(command, cwd=server.run_dir, env=server.env(), stdout=out,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
     if result.returncode != 0:
-        raise LaunchError(f"torchserve --start failed ({result.returncode}): {result.stderr or result.stdout}")
+        tail = console.read_text(errors="replace").splitlines()[-10:]
+        raise LaunchError(f"torchserve --start failed ({result.returncode}):\n" + "\n".join(tail))
     wait_ready(server, timeout)
     return server
 
@@ -200,7 +218,7 @@ def stop(run_dir: Path, quiet: bool = False, timeout: float = 30.0) -> bool:
         return False
     try:
         subprocess.run([torchserve_bin(), "--stop", "--foreground"], cwd=server.run_dir, env=server.env(),
-                       capture_output=True, text=True, timeout=timeout)
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=timeout)
     except subprocess.TimeoutExpired:
         pass
     if server.pid() is not None:  # did not stop in time: be firm with the process group

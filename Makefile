@@ -1,0 +1,100 @@
+# One entry point for users and CI. `make serve` and `make test` build whatever is missing.
+#   make serve                     venv, data, train, export, archive, start TorchServe, wait READY
+#   make stop                      stop it
+#   make test                      unit + end-to-end tests (what .ci/run calls)
+#   make train DATASET=mnist DATA_DIR=~/mnist   digit models on your own MNIST IDX files
+#   make serve INFERENCE_PORT=9080 MANAGEMENT_PORT=9081 METRICS_PORT=9082
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON_SYS ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+VENV_STAMP := $(VENV)/.installed-$(shell cat requirements.txt | md5sum | cut -c1-12)
+RUN := PYTHONPATH=$(CURDIR) $(PY)
+
+MODELS := lenet5 mnist_net fashion_mlp
+DATASET ?= digits
+DATA_DIR ?=
+ARTIFACTS := artifacts
+STORE := model_store
+FASHION_DIR ?= /usr/share/datasets/fashion-mnist
+FASHION_DATA := $(FASHION_DIR)/train-images-idx3-ubyte.gz
+
+# Ports: defaults live in serving/settings.py; these only forward overrides to it.
+export INFERENCE_PORT MANAGEMENT_PORT METRICS_PORT
+
+COMMON_SRC := $(wildcard model_defs/*.py) export/datasets.py
+TRAIN_SRC := $(COMMON_SRC) export/train.py export/plots.py
+EXPORT_SRC := $(COMMON_SRC) export/to_torchscript.py
+ARCHIVE_SRC := $(wildcard handlers/*.py) serving/settings.py export/archive.py
+
+CHECKPOINTS := $(foreach m,$(MODELS),$(ARTIFACTS)/$(m)/checkpoint.pt)
+EXPORTS := $(foreach m,$(MODELS),$(ARTIFACTS)/$(m)/model.pt)
+ARCHIVES := $(foreach m,$(MODELS),$(STORE)/$(m).mar)
+
+.PHONY: help venv data train export archive serve stop status test test-unit test-e2e clean distclean
+
+help:
+	@sed -n '2,6p' Makefile | sed 's/^# //'
+
+venv: $(VENV_STAMP)
+$(VENV_STAMP): requirements.txt
+	@test -x $(PY) || $(PYTHON_SYS) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	@rm -f $(VENV)/.installed-* && touch $@
+
+# Fashion-MNIST comes from Debian's dataset-fashion-mnist (no download at run time).
+data: $(FASHION_DATA)
+$(FASHION_DATA):
+	@echo "Fashion-MNIST missing: installing Debian's dataset-fashion-mnist"
+	@if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get install -y -q dataset-fashion-mnist >/dev/null || \
+	  { $$SUDO apt-get update -q >/dev/null && $$SUDO apt-get install -y -q dataset-fashion-mnist >/dev/null; } || \
+	  { echo "error: could not install dataset-fashion-mnist; install it with apt, or set FASHION_MNIST_DIR to a folder with the Fashion-MNIST IDX files" >&2; exit 1; }
+
+# The digit models retrain when DATASET/DATA_DIR change (recorded in this stamp).
+DATA_STAMP := $(ARTIFACTS)/.digits-source
+$(DATA_STAMP): FORCE
+	@mkdir -p $(ARTIFACTS)
+	@echo "$(DATASET) $(DATA_DIR)" | cmp -s - $@ || echo "$(DATASET) $(DATA_DIR)" > $@
+FORCE:
+
+train: $(CHECKPOINTS)
+$(ARTIFACTS)/fashion_mlp/checkpoint.pt: $(TRAIN_SRC) $(VENV_STAMP) | $(FASHION_DATA)
+	$(RUN) -m export.train --models fashion_mlp --out $(ARTIFACTS)
+$(ARTIFACTS)/%/checkpoint.pt: $(TRAIN_SRC) $(VENV_STAMP) $(DATA_STAMP)
+	$(RUN) -m export.train --models $* --dataset $(DATASET) $(if $(DATA_DIR),--data-dir $(DATA_DIR)) --out $(ARTIFACTS)
+
+export: $(EXPORTS)
+$(ARTIFACTS)/%/model.pt: $(ARTIFACTS)/%/checkpoint.pt $(EXPORT_SRC)
+	$(RUN) -m export.to_torchscript --models $* --artifacts $(ARTIFACTS)
+
+archive: $(ARCHIVES)
+$(STORE)/%.mar: $(ARTIFACTS)/%/model.pt $(ARCHIVE_SRC)
+	$(RUN) -m export.archive --models $* --artifacts $(ARTIFACTS) --store $(STORE)
+
+serve: $(ARCHIVES)
+	@$(RUN) -m serving.launcher start --model-store $(STORE)
+
+stop: $(VENV_STAMP)
+	@$(RUN) -m serving.launcher stop
+
+status: $(VENV_STAMP)
+	@$(RUN) -m serving.launcher status
+
+# The tests build what they need (archives) and run their own server on other ports.
+test: $(ARCHIVES)
+	$(RUN) -m pytest -q tests
+
+test-unit: $(EXPORTS)
+	$(RUN) -m pytest -q tests -m "not e2e"
+
+test-e2e: $(ARCHIVES)
+	$(RUN) -m pytest -q tests -m e2e
+
+clean:
+	rm -rf build $(STORE) .run logs results .pytest_cache
+
+distclean: clean
+	rm -rf $(ARTIFACTS) $(VENV)
