@@ -96,5 +96,8 @@ test-e2e: $(ARCHIVES)
 clean:
 	rm -rf build $(STORE) .run logs results .pytest_cache
 
+# Deployment, load testing and reliability targets live beside this file, one fragment each.
+include $(sort $(wildcard mk/*.mk))
+
 distclean: clean
 	rm -rf $(ARTIFACTS) $(VENV)

@@ -1,0 +1,95 @@
+"""Shared fixtures: exported models, held-out data, and one real TorchServe per test session.
+
+The session server runs from its own run directory on ports 18080-18082 (TEST_PORT_BASE to move
+them), so it never collides with a developer's `make serve` on 8080-8082.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from export.datasets import load_raw, source_for
+from model_defs.preprocessing import canonicalize
+from model_defs.registry import MODELS, get_spec
+from serving import launcher
+from serving.settings import Ports
+
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / "artifacts"
+MODEL_STORE = ROOT / "model_store"
+TEST_PORT_BASE = int(os.environ.get("TEST_PORT_BASE", "18080"))
+MODEL_NAMES = list(MODELS)
+
+
+def artifact(name: str, filename: str) -> Path:
+    path = ARTIFACTS / name / filename
+    if not path.is_file():
+        pytest.fail(f"{path} is missing: run `make export` (or `make test`, which builds it)")
+    return path
+
+
+class HeldOut:
+    """A model's held-out split: raw images as a client has them, canonical tensors, labels."""
+
+    def __init__(self, name: str):
+        self.spec = get_spec(name)
+        manifest = json.loads(artifact(name, "manifest.json").read_text())
+        source = manifest.get("data_source") or source_for(self.spec)
+        _, _, self.raw, labels = load_raw(source, os.environ.get("DATA_DIR") or None)
+        self.labels = np.asarray(labels, dtype=np.int64)
+        self._canonical = None
+
+    @property
+    def canonical(self) -> np.ndarray:
+        if self._canonical is None:
+            self._canonical = np.stack([canonicalize(img, self.spec.preprocessing, self.spec.input_size)
+                                        for img in self.raw])
+        return self._canonical
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+_held_out_cache: dict[str, HeldOut] = {}
+
+
+@pytest.fixture(scope="session")
+def held_out():
+    def get(name: str) -> HeldOut:
+        if name not in _held_out_cache:
+            _held_out_cache[name] = HeldOut(name)
+        return _held_out_cache[name]
+    return get
+
+
+@pytest.fixture(scope="session")
+def scripted():
+    """The exported TorchScript models, as the server runs them."""
+    cache: dict[str, torch.jit.ScriptModule] = {}
+
+    def get(name: str):
+        if name not in cache:
+            cache[name] = torch.jit.load(str(artifact(name, "model.pt"))).eval()
+        return cache[name]
+    return get
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory):
+    """One real TorchServe on loopback for the whole session, stopped at the end."""
+    missing = [n for n in MODEL_NAMES if not (MODEL_STORE / f"{n}.mar").is_file()]
+    if missing:
+        pytest.fail(f"no archive for {missing} in {MODEL_STORE}: run `make archive` (make test does)")
+    ports = Ports(TEST_PORT_BASE, TEST_PORT_BASE + 1, TEST_PORT_BASE + 2)
+    run_dir = tmp_path_factory.mktemp("torchserve")
+    try:
+        srv = launcher.start(run_dir, MODEL_STORE, ports=ports, timeout=180)
+    except launcher.LaunchError as err:
+        pytest.fail(f"TorchServe did not start: {err}")
+    yield srv
+    launcher.stop(run_dir, quiet=True)
