@@ -1,0 +1,70 @@
+"""Data sets: one IDX reader (Fashion-MNIST and real MNIST), the seeded digits split, clear errors."""
+import gzip
+import struct
+
+import numpy as np
+import pytest
+
+from export import datasets
+from export.datasets import DataSetMissing, load_raw, load_sklearn_digits, read_idx
+
+
+def write_idx(path, array, compress=False):
+    header = struct.pack(">BBBB", 0, 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    data = header + array.astype(np.uint8).tobytes()
+    (gzip.open if compress else open)(path, "wb").write(data)
+
+
+@pytest.mark.parametrize("compress", [False, True])
+def test_read_idx_round_trip(tmp_path, compress):
+    images = np.arange(2 * 28 * 28, dtype=np.uint32).reshape(2, 28, 28).astype(np.uint8)
+    path = tmp_path / ("x.idx.gz" if compress else "x.idx")
+    write_idx(path, images, compress)
+    assert (read_idx(path) == images).all()
+
+
+def test_read_idx_rejects_garbage_and_truncation(tmp_path):
+    (tmp_path / "bad").write_bytes(b"\x89PNG not idx")
+    with pytest.raises(ValueError, match="not an IDX"):
+        read_idx(tmp_path / "bad")
+    write_idx(tmp_path / "t", np.zeros((3, 4, 4)))
+    (tmp_path / "t").write_bytes((tmp_path / "t").read_bytes()[:-5])
+    with pytest.raises(ValueError, match="truncated"):
+        read_idx(tmp_path / "t")
+
+
+def test_user_mnist_files_load_with_the_same_reader(tmp_path):
+    for stem, shape in (("train-images-idx3-ubyte", (5, 28, 28)), ("train-labels-idx1-ubyte", (5,)),
+                        ("t10k-images-idx3-ubyte", (3, 28, 28)), ("t10k-labels-idx1-ubyte", (3,))):
+        write_idx(tmp_path / f"{stem}.gz", np.ones(shape), compress=True)
+    x_train, y_train, x_test, y_test = load_raw("mnist", tmp_path)
+    assert x_train.shape == (5, 28, 28) and y_test.shape == (3,)
+
+
+def test_missing_mnist_says_how_to_get_it(tmp_path):
+    with pytest.raises(DataSetMissing, match="DATA_DIR"):
+        load_raw("mnist", None)
+    with pytest.raises(DataSetMissing, match="t10k|train-images"):
+        load_raw("mnist", tmp_path)
+
+
+def test_missing_fashion_mnist_says_apt_get(tmp_path, monkeypatch):
+    monkeypatch.setattr(datasets, "FASHION_MNIST_DIR", tmp_path / "nowhere")
+    with pytest.raises(DataSetMissing, match="apt-get install dataset-fashion-mnist"):
+        load_raw("fashion_mnist")
+
+
+def test_digits_split_is_seeded_stratified_and_at_least_20_percent():
+    a = load_sklearn_digits()
+    b = load_sklearn_digits()
+    assert all((x == y).all() for x, y in zip(a, b))
+    x_train, y_train, x_test, y_test = a
+    assert len(x_test) / (len(x_train) + len(x_test)) >= 0.2
+    assert len(x_test) >= 500
+    assert x_test.dtype == np.uint8 and x_test.max() == 255
+    assert set(np.bincount(y_test)) <= {52, 53, 54, 55, 56}  # every class held out in proportion (~30%)
+
+
+def test_fashion_mnist_official_test_split():
+    _, _, x_test, y_test = load_raw("fashion_mnist")
+    assert x_test.shape == (10_000, 28, 28) and (np.bincount(y_test) == 1000).all()
