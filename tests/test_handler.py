@@ -1,0 +1,117 @@
+"""The handler, without a server: the archive's metadata drives it, one forward pass per batch,
+per-request errors never fail the batch."""
+import io
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from model_defs.registry import MODELS, get_spec
+from tests.handler_context import LoadedHandler, unpack_archive
+
+PNG = {"Content-Type": "image/png"}
+
+
+def png_bytes(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def loaded(tmp_path_factory):
+    cache = {}
+
+    def get(name):
+        if name not in cache:
+            cache[name] = LoadedHandler(unpack_archive(name, tmp_path_factory.mktemp(name)), name)
+        return cache[name]
+    return get
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_png_gets_the_contract_and_the_model_probabilities(name, loaded, held_out, scripted):
+    data = held_out(name)
+    status, body = loaded(name).one({"body": png_bytes(data.raw[0])}, PNG)
+    assert status == 200
+    spec = get_spec(name)
+    assert set(body) == {"model", "label", "index", "probabilities"}
+    assert body["model"] == name
+    assert list(body["probabilities"]) == list(spec.labels)
+    probs = np.array(list(body["probabilities"].values()))
+    assert abs(probs.sum() - 1) <= 1e-4
+    assert body["index"] == int(probs.argmax()) and body["label"] == spec.labels[body["index"]]
+    with torch.inference_mode():
+        expected = scripted(name)(torch.from_numpy(data.canonical[:1]).unsqueeze(1))[0].numpy()
+    assert np.abs(probs - expected).max() <= 1e-5
+
+
+def test_one_forward_pass_per_batch(loaded, held_out, monkeypatch):
+    h = loaded("lenet5")
+    calls = []
+    real_model = h.handler.model
+
+    def counting(batch):
+        calls.append(tuple(batch.shape))
+        return real_model(batch)
+
+    monkeypatch.setattr(h.handler, "model", counting)
+    raw = held_out("lenet5").raw
+    answers = h.batch([({"body": png_bytes(raw[i])}, PNG) for i in range(5)])
+    assert [s for s, _ in answers] == [200] * 5
+    assert calls == [(5, 1, 32, 32)]
+
+
+def test_bad_requests_get_their_own_4xx_and_good_ones_still_answer(loaded, held_out):
+    raw = held_out("lenet5").raw
+    labels = held_out("lenet5").labels
+    batch = [
+        ({"body": png_bytes(raw[0])}, PNG),
+        ({"body": b"not an image at all"}, PNG),
+        ({"body": png_bytes(raw[1])}, PNG),
+        ({}, {}),                                             # POST without Content-Type
+        ({"body": png_bytes(raw[2])[:60]}, PNG),              # truncated PNG
+        ({"body": b'{"image": "%%%"}'}, {"Content-Type": "application/json"}),
+        ({"body": png_bytes(raw[3])}, PNG),
+    ]
+    answers = loaded("lenet5").batch(batch)
+    statuses = [s for s, _ in answers]
+    assert statuses == [200, 415, 200, 400, 400, 400, 200]
+    for i, (status, body) in enumerate(answers):
+        if status == 200:
+            continue
+        assert set(body) == {"error", "message"} and body["message"]
+    assert [answers[i][1]["error"] for i in (1, 3, 4, 5)] == ["not_an_image", "missing_content_type",
+                                                              "corrupt_image", "bad_base64"]
+    assert "Content-Type" in answers[3][1]["message"]
+    good = [answers[i][1]["index"] for i in (0, 2, 6)]
+    assert good == [int(labels[i]) for i in (0, 1, 3)]
+
+
+def test_form_encoded_post_is_told_which_header_to_send(loaded, held_out):
+    status, body = loaded("lenet5").one({"\x89PNG\r\n": b"..."}, {"Content-Type": "application/x-www-form-urlencoded"})
+    assert status == 400 and body["error"] == "missing_content_type"
+
+
+def test_instances_return_a_list_in_order(loaded, held_out):
+    import base64
+    data = held_out("mnist_net")
+    images = [base64.b64encode(png_bytes(data.raw[i])).decode() for i in range(4)]
+    body = json.dumps({"instances": images}).encode()
+    status, answer = loaded("mnist_net").one({"body": body}, {"Content-Type": "application/json"})
+    assert status == 200 and isinstance(answer, list) and len(answer) == 4
+    assert [a["index"] for a in answer] == [int(l) for l in data.labels[:4]]
+
+
+def test_archive_with_a_tampered_model_refuses_to_load(tmp_path):
+    model_dir = unpack_archive("lenet5", tmp_path)
+    (model_dir / "model.pt").write_bytes((model_dir / "model.pt").read_bytes() + b"\0")
+    with pytest.raises(RuntimeError, match="sha256"):
+        LoadedHandler(model_dir, "lenet5")
+
+
+def test_limits_come_from_the_archive_config(loaded):
+    from serving.settings import LIMITS
+    assert loaded("lenet5").handler.limits == LIMITS

@@ -1,0 +1,66 @@
+"""The local config and the launcher's pre-flight checks: clear messages instead of exit code 0."""
+import socket
+
+import pytest
+
+from serving import launcher
+from serving.config import render
+from serving.settings import HOST, JOB_QUEUE_SIZE, LIMITS, SERVING, Ports
+
+
+def parse(text: str) -> dict:
+    return dict(line.split("=", 1) for line in text.splitlines() if line and not line.startswith("#"))
+
+
+def test_local_profile_is_loopback_only_with_explicit_security_settings(tmp_path):
+    ports = Ports(9180, 9181, 9182)
+    config = parse(render("local", tmp_path / "store", ports))
+    assert config["inference_address"] == f"http://{HOST}:9180"
+    assert config["management_address"] == f"http://{HOST}:9181"
+    assert config["metrics_address"] == f"http://{HOST}:9182"
+    assert HOST == "127.0.0.1"
+    assert config["disable_token_authorization"] == "true"
+    assert config["enable_model_api"] == "false"
+    assert config["allowed_urls"].startswith("file://") and "http" not in config["allowed_urls"]
+    assert config["metrics_mode"] == "prometheus"
+    assert int(config["max_request_size"]) == LIMITS.max_request_bytes
+    assert int(config["job_queue_size"]) == JOB_QUEUE_SIZE
+    assert config["load_models"] == ",".join(f"{n}.mar" for n in SERVING)
+
+
+def test_token_auth_can_be_turned_on(tmp_path):
+    assert parse(render("local", tmp_path, token_auth=True))["disable_token_authorization"] == "false"
+
+
+def test_ports_from_env_are_validated():
+    assert Ports.from_env({"INFERENCE_PORT": "9000"}).inference == 9000
+    with pytest.raises(ValueError, match="not a TCP port"):
+        Ports.from_env({"MANAGEMENT_PORT": "http"})
+
+
+def test_start_without_archives_says_make_archive(tmp_path):
+    with pytest.raises(launcher.LaunchError, match="make archive"):
+        launcher.start(tmp_path / "run", tmp_path / "empty_store", ports=Ports(9190, 9191, 9192))
+
+
+def test_start_on_a_busy_port_names_the_port(tmp_path):
+    store = launcher.Path(__file__).resolve().parent.parent / "model_store"
+    with socket.socket() as busy:
+        busy.bind((HOST, 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        with pytest.raises(launcher.LaunchError, match=f"inference port {port}.*in use"):
+            launcher.start(tmp_path / "run", store, ports=Ports(port, port + 1, port + 2))
+
+
+def test_start_without_java_says_install_a_jre(tmp_path, monkeypatch):
+    monkeypatch.setattr(launcher.shutil, "which", lambda name: None)
+    with pytest.raises(launcher.LaunchError, match="Java is not on the PATH"):
+        launcher.start(tmp_path / "run", tmp_path, ports=Ports(9190, 9191, 9192))
+
+
+def test_a_stale_pid_file_does_not_block_a_start(tmp_path):
+    server = launcher.Server(tmp_path, Ports())
+    server.tmp_dir.mkdir(parents=True)
+    server.pid_file.write_text("999999")  # no such process
+    assert server.pid() is None
