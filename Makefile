@@ -22,7 +22,7 @@ FASHION_DIR ?= /usr/share/datasets/fashion-mnist
 FASHION_DATA := $(FASHION_DIR)/train-images-idx3-ubyte.gz
 
 # Ports: defaults live in serving/settings.py; these only forward overrides to it.
-export INFERENCE_PORT MANAGEMENT_PORT METRICS_PORT
+export INFERENCE_PORT MANAGEMENT_PORT METRICS_PORT GRPC_INFERENCE_PORT GRPC_MANAGEMENT_PORT
 
 COMMON_SRC := $(wildcard model_defs/*.py) export/datasets.py
 TRAIN_SRC := $(COMMON_SRC) export/train.py export/plots.py

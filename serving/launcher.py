@@ -157,11 +157,12 @@ def preflight(server: Server, model_store: Path) -> None:
         raise LaunchError(f"TorchServe is already running from {server.run_dir} (pid {running}) on "
                           f"{server.inference_url}. Stop it first with `make stop`.")
     for label, port in (("inference", server.ports.inference), ("management", server.ports.management),
-                        ("metrics", server.ports.metrics)):
+                        ("metrics", server.ports.metrics), ("grpc_inference", server.ports.grpc_inference),
+                        ("grpc_management", server.ports.grpc_management)):
         if port_in_use(port):
-            raise LaunchError(f"{label} port {port} on {HOST} is already in use (another server?). Stop "
-                              f"whatever holds it (`ss -ltnp 'sport = :{port}'` shows it) or choose another "
-                              f"port: make serve {label.upper()}_PORT=<port>.")
+            raise LaunchError(f"{label.replace('_', ' ')} port {port} on {HOST} is already in use (another "
+                              f"server?). Stop whatever holds it (`ss -ltnp 'sport = :{port}'` shows it) or "
+                              f"choose another port: make serve {label.upper()}_PORT=<port>.")
 
 
 def start(run_dir: Path, model_store: Path, ports: Ports | None = None, timeout: float = 120.0,

@@ -27,11 +27,32 @@ MANAGEMENT_PORT = 8081
 METRICS_PORT = 8082
 
 
+# TorchServe always starts gRPC servers too (no switch in 0.12); we do not use them, but their
+# ports must not collide between servers, so by default they sit GRPC_OFFSET below the HTTP ones
+# (8080/8081 -> 7070/7071, TorchServe's defaults), always bound to 127.0.0.1.
+GRPC_OFFSET = 1010
+
+
 @dataclass(frozen=True)
 class Ports:
     inference: int = INFERENCE_PORT
     management: int = MANAGEMENT_PORT
     metrics: int = METRICS_PORT
+    grpc_inference: int | None = None   # default: inference - GRPC_OFFSET
+    grpc_management: int | None = None  # default: management - GRPC_OFFSET
+
+    def __post_init__(self):
+        if self.grpc_inference is None:
+            object.__setattr__(self, "grpc_inference", self.inference - GRPC_OFFSET)
+        if self.grpc_management is None:
+            object.__setattr__(self, "grpc_management", self.management - GRPC_OFFSET)
+        for name in ("inference", "management", "metrics", "grpc_inference", "grpc_management"):
+            value = getattr(self, name)
+            if not 0 < value < 65536:
+                raise ValueError(f"{name} port {value} is not a TCP port (1-65535); HTTP ports must be "
+                                 f"above {GRPC_OFFSET} unless GRPC_INFERENCE_PORT/GRPC_MANAGEMENT_PORT are set")
+        if len({self.inference, self.management, self.metrics, self.grpc_inference, self.grpc_management}) < 5:
+            raise ValueError(f"ports must all differ: {self}")
 
     @classmethod
     def from_env(cls, env=os.environ) -> "Ports":
@@ -47,6 +68,8 @@ class Ports:
             inference=read("INFERENCE_PORT", INFERENCE_PORT),
             management=read("MANAGEMENT_PORT", MANAGEMENT_PORT),
             metrics=read("METRICS_PORT", METRICS_PORT),
+            grpc_inference=read("GRPC_INFERENCE_PORT", 0) or None,
+            grpc_management=read("GRPC_MANAGEMENT_PORT", 0) or None,
         )
 
 

@@ -64,3 +64,14 @@ def test_a_stale_pid_file_does_not_block_a_start(tmp_path):
     server.tmp_dir.mkdir(parents=True)
     server.pid_file.write_text("999999")  # no such process
     assert server.pid() is None
+
+
+def test_grpc_is_on_loopback_and_follows_the_http_ports(tmp_path):
+    """TorchServe always starts gRPC: two servers must not fight over 7070/7071."""
+    config = parse(render("local", tmp_path, Ports(18080, 18081, 18082)))
+    assert config["grpc_inference_address"] == "127.0.0.1"
+    assert config["grpc_management_address"] == "127.0.0.1"
+    assert (config["grpc_inference_port"], config["grpc_management_port"]) == ("17070", "17071")
+    assert (Ports().grpc_inference, Ports().grpc_management) == (7070, 7071)
+    with pytest.raises(ValueError, match="must all differ"):
+        Ports(9000, 9001, 9000)
