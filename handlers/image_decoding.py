@@ -15,6 +15,40 @@ from serving.settings import InputLimits
 
 SUPPORTED_FORMATS = {"PNG", "JPEG", "MPO", "BMP", "GIF", "WEBP", "TIFF"}
 SUPPORTED_TEXT = "PNG, JPEG, BMP, GIF (first frame), WebP or TIFF"
+PIL_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "WEBP", "TIFF")  # MPO: PIL opens multi-picture JPEGs as JPEG
+
+# Formats people really send that we do not decode, recognised by their signature for a clear 415.
+UNSUPPORTED_SIGNATURES = (
+    (4, (b"ftypheic", b"ftypheix", b"ftyphevc", b"ftypmif1", b"ftypmsf1"), "HEIC/HEIF (iPhone photo; "
+     "export as JPEG, or set Camera > Formats > Most Compatible)"),
+    (4, (b"ftypavif",), "AVIF"),
+    (0, (b"%PDF",), "PDF"),
+    (0, (b"%!PS",), "PostScript/EPS"),
+    (0, (b"<svg", b"<?xml"), "SVG/XML"),
+    (0, (b"\x00\x00\x01\x00",), "ICO"),
+    (0, (b"8BPS",), "Photoshop PSD"),
+    (0, (b"\x00\x00\x00\x0cjP  ", b"\xff\x4f\xff\x51"), "JPEG 2000"),
+    (0, (b"qoif",), "QOI"),
+)
+
+
+SUPPORTED_SIGNATURES = ((b"\x89PNG\r\n\x1a\n", "PNG"), (b"\xff\xd8\xff", "JPEG"), (b"GIF87a", "GIF"),
+                        (b"GIF89a", "GIF"), (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"), (b"BM", "BMP"))
+
+
+def sniff_supported(data: bytes) -> str | None:
+    head = bytes(data[:16])
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "WebP"
+    return next((name for sig, name in SUPPORTED_SIGNATURES if head.startswith(sig)), None)
+
+
+def sniff_unsupported(data: bytes) -> str | None:
+    head = bytes(data[:32]).lstrip()
+    for offset, signatures, name in UNSUPPORTED_SIGNATURES:
+        if any(head[offset:offset + len(sig)] == sig for sig in signatures):
+            return name
+    return None
 
 # We enforce our own limits from the header; PIL's global guard would raise mid-decode instead.
 Image.MAX_IMAGE_PIXELS = None
@@ -26,8 +60,17 @@ def open_image(data: bytes, limits: InputLimits) -> Image.Image:
         raise InputError(400, "empty_body", "The request carried no image data. Send the image "
                          f"file as the request body, e.g. curl -T digit.png URL ({SUPPORTED_TEXT}).")
     try:
-        image = Image.open(io.BytesIO(data))
+        # Only our formats' parsers ever see the bytes (no EPS/Ghostscript, no exotic plugins).
+        image = Image.open(io.BytesIO(data), formats=PIL_FORMATS)
     except UnidentifiedImageError:
+        claimed = sniff_supported(data)
+        if claimed:
+            raise InputError(400, "corrupt_image", f"The data starts like a {claimed} file but its header is "
+                             "invalid (zero or impossible dimensions, or damaged). Send a complete, valid image.") from None
+        known = sniff_unsupported(data)
+        if known:
+            raise InputError(415, "unsupported_format", f"{known} images are not supported. "
+                             f"Send {SUPPORTED_TEXT}.") from None
         raise InputError(415, "not_an_image", f"The data is not an image this server can read "
                          f"({len(data)} bytes, starting {bytes(data[:8])!r}). Send {SUPPORTED_TEXT}.") from None
     except Exception as err:  # PIL raises assorted errors on broken headers

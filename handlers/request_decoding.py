@@ -133,6 +133,28 @@ def looks_like_json(data: bytes) -> bool:
     return head[:1] in (b"{", b"[")
 
 
+PREFERRED_FIELDS = ("body", "data", "file", "image", "img")
+IMAGE_MAGIC = (b"\x89PNG", b"\xff\xd8\xff", b"BM", b"GIF8", b"RIFF", b"II*\x00", b"MM\x00*")
+
+
+def pick_field(row: dict):
+    """The part of a request that carries the image(s).
+
+    Raw bodies arrive as "body"; multipart forms as one entry per field, under any name. A form may
+    also carry text fields (curl -F note=hi -F file=@x.png): take a well-known name first, else the
+    first field that looks like an image or JSON, else the first field.
+    """
+    for name in PREFERRED_FIELDS:
+        if row.get(name) is not None:
+            return row[name]
+    for value in row.values():
+        if isinstance(value, (dict, list)):
+            return value
+        if isinstance(value, (bytes, bytearray)) and (bytes(value[:8]).startswith(IMAGE_MAGIC) or looks_like_json(value)):
+            return value
+    return next(iter(row.values()))
+
+
 def request_to_sources(row: dict, content_type: str | None, limits: InputLimits) -> tuple[list[ImageSource], bool]:
     """The images in one TorchServe request row, and whether the client sent a list."""
     media_type = (content_type or "").split(";")[0].strip().lower()
@@ -142,9 +164,7 @@ def request_to_sources(row: dict, content_type: str | None, limits: InputLimits)
                          "with a Content-Type header (curl -T digit.png URL, or --data-binary "
                          "@digit.png -H 'Content-Type: image/png'), as multipart form "
                          "(curl -F data=@digit.png URL), or as JSON with -H 'Content-Type: application/json'.")
-    value = row.get("body", row.get("data"))
-    if value is None:  # multipart form with another field name: take the first field
-        value = next(iter(row.values()))
+    value = pick_field(row)
     if isinstance(value, (dict, list)):  # TorchServe already parsed the JSON
         return json_to_sources(value, limits)
     if isinstance(value, str):
