@@ -24,7 +24,7 @@ import torch
 from ts.torch_handler.base_handler import BaseHandler
 
 from handlers.errors import REASON_PHRASES, InputError
-from handlers.image_decoding import open_image
+from handlers.image_decoding import check_size, load_pixels, open_header
 from handlers.request_decoding import ImageSource, request_to_sources
 from model_defs.preprocessing import canonicalize
 from serving.settings import InputLimits
@@ -84,17 +84,30 @@ class ImageClassifierHandler(BaseHandler):
 
     # ---- stages -----------------------------------------------------------------------------
     def decode(self, row: dict, content_type: str | None) -> tuple[list[np.ndarray], bool]:
-        """One request -> its canonical images, and whether the client sent a list."""
-        sources, is_list = request_to_sources(row, content_type, self.limits)
-        return [self.to_canonical(source) for source in sources], is_list
+        """One request -> its canonical images, and whether the client sent a list.
 
-    def to_canonical(self, source: ImageSource) -> np.ndarray:
-        image = source if isinstance(source, np.ndarray) else open_image(source, self.limits)
-        if isinstance(image, np.ndarray):
-            height, width = image.shape
-            if max(height, width) > self.limits.max_image_side or height * width > self.limits.max_image_pixels:
-                raise InputError(413, "image_too_large", f"The pixel array is {width}x{height}; the limit is "
-                                 f"{self.limits.max_image_side} a side and {self.limits.max_image_pixels:,} in all.")
+        Every image's header is checked (and the request's total pixels) before any pixels are
+        decoded, so an oversized request costs microseconds, not a worker's time."""
+        sources, is_list = request_to_sources(row, content_type, self.limits)
+        opened = [self.open(source) for source in sources]
+        total = sum(image.shape[0] * image.shape[1] if isinstance(image, np.ndarray) else
+                    image.size[0] * image.size[1] for image in opened)
+        if total > self.limits.max_pixels_per_request:
+            raise InputError(413, "too_many_pixels", f"The request's images hold {total:,} pixels in all; "
+                             f"the limit is {self.limits.max_pixels_per_request:,} per request. Downscale "
+                             "them or split them over several requests.")
+        return [self.to_canonical(image) for image in opened], is_list
+
+    def open(self, source: ImageSource):
+        """Encoded bytes -> a lazily opened image (header checked); a pixel array -> itself, checked."""
+        if isinstance(source, np.ndarray):
+            check_size(source.shape[::-1], self.limits, what="The pixel array is")
+            return source
+        return open_header(source, self.limits)
+
+    def to_canonical(self, image) -> np.ndarray:
+        if not isinstance(image, np.ndarray):
+            image = load_pixels(image)
         return canonicalize(image, self.metadata["preprocessing"], self.input_size)
 
     @torch.inference_mode()

@@ -56,12 +56,19 @@ Image.MAX_IMAGE_PIXELS = None
 
 def open_image(data: bytes, limits: InputLimits) -> Image.Image:
     """Decode one image, EXIF orientation applied, first frame only."""
+    return load_pixels(open_header(data, limits))
+
+
+def open_header(data: bytes, limits: InputLimits) -> Image.Image:
+    """Read only the header: format and dimensions, checked against the limits. No pixels yet."""
     if not data:
         raise InputError(400, "empty_body", "The request carried no image data. Send the image "
                          f"file as the request body, e.g. curl -T digit.png URL ({SUPPORTED_TEXT}).")
     try:
         # Only our formats' parsers ever see the bytes (no EPS/Ghostscript, no exotic plugins).
-        image = Image.open(io.BytesIO(data), formats=PIL_FORMATS)
+        with warnings.catch_warnings():  # PIL warns about damaged headers: we judge them ourselves
+            warnings.simplefilter("ignore")
+            image = Image.open(io.BytesIO(data), formats=PIL_FORMATS)
     except UnidentifiedImageError:
         claimed = sniff_supported(data)
         if claimed:
@@ -79,14 +86,23 @@ def open_image(data: bytes, limits: InputLimits) -> Image.Image:
     if image.format not in SUPPORTED_FORMATS:
         raise InputError(415, "unsupported_format", f"{image.format} images are not supported. "
                          f"Send {SUPPORTED_TEXT}.")
-    width, height = image.size
+    check_size(image.size, limits, what=f"The {image.format} image declares")
+    return image
+
+
+def check_size(size: tuple[int, int], limits: InputLimits, what: str = "The image is") -> None:
+    width, height = size
     if width < 1 or height < 1:
-        raise InputError(400, "empty_image", f"The image is {width}x{height} pixels. Send an image "
+        raise InputError(400, "empty_image", f"{what} {width}x{height} pixels. Send an image "
                          "with at least one pixel.")
     if max(width, height) > limits.max_image_side or width * height > limits.max_image_pixels:
-        raise InputError(413, "image_too_large", f"The image declares {width}x{height} pixels; "
+        raise InputError(413, "image_too_large", f"{what} {width}x{height} pixels; "
                          f"the limit is {limits.max_image_side} pixels a side and "
                          f"{limits.max_image_pixels:,} pixels in all. Downscale it before sending.")
+
+
+def load_pixels(image: Image.Image) -> Image.Image:
+    """Decode the pixels of an image opened by `open_header`, EXIF orientation applied."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

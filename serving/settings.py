@@ -80,6 +80,7 @@ class InputLimits:
     max_image_pixels: int = 16_000_000         # width x height, checked from the header before decoding
     max_image_side: int = 8192                 # pixels, either side
     max_images_per_request: int = 64           # {"instances": [...]}
+    max_pixels_per_request: int = 40_000_000   # all images of one request together (a worker's time)
 
 
 @dataclass(frozen=True)
