@@ -111,32 +111,36 @@ def _fit(content: np.ndarray, box: int) -> np.ndarray:
     return np.asarray(Image.fromarray(content).resize(size, Image.Resampling.LANCZOS))
 
 
-def _place(content: np.ndarray, frame: int, centre: tuple[float, float]) -> np.ndarray:
-    """Put `content` into a black frame x frame canvas with `centre` (row, col) at its middle."""
+def _place(content: np.ndarray, frame: int, centre: tuple[float, float], margin: int = 0) -> np.ndarray:
+    """Put `content` into a black frame x frame area with `centre` (row, col) at its middle; the
+    canvas has `margin` more black pixels on every side."""
     h, w = content.shape
-    top = int(np.clip(round(frame / 2 - centre[0]), 0, frame - h))
-    left = int(np.clip(round(frame / 2 - centre[1]), 0, frame - w))
-    canvas = np.zeros((frame, frame), dtype=np.uint8)
+    top = min(max(round(frame / 2 - centre[0]), 0), frame - h) + margin
+    left = min(max(round(frame / 2 - centre[1]), 0), frame - w) + margin
+    canvas = np.zeros((frame + 2 * margin, frame + 2 * margin), dtype=np.uint8)
     canvas[top : top + h, left : left + w] = content
     return canvas
 
 
 def centre_of_mass(content: np.ndarray) -> tuple[float, float]:
+    """(row, col) of the intensity-weighted centre, in pixel-area coordinates (+0.5)."""
     weights = content.astype(np.float64)
-    total = weights.sum()
+    row_mass = weights.sum(axis=1)
+    total = row_mass.sum()
     if total == 0:
         return (content.shape[0] / 2, content.shape[1] / 2)
-    rows, cols = np.indices(content.shape)
-    return (float((rows * weights).sum() / total) + 0.5, float((cols * weights).sum() / total) + 0.5)
+    col_mass = weights.sum(axis=0)
+    return (float(row_mass @ np.arange(len(row_mass))) / total + 0.5,
+            float(col_mass @ np.arange(len(col_mass))) / total + 0.5)
 
 
-def frame_digit(gray: np.ndarray) -> np.ndarray:
-    """MNIST framing: a 20x20 box, centred by centre of mass in 28x28."""
+def frame_digit(gray: np.ndarray, margin: int = 0) -> np.ndarray:
+    """MNIST framing: a 20x20 box, centred by centre of mass in 28x28 (plus `margin` a side)."""
     content = _stretch_and_crop(gray)
     if content is None:
-        return np.zeros((MNIST_FRAME, MNIST_FRAME), dtype=np.uint8)
+        return np.zeros((MNIST_FRAME + 2 * margin,) * 2, dtype=np.uint8)
     fitted = _fit(content, MNIST_DIGIT_BOX)
-    return _place(fitted, MNIST_FRAME, centre_of_mass(fitted))
+    return _place(fitted, MNIST_FRAME, centre_of_mass(fitted), margin)
 
 
 def frame_fashion(gray: np.ndarray, size: int = MNIST_FRAME) -> np.ndarray:
@@ -162,9 +166,9 @@ def canonicalize(image: ImageLike, kind: str, size: tuple[int, int]) -> np.ndarr
     if kind == "digit":
         if height < MNIST_FRAME:
             raise ValueError(f"digit models take at least 28x28 inputs, got {size}")
-        margin = (height - MNIST_FRAME) // 2
-        framed = frame_digit(gray)
-        return np.pad(framed, ((margin, height - MNIST_FRAME - margin),) * 2)
+        if (height - MNIST_FRAME) % 2:
+            raise ValueError(f"digit inputs are the 28x28 frame plus an even margin, got {size}")
+        return frame_digit(gray, margin=(height - MNIST_FRAME) // 2)
     if kind == "fashion":
         return frame_fashion(gray, height)
     raise ValueError(f"unknown preprocessing kind {kind!r}; expected 'digit' or 'fashion'")
