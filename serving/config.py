@@ -5,13 +5,18 @@
 Profiles:
 - local: everything on 127.0.0.1 (inference, management, metrics); token auth off explicitly
   because only this machine can reach it.
-- production: inference and metrics on 0.0.0.0 (the Service exposes them), management on
-  127.0.0.1 only (reachable from inside the pod, never from the network).
+- production: inference and metrics on 0.0.0.0 (the Service exposes them; `listen_address`
+  moves them, e.g. to 127.0.0.1 when docker/entrypoint.sh runs outside a container), management
+  on 127.0.0.1 only (reachable from inside the pod, never from the network). Token auth is off on
+  purpose: TorchServe's tokens are made per process at start and expire after 60 min, so every
+  replica would have its own; access is controlled by the cluster instead (NetworkPolicy, ingress;
+  k8s/, README "Deployment"). Plus the PRODUCTION lines below (timeouts, JVM).
 Both: model-control API off, model URLs limited to the local model store, Prometheus metrics.
 """
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import re
 import sys
 from pathlib import Path
@@ -20,13 +25,34 @@ from serving.settings import HOST, JOB_QUEUE_SIZE, LIMITS, SERVING, Ports
 
 PROFILES = ("local", "production")
 
+# Production only (the container, docker/entrypoint.sh). Batching and workers come from each
+# archive's model-config.yaml (serving/settings.py): one worker per model on the pod's one GPU,
+# batch 16 / 5 ms; scale out with more pods (k8s HPA), not more workers per GPU.
+PRODUCTION = [
+    # job_queue_size (serving/settings.py JOB_QUEUE_SIZE, 256 per model): 16 batches of 16 ahead;
+    # at the 1,600 req/s one CPU worker measured that is ~160 ms of waiting; past it a fast 503
+    # tells the client or ingress to retry elsewhere, and the HPA sees the load, instead of
+    # latency growing without bound.
+    # default_response_timeout: for a model without its own (ours set responseTimeout 30 s in
+    # model-config.yaml): a batch takes milliseconds, so only a stuck worker reaches it, and
+    # TorchServe then restarts that worker.
+    f"default_response_timeout={max(s.response_timeout_s for s in SERVING.values())}",
+    # The frontend's heap: a quarter of the container's memory limit (the Python workers need the
+    # rest); a Java OutOfMemoryError ends the process so Kubernetes restarts the pod instead of a
+    # half-working frontend; no hsperfdata file (the root filesystem is read-only).
+    "vmargs=-XX:MaxRAMPercentage=25 -XX:+ExitOnOutOfMemoryError -XX:-UsePerfData",
+]
+
 
 def render(profile: str, model_store: Path | str, ports: Ports | None = None,
-           token_auth: bool = False) -> str:
+           token_auth: bool = False, extra: dict | None = None, listen_address: str | None = None) -> str:
+    """`extra`: test-only settings (e.g. a small job_queue_size); each replaces the line of that key."""
     if profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r}; expected one of {PROFILES}")
     ports = ports or Ports()
-    public = HOST if profile == "local" else "0.0.0.0"
+    if listen_address is not None and profile == "local":
+        raise ValueError("the local profile listens on 127.0.0.1 only; listen_address is for production")
+    public = HOST if profile == "local" else (listen_address or "0.0.0.0")
     store = str(model_store)
     models = ",".join(f"{name}.mar" for name in SERVING)
     lines = [
@@ -52,6 +78,10 @@ def render(profile: str, model_store: Path | str, ports: Ports | None = None,
         "default_workers_per_model=1",
         "install_py_dep_per_model=false",
     ]
+    if profile == "production":
+        lines += PRODUCTION
+    if extra:
+        lines = [l for l in lines if l.split("=", 1)[0] not in extra] + [f"{k}={v}" for k, v in extra.items()]
     return "\n".join(lines) + "\n"
 
 
@@ -60,8 +90,17 @@ def main(argv=None) -> int:
     parser.add_argument("--profile", choices=PROFILES, default="local")
     parser.add_argument("--model-store", required=True)
     parser.add_argument("--token-auth", action="store_true", help="require a bearer token")
+    parser.add_argument("--listen-address", help="production: address for inference and metrics (default 0.0.0.0)")
     args = parser.parse_args(argv)
-    sys.stdout.write(render(args.profile, args.model_store, Ports.from_env(), args.token_auth))
+    try:
+        if args.listen_address is not None:
+            ipaddress.ip_address(args.listen_address)
+        text = render(args.profile, args.model_store, Ports.from_env(), args.token_auth,
+                      listen_address=args.listen_address)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    sys.stdout.write(text)
     return 0
 
 
