@@ -1,6 +1,6 @@
 """Start, wait for and stop a local TorchServe, failing with the reason instead of exit code 0.
 
-    python -m serving.launcher start [--run-dir .run] [--model-store model_store] [--timeout 120]
+    python -m serving.launcher start [--run-dir .run] [--model-store model_store] [--timeout 120] [--foreground]
     python -m serving.launcher stop  [--run-dir .run]
     python -m serving.launcher status [--run-dir .run]
 
@@ -12,6 +12,11 @@ Each run directory is a separate server: its config.properties, logs/ and tmp/ (
 pid file and worker sockets live in the temp dir, so TEMP/TMPDIR=<run-dir>/tmp keeps two
 checkouts, or the tests and a developer's server, from colliding). Ports come from
 serving/settings.py, overridable with INFERENCE_PORT, MANAGEMENT_PORT and METRICS_PORT.
+
+`start --foreground` stays in the foreground until SIGTERM/SIGINT and then stops the server
+cleanly: use it as a container's entrypoint. (`torchserve --foreground` does not forward SIGTERM:
+its Python parent dies and Java and the workers run on, orphaned.) `stop` also ends what a crash
+left behind: workers of a frontend killed with -9, a stale pid file or key file.
 """
 from __future__ import annotations
 
@@ -33,6 +38,7 @@ from serving.config import render
 from serving.settings import HOST, SERVING, Ports
 
 PID_FILE = ".model_server.pid"
+KEY_FILE = "key_file.json"  # TorchServe writes it in its working directory (the run dir) with token auth on
 
 
 class LaunchError(RuntimeError):
@@ -80,16 +86,35 @@ class Server:
         })
         return env
 
+    @property
+    def key_file(self) -> Path:
+        return self.run_dir / KEY_FILE
+
+    def keys(self) -> dict[str, str]:
+        """Token auth keys by kind ("management", "inference", "API"); empty when token auth is off."""
+        try:
+            document = json.loads(self.key_file.read_text())
+        except (OSError, ValueError):
+            return {}
+        return {kind: entry["key"] for kind, entry in document.items() if isinstance(entry, dict) and "key" in entry}
+
+    def auth(self, kind: str = "management") -> dict[str, str]:
+        """The Authorization header for one API ("management" or "inference"), {} without token auth."""
+        key = self.keys().get(kind)
+        return {"Authorization": f"Bearer {key}"} if key else {}
+
     def pid(self) -> int | None:
         try:
             pid = int(self.pid_file.read_text().strip())
         except (OSError, ValueError):
             return None
-        return pid if process_alive(pid) else None
+        # this run dir's Java only: a recycled pid, even another server's Java, is not ours
+        return pid if process_alive(pid, f"-Djava.io.tmpdir={self.tmp_dir}\0".encode()) else None
 
 
-def process_alive(pid: int) -> bool:
-    """True for a live process; a zombie (killed, not yet reaped) or a recycled non-Java pid is not."""
+def process_alive(pid: int, marker: bytes = b"java") -> bool:
+    """True for a live process whose command line holds `marker`; a zombie (killed, not yet reaped)
+    or a recycled pid is not."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -103,8 +128,43 @@ def process_alive(pid: int) -> bool:
             command = Path(f"/proc/{pid}/cmdline").read_bytes()
         except (OSError, IndexError):
             return False
-        return state not in ("Z", "X") and b"java" in command
+        return state not in ("Z", "X") and marker in command
     return True
+
+
+def server_processes(server: Server) -> list:
+    """Every live process of this run dir's server: Java (its java.io.tmpdir is our tmp dir) and the
+    Python workers (their sockets live in it), including orphans of a frontend killed with -9."""
+    import psutil  # a dependency of torchserve itself
+
+    java_flag = f"-Djava.io.tmpdir={server.tmp_dir}"
+    socket_prefix = f"{server.tmp_dir}/.ts.sock."
+    found = []
+    for proc in psutil.process_iter(["cmdline", "status"]):
+        cmdline = proc.info["cmdline"] or []
+        if proc.info["status"] == psutil.STATUS_ZOMBIE:
+            continue
+        if java_flag in cmdline or any(arg.startswith(socket_prefix) for arg in cmdline):
+            found.append(proc)
+    return found
+
+
+def end_processes(processes: list, grace: float = 5.0) -> None:
+    """SIGTERM, then SIGKILL what is still alive after `grace` seconds; waits until they are gone."""
+    import psutil
+
+    for proc in processes:
+        try:
+            proc.terminate()
+        except psutil.NoSuchProcess:
+            pass
+    _, alive = psutil.wait_procs(processes, timeout=grace)
+    for proc in alive:
+        try:
+            proc.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(alive, timeout=grace)
 
 
 def torchserve_bin() -> str:
@@ -121,14 +181,14 @@ def port_in_use(port: int, host: str = HOST) -> bool:
     return False
 
 
-def get_json(url: str, timeout: float = 2.0):
-    with urllib.request.urlopen(url, timeout=timeout) as response:
+def get_json(url: str, timeout: float = 2.0, headers: dict | None = None):
+    with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}), timeout=timeout) as response:
         return json.loads(response.read().decode("utf-8"))
 
 
 def model_workers(server: Server, name: str) -> list[dict]:
     try:
-        description = get_json(f"{server.management_url}/models/{name}")
+        description = get_json(f"{server.management_url}/models/{name}", headers=server.auth("management"))
     except (urllib.error.URLError, OSError, ValueError):
         return []
     return description[0].get("workers", []) if description else []
@@ -166,15 +226,17 @@ def preflight(server: Server, model_store: Path) -> None:
 
 
 def start(run_dir: Path, model_store: Path, ports: Ports | None = None, timeout: float = 120.0,
-          profile: str = "local", token_auth: bool = False) -> Server:
+          profile: str = "local", token_auth: bool = False, extra: dict | None = None) -> Server:
     server = Server(run_dir.resolve(), ports or Ports.from_env())
     model_store = model_store.resolve()
     preflight(server, model_store)
     server.tmp_dir.mkdir(parents=True, exist_ok=True)
     server.log_dir.mkdir(parents=True, exist_ok=True)
+    end_processes(server_processes(server))  # workers a frontend killed with -9 left behind
     server.pid_file.unlink(missing_ok=True)
+    server.key_file.unlink(missing_ok=True)  # a dead server's keys; TorchServe writes new ones
     config = server.run_dir / "config.properties"
-    config.write_text(render(profile, model_store, server.ports, token_auth))
+    config.write_text(render(profile, model_store, server.ports, token_auth, extra))
     command = [torchserve_bin(), "--start", "--ncs", "--ts-config", str(config), "--model-store", str(model_store)]
     # Java inherits the launcher's stdout/stderr: a pipe would never reach EOF, so use a file.
     console = server.log_dir / "console.log"
@@ -209,28 +271,58 @@ def wait_ready(server: Server, timeout: float) -> None:
 
 
 def stop(run_dir: Path, quiet: bool = False, timeout: float = 30.0) -> bool:
-    """Stop the server of `run_dir`; True when one was running. Waits until Java and workers exit."""
+    """Stop the server of `run_dir`; True when one was running. Waits until Java and workers exit,
+    and ends whatever a crashed server left behind (orphaned workers, stale pid and key files)."""
     server = Server(run_dir.resolve(), Ports())
     pid = server.pid()
-    if pid is None:
-        server.pid_file.unlink(missing_ok=True)  # a stale pid file must not block the next start
-        if not quiet:
-            print(f"no TorchServe running from {server.run_dir}")
-        return False
-    try:
-        subprocess.run([torchserve_bin(), "--stop", "--foreground"], cwd=server.run_dir, env=server.env(),
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        pass
-    if server.pid() is not None:  # did not stop in time: be firm with the process group
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
+    if pid is not None:
+        try:  # SIGTERM to Java: TorchServe's own shutdown, which stops its workers
+            subprocess.run([torchserve_bin(), "--stop", "--foreground"], cwd=server.run_dir, env=server.env(),
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=timeout)
+        except subprocess.TimeoutExpired:
             pass
-    server.pid_file.unlink(missing_ok=True)
+    leftovers = server_processes(server)  # Java that did not stop in time, orphaned workers
+    end_processes(leftovers)
+    server.pid_file.unlink(missing_ok=True)  # a stale pid file must not block the next start
+    server.key_file.unlink(missing_ok=True)
     if not quiet:
-        print(f"stopped TorchServe (pid {pid}) from {server.run_dir}")
-    return True
+        if pid is not None:
+            print(f"stopped TorchServe (pid {pid}) from {server.run_dir}")
+        elif leftovers:
+            print(f"no TorchServe frontend was running from {server.run_dir}; ended {len(leftovers)} "
+                  f"leftover process(es) of a crashed one: {', '.join(str(p.pid) for p in leftovers)}")
+        else:
+            print(f"no TorchServe running from {server.run_dir}")
+    return pid is not None
+
+
+class Stopping(Exception):
+    """SIGTERM or SIGINT arrived while in the foreground."""
+
+
+def _raise_stopping(signum, frame):
+    raise Stopping(signal.Signals(signum).name)
+
+
+def start_foreground(run_dir: Path, model_store: Path, timeout: float, token_auth: bool) -> int:
+    """Start, then block until SIGTERM/SIGINT (stop cleanly, exit 0) or until the frontend dies
+    (exit 1). A signal during start-up stops whatever had started, too."""
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, _raise_stopping)
+    try:
+        server = start(run_dir, model_store, timeout=timeout, token_auth=token_auth)
+        print(example(server), flush=True)
+        while server.pid() is not None:
+            time.sleep(0.5)
+    except Stopping as received:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second signal must not cut the clean stop
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        print(f"received {received}: stopping TorchServe", flush=True)
+        stop(run_dir, quiet=True)
+        return 0
+    print(f"error: TorchServe exited on its own. From its log:\n{log_reason(server)}", file=sys.stderr)
+    stop(run_dir, quiet=True)
+    return 1
 
 
 def example(server: Server) -> str:
@@ -248,9 +340,13 @@ def main(argv=None) -> int:
     parser.add_argument("--model-store", type=Path, default=Path("model_store"))
     parser.add_argument("--timeout", type=float, default=120.0)
     parser.add_argument("--token-auth", action="store_true", help="require a bearer token (key in <run-dir>/key_file.json)")
+    parser.add_argument("--foreground", action="store_true",
+                        help="start: stay up until SIGTERM/SIGINT, then stop cleanly (a container entrypoint)")
     args = parser.parse_args(argv)
     try:
         if args.command == "start":
+            if args.foreground:
+                return start_foreground(args.run_dir, args.model_store, args.timeout, args.token_auth)
             print(example(start(args.run_dir, args.model_store, timeout=args.timeout, token_auth=args.token_auth)))
         elif args.command == "stop":
             stop(args.run_dir)
