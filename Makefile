@@ -61,9 +61,10 @@ $(DATA_STAMP): FORCE
 FORCE:
 
 train: $(CHECKPOINTS)
-$(ARTIFACTS)/fashion_mlp/checkpoint.pt: $(TRAIN_SRC) $(VENV_STAMP) | $(FASHION_DATA)
+# (the venv is order-only: adding a package must not retrain; the manifest records torch)
+$(ARTIFACTS)/fashion_mlp/checkpoint.pt: $(TRAIN_SRC) | $(VENV_STAMP) $(FASHION_DATA)
 	$(RUN) -m export.train --models fashion_mlp --out $(ARTIFACTS)
-$(ARTIFACTS)/%/checkpoint.pt: $(TRAIN_SRC) $(VENV_STAMP) $(DATA_STAMP)
+$(ARTIFACTS)/%/checkpoint.pt: $(TRAIN_SRC) $(DATA_STAMP) | $(VENV_STAMP)
 	$(RUN) -m export.train --models $* --dataset $(DATASET) $(if $(DATA_DIR),--data-dir $(DATA_DIR)) --out $(ARTIFACTS)
 
 export: $(EXPORTS)
