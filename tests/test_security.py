@@ -1,0 +1,270 @@
+"""Security, end to end: what listens where, no model registration from URLs, token auth and its
+key rotation, hostile requests refused in bounded time and memory. Figures go to RELIABILITY.md.
+
+Servers (all traffic to 127.0.0.1 only):
+- the session `server` (local profile, tests/conftest.py);
+- `shipped`: the production profile with token auth on, TEST_PORT_BASE + 30..32 (it binds
+  inference and metrics to 0.0.0.0 as in the container; the test only talks to 127.0.0.1);
+- `model_api_on`: local profile with the model API turned on (never shipped), TEST_PORT_BASE
+  + 40..42, to check that `allowed_urls` refuses the URLs too, with a loopback HTTP server on
+  TEST_PORT_BASE + 45 that records whether TorchServe ever fetched anything.
+"""
+from __future__ import annotations
+
+import http.server
+import re
+import stat
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import requests
+import yaml
+
+from reliability import hostile, probe
+from reliability.slow_model import store_with_slow_model
+from serving import launcher
+from serving.config import PROFILES, render
+from serving.settings import HOST, SERVING, Ports
+from tests.conftest import MODEL_STORE, ROOT, TEST_PORT_BASE
+
+TOKEN_REFUSED = "InvalidKeyException"
+
+
+def parse(text: str) -> dict:
+    return dict(line.split("=", 1) for line in text.splitlines() if line and not line.startswith("#"))
+
+
+# ---- every shipped config, as rendered ---------------------------------------------------------
+@pytest.mark.parametrize("profile", PROFILES)
+@pytest.mark.parametrize("token_auth", [False, True])
+def test_every_profile_keeps_management_on_loopback_and_model_api_off(profile, token_auth, tmp_path):
+    config = parse(render(profile, tmp_path / "store", Ports(9180, 9181, 9182), token_auth))
+    assert config["management_address"] == f"http://{HOST}:9181"
+    assert config["grpc_management_address"] == HOST and config["grpc_inference_address"] == HOST
+    assert config["enable_model_api"] == "false"
+    allowed = re.compile(config["allowed_urls"])  # TorchServe matches the whole URL
+    assert allowed.fullmatch(f"file://{tmp_path / 'store'}/lenet5.mar")
+    for url in ("http://127.0.0.1/x.mar", "https://example.org/x.mar", "file:///etc/passwd",
+                f"file://{tmp_path}/other/x.mar"):
+        assert not allowed.fullmatch(url), url
+    assert config["disable_token_authorization"] == ("false" if token_auth else "true")
+
+
+def service_manifests() -> list[tuple[Path, dict]]:
+    found = []
+    for path in ROOT.rglob("*.y*ml"):
+        if any(part in (".venv", "build", "node_modules", ".git") for part in path.relative_to(ROOT).parts):
+            continue
+        try:
+            documents = list(yaml.safe_load_all(path.read_text()))
+        except (yaml.YAMLError, UnicodeDecodeError):
+            continue
+        found += [(path, d) for d in documents if isinstance(d, dict) and d.get("kind") == "Service"]
+    return found
+
+
+def test_no_kubernetes_service_exposes_the_management_port():
+    services = service_manifests()
+    if not services:
+        pytest.skip("no Kubernetes Service manifest in the repository yet")
+    management = Ports().management
+    for path, service in services:
+        for port in service.get("spec", {}).get("ports", []):
+            exposed = {port.get("port"), port.get("targetPort"), port.get("name")}
+            assert management not in exposed and "management" not in exposed, (path, port)
+
+
+# ---- live servers ------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def shipped(tmp_path_factory):
+    base = TEST_PORT_BASE + 30
+    run_dir = tmp_path_factory.mktemp("shipped")
+    try:
+        srv = launcher.start(run_dir, MODEL_STORE, ports=Ports(base, base + 1, base + 2), timeout=180,
+                             profile="production", token_auth=True)
+    except launcher.LaunchError as err:
+        pytest.fail(f"the production-profile server did not start: {err}")
+    yield srv
+    launcher.stop(run_dir, quiet=True)
+
+
+class Recorder(http.server.BaseHTTPRequestHandler):
+    hits: list[str] = []
+
+    def do_GET(self):
+        Recorder.hits.append(self.path)
+        self.send_response(404)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture(scope="module")
+def bait():
+    """A loopback HTTP server that records every request: TorchServe must never fetch from it."""
+    httpd = http.server.HTTPServer((HOST, TEST_PORT_BASE + 45), Recorder)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    Recorder.hits.clear()
+    yield f"http://{HOST}:{TEST_PORT_BASE + 45}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def registration_attempts(bait_url: str) -> list[str]:
+    return [f"{bait_url}/evil.mar", f"{bait_url.replace('http:', 'https:')}/evil.mar", "file:///etc/passwd",
+            "file:///etc/shadow", "/etc/passwd", "../../../../etc/passwd"]
+
+
+@pytest.mark.e2e
+def test_management_port_listens_on_loopback_only(server, shipped):
+    for srv, profile in ((server, "local"), (shipped, "production")):
+        assert probe.listening_addresses(srv.ports.management) == {"127.0.0.1"}, profile
+        assert probe.listening_addresses(srv.ports.grpc_management) == {"127.0.0.1"}, profile
+        assert probe.listening_addresses(srv.ports.grpc_inference) == {"127.0.0.1"}, profile
+    assert probe.listening_addresses(server.ports.inference) == {"127.0.0.1"}
+    # production serves inference on every address (the container's Service routes to it); Java
+    # binds that as the dual-stack "::"
+    assert probe.listening_addresses(shipped.ports.inference) <= {"0.0.0.0", "::"}
+
+
+@pytest.mark.e2e
+def test_model_registration_from_a_url_is_refused(server, shipped, bait):
+    for srv in (server, shipped):
+        for url in registration_attempts(bait):
+            response = requests.post(f"{srv.management_url}/models", params={"url": url},
+                                     headers=srv.auth("management"), timeout=30)
+            assert response.status_code == 405, (url, response.status_code, response.text[:200])
+            assert response.json()["type"] == "MethodNotAllowedException"
+        listed = requests.get(f"{srv.management_url}/models", headers=srv.auth("management"), timeout=10).json()
+        assert sorted(m["modelName"] for m in listed["models"]) == sorted(SERVING)
+    assert Recorder.hits == []
+
+
+@pytest.mark.e2e
+def test_allowed_urls_refuses_them_even_with_the_model_api_on(tmp_path, bait):
+    """Defence in depth: a config that turned the model API on would still not fetch from the
+    network or read /etc. (Not a licence to turn it on: RELIABILITY.md shows a percent-encoded
+    path that gets past `allowed_urls`.)"""
+    base = TEST_PORT_BASE + 40
+    store = tmp_path / "store"
+    store_with_slow_model(store, MODEL_STORE)  # a private store: a registration could write to it
+    srv = launcher.start(tmp_path / "run", store, ports=Ports(base, base + 1, base + 2), timeout=180,
+                         extra={"enable_model_api": "true"})
+    try:
+        for url in registration_attempts(bait):
+            response = requests.post(f"{srv.management_url}/models", params={"url": url}, timeout=30)
+            assert response.status_code == 404, (url, response.status_code, response.text[:200])
+            message = response.json()["message"]
+            assert any(s in message for s in ("does not match any allowed URL", "Relative path is not allowed",
+                                              "Model not found")), message
+        listed = requests.get(f"{srv.management_url}/models", timeout=10).json()["models"]
+        assert sorted(m["modelName"] for m in listed) == sorted(SERVING)
+    finally:
+        launcher.stop(srv.run_dir, quiet=True)
+    assert Recorder.hits == []
+
+
+# ---- token auth --------------------------------------------------------------------------------
+@pytest.mark.e2e
+def test_requests_without_the_key_are_refused_and_with_it_accepted(shipped):
+    keys = shipped.keys()
+    assert set(keys) == {"management", "inference", "API"}
+    assert stat.S_IMODE(shipped.key_file.stat().st_mode) == 0o600
+    predict = f"{shipped.inference_url}/predictions/lenet5"
+    body = probe.digit_png()
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": keys["inference"]},
+                    {"Authorization": f"Bearer {keys['management']}"}):
+        refused = probe.post(predict, body, headers)
+        assert refused.status == 400 and refused.json()["type"] == TOKEN_REFUSED, (headers, refused.body[:200])
+    assert requests.get(f"{shipped.inference_url}/ping", timeout=10).status_code == 400
+    for headers in ({}, {"Authorization": f"Bearer {keys['inference']}"}):
+        refused = requests.get(f"{shipped.management_url}/models", headers=headers, timeout=10)
+        assert refused.status_code == 400 and refused.json()["type"] == TOKEN_REFUSED
+    accepted = probe.post(predict, body, shipped.auth("inference"))
+    assert accepted.status == 200 and accepted.json()["model"] == "lenet5"
+    assert requests.get(f"{shipped.management_url}/models", headers=shipped.auth("management"),
+                        timeout=10).status_code == 200
+
+
+@pytest.mark.e2e
+def test_keys_rotate_through_the_token_api(shipped):
+    """POST /token?type=inference|management on the management port, with the API key: a new key
+    in key_file.json, the old one refused from then on."""
+    predict = f"{shipped.inference_url}/predictions/lenet5"
+    body = probe.digit_png()
+    old = shipped.keys()
+    wrong = requests.post(f"{shipped.management_url}/token", params={"type": "inference"},
+                          headers={"Authorization": f"Bearer {old['inference']}"}, timeout=10)
+    assert wrong.status_code == 400 and shipped.keys() == old  # only the API key may rotate keys
+    for kind in ("inference", "management"):
+        response = requests.post(f"{shipped.management_url}/token", params={"type": kind},
+                                 headers={"Authorization": f"Bearer {old['API']}"}, timeout=10)
+        assert response.status_code == 200, response.text
+    new = shipped.keys()
+    assert new["inference"] != old["inference"] and new["management"] != old["management"]
+    assert new["API"] == old["API"]
+    assert probe.post(predict, body, {"Authorization": f"Bearer {old['inference']}"}).status == 400
+    assert probe.post(predict, body, shipped.auth("inference")).status == 200
+    assert requests.get(f"{shipped.management_url}/models", timeout=10,
+                        headers={"Authorization": f"Bearer {old['management']}"}).status_code == 400
+    assert requests.get(f"{shipped.management_url}/models", headers=shipped.auth("management"),
+                        timeout=10).status_code == 200
+
+
+# ---- hostile requests --------------------------------------------------------------------------
+CATALOGUE = {h.name: h for h in hostile.catalogue()}
+MB = 2**20
+
+
+def send_measured(srv, body, headers: dict, timeout: float = 60):
+    """POST to lenet5 while sampling the frontend's and the worker's resident memory."""
+    [worker] = probe.worker_pids(srv, "lenet5")
+    frontend = srv.pid()
+    with probe.PeakRSS([frontend, worker]) as peak:
+        answer = probe.post(f"{srv.inference_url}/predictions/lenet5", body,
+                            {**headers, **srv.auth("inference")}, timeout=timeout)
+    return answer, peak.growth[frontend] / MB, peak.growth[worker] / MB, worker
+
+
+def assert_still_serving(srv, worker: int):
+    answer = probe.post(f"{srv.inference_url}/predictions/lenet5", probe.digit_png(), srv.auth("inference"))
+    assert answer.status == 200, answer.body[:200]
+    assert probe.worker_pids(srv, "lenet5") == [worker], "the worker was restarted"
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("name", list(CATALOGUE))
+def test_hostile_request_is_answered_in_bounded_time_and_memory(shipped, name):
+    case = CATALOGUE[name]
+    answer, frontend_mb, worker_mb, worker = send_measured(shipped, case.body, case.headers)
+    print(f"\n{name}: {answer.status} in {answer.seconds:.3f} s, peak growth frontend {frontend_mb:.1f} MB, "
+          f"worker {worker_mb:.1f} MB")
+    assert answer.status == case.status, (answer.status, answer.error, answer.body[:300])
+    if case.error:
+        assert answer.json()["error"] == case.error
+    assert answer.seconds < case.max_seconds
+    assert worker_mb < case.max_worker_mb
+    assert frontend_mb < case.max_frontend_mb
+    assert_still_serving(shipped, worker)
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+def test_a_100_mb_body_is_refused_before_it_is_read(shipped, chunked):
+    size = 100 * MB
+    if chunked:
+        body = (b"\0" * MB for _ in range(size // MB))  # no Content-Length: the frontend counts
+    else:
+        body = b"\0" * size
+    answer, frontend_mb, worker_mb, worker = send_measured(shipped, body, {"Content-Type": "image/png"})
+    print(f"\n100 MB body ({'chunked' if chunked else 'Content-Length'}): {answer.status or answer.error} in "
+          f"{answer.seconds:.3f} s, peak growth frontend {frontend_mb:.1f} MB, worker {worker_mb:.1f} MB")
+    # TorchServe answers 413 without a body (or resets the upload it will not read)
+    assert answer.status == 413 or (answer.status is None and "Connection" in answer.error), answer
+    assert answer.seconds < 5.0
+    assert frontend_mb < 64 and worker_mb < 16
+    assert_still_serving(shipped, worker)
