@@ -1,0 +1,188 @@
+"""Load testing and benchmark tooling: `make loadtest` and `make bench-smoke` run and write their
+outputs, and the pieces they are built from count correctly. Nothing here asserts on speed.
+
+The end-to-end tests run the real make targets: the load test against the session server, the
+benchmark smoke with its own three servers on TEST_PORT_BASE+40 .. +62.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from loadtest import bench, client
+from loadtest.run_loadtest import images_in, parse_duration
+
+ROOT = Path(__file__).resolve().parent.parent
+TEST_PORT_BASE = int(os.environ.get("TEST_PORT_BASE", "18080"))
+BENCH_PORT_BASE = TEST_PORT_BASE + 40
+
+
+def make(*args: str, timeout: float) -> subprocess.CompletedProcess:
+    return subprocess.run(["make", "--no-print-directory", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+# ---- the client, against a tiny local HTTP server ----------------------------------------------
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        status = 503 if body == b"fail" else 200
+        answer = json.dumps({"echo": body.decode()}).encode()
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(answer)))
+        self.end_headers()
+        self.wfile.write(answer)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture()
+def echo_server():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)  # a free port chosen by the OS
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def _echo_check(status, body, expected):
+    if status != 200:
+        return f"HTTP {status}"
+    return None if json.loads(body)["echo"] == expected else "wrong echo"
+
+
+def test_client_counts_right_answers_errors_and_stops_at_its_bound(echo_server):
+    host, port = client.split_url(echo_server)
+    requests = [client.build_request(host, port, "/x", b"a", "text/plain", "a"),
+                client.build_request(host, port, "/x", b"fail", "text/plain", "fail"),
+                client.build_request(host, port, "/x", b"b", "text/plain", "not b", images=3)]
+    result = client.run(echo_server, requests, _echo_check, concurrency=2, duration_s=10, max_requests=30)
+    assert result.attempts == 30
+    assert result.requests == 10                      # only the "a" requests are right
+    assert result.errors == {"HTTP 503": 10, "wrong echo": 10}
+    assert result.error_rate == pytest.approx(2 / 3)
+    assert result.latencies_s.shape == (10,) and (result.latencies_s > 0).all()
+    assert result.images.sum() == 10
+
+
+def test_client_says_clearly_when_nothing_listens():
+    with pytest.raises(ConnectionError, match="is the server running"):
+        client.run("http://127.0.0.1:9", [client.build_request("127.0.0.1", 9, "/", b"", "x", None)],
+                   _echo_check, concurrency=1, duration_s=0.1)
+
+
+# ---- report arithmetic -------------------------------------------------------------------------
+def _results(throughputs: dict[str, float], errors: int = 0, p99: float = 50.0) -> dict:
+    rows = []
+    for key, tp in throughputs.items():
+        cell = {"throughput": tp, "throughput_rounds": [tp], "req_per_s": tp, "p50_ms": 1.0, "p95_ms": 2.0,
+                "p99_ms": p99, "requests": 100, "errors": {"HTTP 503": errors} if errors else {},
+                "attempts": 100 + errors, "error_rate": errors / (100 + errors),
+                "client_cpu_us_per_req": 30.0, "frontend_cpu_us_per_req": 300.0, "worker_cpu_us_per_req": 100.0}
+        rows.append({"key": key, "title": key, "unit": "req/s", "cells": {"16": dict(cell), "64": dict(cell)}})
+    return {"model": "lenet5", "concurrency": [16, 64], "rows": rows, "settings": {
+        "batch_size": 16, "max_batch_delay_ms": 5, "workers": 1, "torch_threads": 1, "job_queue_size": 256},
+        "machine": {"cpus": 2}, "images": 540, "images_per_request": 64, "started": "s", "finished": "f",
+        "load_average_before": [], "load_average_after": [], "rounds": 1, "duration_s": 1.0, "warmup_s": 0.5,
+        "command": "make bench"}
+
+
+def test_targets_are_ratios_of_the_right_rows():
+    met = {t["target"].split(" (")[0]: t for t in bench.targets(_results(
+        {"model": 9000, "noop": 1000, "ours": 900, "batch1": 400, "multi": 9000}))}
+    assert met["row 3 >= 0.85 x row 2 at C=64"]["value"] == pytest.approx(0.9)
+    assert met["row 3 >= 2 x row 4 at C=64"]["value"] == pytest.approx(2.25)
+    assert met["row 5 >= 10 x row 3 in images/s at C=64"]["value"] == pytest.approx(10.0)
+    assert all(t["met"] for t in met.values())
+    missed = bench.targets(_results({"model": 1, "noop": 1000, "ours": 800, "batch1": 500, "multi": 10},
+                                    errors=1, p99=150.0))
+    assert [t["met"] for t in missed] == [False, False, False, False, False]
+
+
+def test_report_keeps_the_hand_written_notes(tmp_path):
+    out = tmp_path / "BENCHMARKS.md"
+    out.write_text("old table\n" + bench.KEEP_MARKER + "\n## Tuning\nkept by hand\n")
+    text = bench.render_markdown(_results({"model": 1, "noop": 2, "ours": 3, "batch1": 1, "multi": 30}),
+                                 "plot.png", bench.kept_notes(out))
+    assert "old table" not in text and text.count(bench.KEEP_MARKER) == 1
+    assert text.rstrip().endswith("## Tuning\nkept by hand")
+    assert "| ours | req/s | 64 | 3 |" in text and "![throughput and p99 latency per row](plot.png)" in text
+
+
+def test_duration_and_entry_parsing():
+    assert parse_duration("30s") == 30 and parse_duration("2m") == 120 and parse_duration("1h30m") == 5400
+    assert parse_duration("45") == 45
+    with pytest.raises(ValueError):
+        parse_duration("soon")
+    assert images_in("lenet5 png") == 1 and images_in("fashion_mlp json x8") == 8
+
+
+def test_bench_checker_judges_contract_and_label():
+    check = bench.checker("lenet5", "full")
+    good = {"model": "lenet5", "label": "7", "index": 7, "probabilities": {str(d): 0.1 for d in range(10)}}
+    assert check(200, json.dumps(good).encode(), "7") is None
+    assert check(200, json.dumps(good).encode(), "3") == "top-1 differs from the model"
+    assert check(503, b"{}", "7") == "HTTP 503"
+    assert check(200, b"<html>", "7") == "contract: not JSON"
+    assert check(200, json.dumps({**good, "extra": 1}).encode(), "7") == "contract: fields"
+    assert bench.checker("lenet5", "list")(200, json.dumps([good, good]).encode(), ["7", "7"]) is None
+    assert bench.checker("lenet5", "list")(200, json.dumps([good]).encode(), ["7", "7"]) == "contract: list length"
+
+
+# ---- the make targets, for real ----------------------------------------------------------------
+@pytest.mark.e2e
+def test_make_loadtest_runs_locust_and_writes_its_outputs(server, tmp_path):
+    out = tmp_path / "loadtest"
+    result = make("loadtest", f"HOST={server.inference_url}", "USERS=4", "SPAWN_RATE=4", "DURATION=4s",
+                  f"LOADTEST_OUT={out}", timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    for name in ("locust_stats.csv", "locust_stats_history.csv", "locust_failures.csv", "report.html",
+                 "loadtest.png", "summary.json"):
+        assert (out / name).is_file() and (out / name).stat().st_size > 0, f"{name} missing in {out}"
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["requests"] > 0
+    assert summary["transport_or_contract_errors"] == 0, summary["error_kinds"]
+    assert set(summary["per_model"]) <= {"lenet5", "mnist_net", "fashion_mlp"}
+    for word in ("req/s", "p50", "p95", "p99", "failures"):
+        assert word in result.stdout
+    assert Image.open(out / "loadtest.png").size[0] > 0
+
+
+@pytest.mark.e2e
+def test_make_loadtest_says_what_to_do_when_no_server_answers(tmp_path):
+    result = make("loadtest", "HOST=http://127.0.0.1:9", "DURATION=1s", f"LOADTEST_OUT={tmp_path}", timeout=120)
+    assert result.returncode != 0
+    assert "no server answers at http://127.0.0.1:9/ping" in result.stderr and "make serve" in result.stderr
+
+
+@pytest.mark.e2e
+def test_make_bench_smoke_runs_every_row_and_writes_its_outputs(tmp_path):
+    out = tmp_path / "bench"
+    result = make("bench-smoke", f"BENCH_SMOKE_OUT={out}", f"BENCH_PORT_BASE={BENCH_PORT_BASE}", timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    report = (out / "BENCHMARKS.md").read_text()
+    runs = sorted(out.glob("*/bench.json"))
+    assert runs, f"no bench.json under {out}"
+    results = json.loads(runs[-1].read_text())
+    assert [r["key"] for r in results["rows"]] == ["model", "noop", "ours", "batch1", "multi"]
+    for row in results["rows"]:
+        for c, cell in row["cells"].items():
+            assert cell["requests"] > 0, f"{row['title']} at C={c} completed no request"
+            assert cell["errors"] == {}, f"{row['title']} at C={c}: {cell['errors']}"
+            assert np.isfinite([cell["p50_ms"], cell["p95_ms"], cell["p99_ms"]]).all()
+            assert f"| {row['title']} | {row['unit']} | {c} |" in report
+    for heading in ("## Results", "## Targets", "## Where the CPU goes", "**machine**", "**command**: `make bench-smoke`"):
+        assert heading in report
+    assert Image.open(out / "benchmarks.png").size[0] > 0
