@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# Start TorchServe in the foreground with the production config; SIGTERM/SIGINT stop it cleanly.
+#
+# The container's ENTRYPOINT (docker/Dockerfile), and runnable as it is outside one:
+#   LISTEN_ADDRESS=127.0.0.1 MODEL_STORE=model_store WORK_DIR=/tmp/ts PATH=.venv/bin:$PATH docker/entrypoint.sh
+#   docker/entrypoint.sh --print-config     # show the config and environment it would use, start nothing
+#
+# Environment (all optional):
+#   MODEL_STORE      folder with lenet5.mar, mnist_net.mar, fashion_mlp.mar (default: <app>/model_store)
+#   WORK_DIR         writable folder for TorchServe's temp files, unpacked archives and pid file
+#                    (default /tmp/tinyserve; an emptyDir in Kubernetes, the root filesystem is read-only)
+#   LISTEN_ADDRESS   address for inference and metrics (default 0.0.0.0); management is always 127.0.0.1
+#   INFERENCE_PORT, MANAGEMENT_PORT, METRICS_PORT, GRPC_INFERENCE_PORT, GRPC_MANAGEMENT_PORT
+#                    ports (defaults in serving/settings.py: 8080, 8081, 8082, gRPC on loopback)
+#   MODEL_LOG_LEVEL  handler/worker log level on stdout (default info)
+#   ACCESS_LOG_LEVEL one line per request on stdout when "info" (default warn: off; see docker/log4j2.xml)
+#
+# Logs go to stdout only (docker/log4j2.xml): no log files grow in the container.
+# Why not `exec torchserve --foreground`: that command is a Python wrapper around the Java
+# frontend and dies on SIGTERM without passing it on, leaving Java and the workers behind. Here
+# the script stays, traps the signal and runs `torchserve --stop`, which ends Java, whose
+# shutdown ends the workers; the script exits when the wrapper has.
+set -euo pipefail
+
+APP_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+MODEL_STORE=${MODEL_STORE:-$APP_DIR/model_store}
+WORK_DIR=${WORK_DIR:-/tmp/tinyserve}
+LISTEN_ADDRESS=${LISTEN_ADDRESS:-0.0.0.0}
+export MODEL_LOG_LEVEL=${MODEL_LOG_LEVEL:-info} ACCESS_LOG_LEVEL=${ACCESS_LOG_LEVEL:-warn}
+
+fail() { echo "entrypoint: error: $*" >&2; exit 1; }
+
+for tool in python3 torchserve java; do
+    command -v "$tool" >/dev/null || fail "$tool is not on the PATH ($PATH). In the image it is; outside, put a venv with requirements.txt installed first on the PATH, and a JRE 11+."
+done
+[ -d "$MODEL_STORE" ] || fail "model store $MODEL_STORE does not exist: set MODEL_STORE, or run \`make archive\`."
+MODEL_STORE=$(cd "$MODEL_STORE" && pwd)
+mkdir -p "$WORK_DIR/tmp" || fail "cannot create $WORK_DIR/tmp: set WORK_DIR to a writable folder (an emptyDir in Kubernetes)."
+WORK_DIR=$(cd "$WORK_DIR" && pwd)
+
+# The worker environment, as serving/launcher.py sets it for `make serve`:
+# TorchServe's temp dir (pid file, sockets, unpacked archives) inside WORK_DIR; one intra-op thread
+# per worker (serving/settings.py torch_threads); JSON bodies reach the handler as bytes.
+export TEMP=$WORK_DIR/tmp TMPDIR=$WORK_DIR/tmp
+export LOG_LOCATION=$WORK_DIR/logs METRICS_LOCATION=$WORK_DIR/logs
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} MKL_NUM_THREADS=${MKL_NUM_THREADS:-1}
+export TS_DECODE_INPUT_REQUEST=false
+export PYTHONPATH=$APP_DIR${PYTHONPATH:+:$PYTHONPATH}
+
+CONFIG=$WORK_DIR/config.properties
+PYTHONPATH=$APP_DIR python3 -m serving.config --profile production --model-store "$MODEL_STORE" \
+    --listen-address "$LISTEN_ADDRESS" > "$CONFIG" \
+    || fail "could not render the TorchServe config (see the message above; LISTEN_ADDRESS must be an IP address, ports 1-65535)."
+
+for name in $(sed -n 's/^load_models=//p' "$CONFIG" | tr ',' ' '); do
+    [ -f "$MODEL_STORE/$name" ] || fail "$MODEL_STORE has no $name: run \`make archive\` (the image copies model_store/ at build time)."
+done
+
+if [ "${1:-}" = "--print-config" ]; then
+    cat "$CONFIG"
+    env | grep -E '^(TEMP|TMPDIR|LOG_LOCATION|METRICS_LOCATION|OMP_NUM_THREADS|MKL_NUM_THREADS|TS_DECODE_INPUT_REQUEST|MODEL_LOG_LEVEL|ACCESS_LOG_LEVEL)=' | sort
+    exit 0
+fi
+[ $# -eq 0 ] || fail "unknown arguments: $* (the only option is --print-config)"
+
+cd "$WORK_DIR"
+echo "entrypoint: starting TorchServe $(torchserve --version 2>/dev/null | sed 's/.* //'), config $CONFIG:"
+grep -E '^(inference|management|metrics)_address=' "$CONFIG" | sed 's/^/entrypoint:   /'
+
+stopping=0
+stop_server() {
+    stopping=1
+    echo "entrypoint: stopping TorchServe"
+    # a signal during the first moments: give the wrapper up to 10 s to start Java and write its pid
+    for _ in $(seq 50); do
+        [ -s "$TEMP/.model_server.pid" ] || ! kill -0 "$server" 2>/dev/null && break
+        sleep 0.2
+    done
+    torchserve --stop --foreground >/dev/null 2>&1 || true
+}
+trap stop_server TERM INT
+
+torchserve --start --foreground --ncs --ts-config "$CONFIG" --model-store "$MODEL_STORE" \
+    --log-config "$APP_DIR/docker/log4j2.xml" &
+server=$!
+
+# `wait` returns early when a trapped signal arrives: wait again for the wrapper to finish.
+status=0
+wait "$server" || status=$?
+while kill -0 "$server" 2>/dev/null; do
+    wait "$server" || status=$?
+done
+if [ "$stopping" = 1 ]; then
+    echo "entrypoint: TorchServe stopped"
+    exit 0
+fi
+echo "entrypoint: TorchServe exited on its own (status $status); see its log above" >&2
+exit $(( status == 0 ? 1 : status ))
