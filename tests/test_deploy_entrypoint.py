@@ -1,0 +1,150 @@
+"""The container's command, run here: docker/entrypoint.sh in the foreground with loopback
+overrides serves a real prediction, logs to stdout only, and stops cleanly on SIGTERM with no
+Java or worker process left behind (what Kubernetes does to a pod on every rollout and scale-in).
+
+Ports: TEST_PORT_BASE+20 .. +24 (inference, management, metrics, gRPC x2), so this runs beside
+the session server (TEST_PORT_BASE+0..2) and anyone else's tests.
+"""
+from __future__ import annotations
+
+import io
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import psutil
+import pytest
+import requests
+import torch
+from PIL import Image
+
+from serving.settings import SERVING, Ports
+
+pytestmark = pytest.mark.e2e
+ROOT = Path(__file__).resolve().parent.parent
+TEST_PORT_BASE = int(os.environ.get("TEST_PORT_BASE", "18080"))
+START_TIMEOUT_S = 180
+STOP_TIMEOUT_S = 60
+
+
+def png(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def listening_addresses(pids: set[int]) -> set[tuple[str, int]]:
+    """(address, port) of every TCP socket these processes listen on."""
+    found = set()
+    for conn in psutil.net_connections(kind="tcp"):
+        if conn.status == psutil.CONN_LISTEN and conn.pid in pids:
+            found.add((conn.laddr.ip.removeprefix("::ffff:"), conn.laddr.port))  # Java: IPv4-mapped
+    return found
+
+
+def ready(management_url: str) -> bool:
+    for name in SERVING:
+        try:
+            workers = requests.get(f"{management_url}/models/{name}", timeout=2).json()[0]["workers"]
+        except (requests.RequestException, ValueError, KeyError, IndexError):
+            return False
+        if not any(w["status"] == "READY" for w in workers):
+            return False
+    return True
+
+
+def test_entrypoint_serves_a_prediction_and_stops_cleanly_on_sigterm(tmp_path, held_out, scripted):
+    ports = Ports(TEST_PORT_BASE + 20, TEST_PORT_BASE + 21, TEST_PORT_BASE + 22,
+                  TEST_PORT_BASE + 23, TEST_PORT_BASE + 24)
+    for port in (ports.inference, ports.management, ports.metrics, ports.grpc_inference, ports.grpc_management):
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                pytest.fail(f"port {port} is taken; move this test with TEST_PORT_BASE")
+    work_dir = tmp_path / "work"
+    env = {**os.environ,
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+           "LISTEN_ADDRESS": "127.0.0.1", "MODEL_STORE": str(ROOT / "model_store"), "WORK_DIR": str(work_dir),
+           "INFERENCE_PORT": str(ports.inference), "MANAGEMENT_PORT": str(ports.management),
+           "METRICS_PORT": str(ports.metrics), "GRPC_INFERENCE_PORT": str(ports.grpc_inference),
+           "GRPC_MANAGEMENT_PORT": str(ports.grpc_management)}
+    stdout = tmp_path / "stdout.log"
+    inference = f"http://127.0.0.1:{ports.inference}"
+    management = f"http://127.0.0.1:{ports.management}"
+    with stdout.open("wb") as out:
+        script = subprocess.Popen([str(ROOT / "docker" / "entrypoint.sh")], env=env, stdout=out,
+                                  stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+    descendants: list[psutil.Process] = []
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while not ready(management):
+            assert script.poll() is None, f"entrypoint exited ({script.returncode}):\n{stdout.read_text()[-3000:]}"
+            assert time.monotonic() < deadline, f"no READY workers in {START_TIMEOUT_S} s:\n{stdout.read_text()[-3000:]}"
+            time.sleep(0.5)
+
+        # the image's readiness script agrees
+        check = subprocess.run([sys.executable, str(ROOT / "docker" / "healthcheck.py")], env=env,
+                               capture_output=True, text=True, timeout=30)
+        assert check.returncode == 0, check.stderr
+
+        # a real held-out digit the exported model gets right, as a PNG
+        data = held_out("lenet5")
+        with torch.inference_mode():
+            offline = scripted("lenet5")(torch.from_numpy(data.canonical[:50]).unsqueeze(1)).numpy()
+        index = next(i for i in range(50) if offline[i].argmax() == data.labels[i])
+        response = requests.post(f"{inference}/predictions/lenet5", data=png(data.raw[index]),
+                                 headers={"Content-Type": "image/png"}, timeout=30)
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert body["model"] == "lenet5" and body["index"] == int(data.labels[index])
+        assert abs(body["probabilities"][body["label"]] - float(offline[index].max())) <= 1e-5
+
+        metrics = requests.get(f"http://127.0.0.1:{ports.metrics}/metrics", timeout=10)
+        assert metrics.status_code == 200 and 'ts_inference_requests_total{model_name="lenet5"' in metrics.text
+
+        # the loopback override took, and management is on loopback in any case
+        descendants = psutil.Process(script.pid).children(recursive=True)
+        java = [p for p in descendants if p.name() == "java"]
+        assert len(java) == 1
+        workers = [p for p in descendants if "model_service_worker" in " ".join(p.cmdline())]
+        assert len(workers) == len(SERVING)
+        listening = listening_addresses({p.pid for p in java})
+        assert {("127.0.0.1", ports.inference), ("127.0.0.1", ports.management),
+                ("127.0.0.1", ports.metrics)} <= listening
+        assert not any(ip in ("0.0.0.0", "::") for ip, _ in listening), listening
+
+        # logs: on stdout, and no log files in the working directory
+        log = stdout.read_text()
+        assert "Torchserve version: 0.12.0" in log and "lenet5 ready on " in log
+        assert not list(work_dir.rglob("*.log")), list(work_dir.rglob("*.log"))
+        # per-request lines stay off: 40 more requests add no line to the log
+        lines_before = len(log.splitlines())
+        with requests.Session() as session:
+            for _ in range(40):
+                assert session.post(f"{inference}/predictions/lenet5", data=png(data.raw[index]),
+                                    headers={"Content-Type": "image/png"}, timeout=30).status_code == 200
+        time.sleep(0.5)
+        assert len(stdout.read_text().splitlines()) == lines_before, stdout.read_text().splitlines()[lines_before:]
+
+        # SIGTERM, as Kubernetes sends it: a clean exit, nothing left behind
+        started = time.monotonic()
+        script.send_signal(signal.SIGTERM)
+        assert script.wait(timeout=STOP_TIMEOUT_S) == 0, stdout.read_text()[-3000:]
+        stop_s = time.monotonic() - started
+        gone, alive = psutil.wait_procs(descendants, timeout=5)
+        assert not alive, f"left behind after SIGTERM: {[(p.pid, p.name()) for p in alive]}"
+        assert "entrypoint: TorchServe stopped" in stdout.read_text()
+        print(f"entrypoint: stopped {len(descendants)} processes in {stop_s:.1f} s after SIGTERM")
+    finally:
+        if script.poll() is None:
+            script.kill()
+            script.wait(timeout=10)
+        for process in descendants:
+            try:
+                process.kill()
+            except psutil.NoSuchProcess:
+                pass
