@@ -1,0 +1,38 @@
+"""The soak runner, for seconds (`make soak` runs it for minutes, not in CI): it starts its own
+server (TEST_PORT_BASE + 50..52), sends its mix, reports memory per process and stops cleanly."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from serving import launcher
+from serving.settings import SERVING
+from tests.conftest import MODEL_STORE, ROOT, TEST_PORT_BASE
+
+pytestmark = pytest.mark.e2e
+
+
+def test_soak_smoke_runs_clean_and_reports_memory(tmp_path):
+    out = tmp_path / "soak.json"
+    run_dir = tmp_path / "run"
+    command = [sys.executable, "-m", "reliability.soak", "--duration", "6", "--warmup", "2", "--rate", "40",
+               "--clients", "4", "--max-growth", "1.0", "--port-base", str(TEST_PORT_BASE + 50),
+               "--run-dir", str(run_dir), "--model-store", str(MODEL_STORE), "--out", str(out)]
+    result = subprocess.run(command, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = json.loads(out.read_text())
+    print("\n" + result.stdout)
+    assert report["errors"] == 0 and report["problems"] == []
+    assert report["requests"] >= 100 and report["good"] > 0 and report["expected_4xx"] > 0
+    assert report["requests"] == report["good"] + report["expected_4xx"]
+    assert set(report["processes"]) == {"frontend", *SERVING}
+    for process in report["processes"].values():
+        assert process["rss_start"] > 10 * 2**20 and process["rss_end"] > 10 * 2**20
+        assert process["pid_start"] == process["pid_end"]
+    assert "frontend" in result.stdout and "growth" in result.stdout
+    assert launcher.server_processes(launcher.Server(run_dir.resolve(), launcher.Ports())) == []
