@@ -20,13 +20,16 @@ image_tag = $(IMAGE_TAG)$(if $(filter cpu,$(1)),-cpu)
 local_image = $(IMAGE_NAME):$(call image_tag,$(1))
 pushed_image = $(if $(REGISTRY),$(REGISTRY)/)$(IMAGE_NAME):$(call image_tag,$(1))
 
-.PHONY: docker push k8s deploy check-deploy print-image
+.PHONY: docker docker-engine push k8s deploy check-deploy print-image
 
-docker: $(ARCHIVES)
-	@command -v $(DOCKER) >/dev/null 2>&1 || { echo "make docker: no '$(DOCKER)' command here. Install Docker (or set DOCKER=podman), or build on a machine that has it: docker build -f docker/Dockerfile -t $(call local_image,gpu) ." >&2; exit 1; }
-	@$(DOCKER) info >/dev/null 2>&1 || { echo "make docker: '$(DOCKER)' is installed but no Docker engine answers ('$(DOCKER) info' failed): start the daemon or point DOCKER_HOST at one, or build elsewhere with: docker build -f docker/Dockerfile -t $(call local_image,gpu) ." >&2; exit 1; }
+# the engine is checked first, so a machine without one learns it before any archive is built
+docker: docker-engine $(ARCHIVES)
 	DOCKER_BUILDKIT=1 $(DOCKER) build -f docker/Dockerfile -t $(call local_image,gpu) .
 	DOCKER_BUILDKIT=1 $(DOCKER) build -f docker/Dockerfile --build-arg VARIANT=cpu -t $(call local_image,cpu) .
+
+docker-engine:
+	@command -v $(DOCKER) >/dev/null 2>&1 || { echo "make docker: no '$(DOCKER)' command here. Install Docker (or set DOCKER=podman), or build on a machine that has it: docker build -f docker/Dockerfile -t $(call local_image,gpu) ." >&2; exit 1; }
+	@$(DOCKER) info >/dev/null 2>&1 || { echo "make docker: '$(DOCKER)' is installed but no Docker engine answers ('$(DOCKER) info' failed): start the daemon or point DOCKER_HOST at one, or build elsewhere with: docker build -f docker/Dockerfile -t $(call local_image,gpu) ." >&2; exit 1; }
 
 push:
 	@test -n "$(REGISTRY)" || { echo "make push: set REGISTRY, e.g. make push REGISTRY=registry.example.com/team (the cluster pulls $(IMAGE_NAME) from there)" >&2; exit 1; }
