@@ -139,6 +139,11 @@ def test_dockerfile_versions_equal_the_pinned_requirements(dockerfile):
     # everything else the image installs is held to requirements.txt as constraints
     assert "--constraint /tmp/requirements.txt" in install
     assert copies(dockerfile)["requirements.txt"] == "/tmp/requirements.txt"
+    # pip refuses a constraints file with extras or includes: requirements.txt must stay plain pins
+    for line in (ROOT / "requirements.txt").read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        assert not line or re.fullmatch(r"[A-Za-z0-9_.-]+==[^\s\[\]]+", line), \
+            f"requirements.txt line {line!r}: the image uses the file as pip constraints; keep it name==version"
     for package in ("pyyaml", "numpy", "pillow", "psutil"):
         assert re.search(rf"\b{package}\b", install) and package in pins, package
 
