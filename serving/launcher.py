@@ -1,6 +1,6 @@
 """Start, wait for and stop a local TorchServe, failing with the reason instead of exit code 0.
 
-    python -m serving.launcher start [--run-dir .run] [--model-store model_store] [--timeout 120] [--foreground]
+    python -m serving.launcher start [--run-dir .run] [--model-store model_store] [--timeout 120]
     python -m serving.launcher stop  [--run-dir .run]
     python -m serving.launcher status [--run-dir .run]
 
@@ -13,10 +13,9 @@ pid file and worker sockets live in the temp dir, so TEMP/TMPDIR=<run-dir>/tmp k
 checkouts, or the tests and a developer's server, from colliding). Ports come from
 serving/settings.py, overridable with INFERENCE_PORT, MANAGEMENT_PORT and METRICS_PORT.
 
-`start --foreground` stays in the foreground until SIGTERM/SIGINT and then stops the server
-cleanly: use it as a container's entrypoint. (`torchserve --foreground` does not forward SIGTERM:
-its Python parent dies and Java and the workers run on, orphaned.) `stop` also ends what a crash
-left behind: workers of a frontend killed with -9, a stale pid file or key file.
+`stop` also ends what a crash left behind: workers of a frontend killed with -9 (a worker busy
+in an inference outlives its frontend), a stale pid file or key file; `start` does the same
+before it starts.
 """
 from __future__ import annotations
 
@@ -296,35 +295,6 @@ def stop(run_dir: Path, quiet: bool = False, timeout: float = 30.0) -> bool:
     return pid is not None
 
 
-class Stopping(Exception):
-    """SIGTERM or SIGINT arrived while in the foreground."""
-
-
-def _raise_stopping(signum, frame):
-    raise Stopping(signal.Signals(signum).name)
-
-
-def start_foreground(run_dir: Path, model_store: Path, timeout: float, token_auth: bool) -> int:
-    """Start, then block until SIGTERM/SIGINT (stop cleanly, exit 0) or until the frontend dies
-    (exit 1). A signal during start-up stops whatever had started, too."""
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, _raise_stopping)
-    try:
-        server = start(run_dir, model_store, timeout=timeout, token_auth=token_auth)
-        print(example(server), flush=True)
-        while server.pid() is not None:
-            time.sleep(0.5)
-    except Stopping as received:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second signal must not cut the clean stop
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        print(f"received {received}: stopping TorchServe", flush=True)
-        stop(run_dir, quiet=True)
-        return 0
-    print(f"error: TorchServe exited on its own. From its log:\n{log_reason(server)}", file=sys.stderr)
-    stop(run_dir, quiet=True)
-    return 1
-
-
 def example(server: Server) -> str:
     return (f"TorchServe is ready: {', '.join(SERVING)}\n"
             f"  curl -T digit.png {server.inference_url}/predictions/lenet5\n"
@@ -340,13 +310,9 @@ def main(argv=None) -> int:
     parser.add_argument("--model-store", type=Path, default=Path("model_store"))
     parser.add_argument("--timeout", type=float, default=120.0)
     parser.add_argument("--token-auth", action="store_true", help="require a bearer token (key in <run-dir>/key_file.json)")
-    parser.add_argument("--foreground", action="store_true",
-                        help="start: stay up until SIGTERM/SIGINT, then stop cleanly (a container entrypoint)")
     args = parser.parse_args(argv)
     try:
         if args.command == "start":
-            if args.foreground:
-                return start_foreground(args.run_dir, args.model_store, args.timeout, args.token_auth)
             print(example(start(args.run_dir, args.model_store, timeout=args.timeout, token_auth=args.token_auth)))
         elif args.command == "stop":
             stop(args.run_dir)
