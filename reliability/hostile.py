@@ -132,3 +132,62 @@ def catalogue() -> list[Hostile]:
         Hostile("multipart form with 50,000 fields (3.5 MB)", form, {"Content-Type": form_type}, 415, "not_an_image",
                 max_seconds=8.0, max_worker_mb=200.0, max_frontend_mb=250.0),
     ]
+
+
+def largest_legal_request() -> bytes:
+    """{"instances": [...]} at the per-request pixel limit: 4,000 x 4,000 twice and 4,000 x 2,000,
+    RGBA PNGs of zeros (40 Mpx, 0.2 MB on the wire): the most decoding work one request may ask."""
+    def b64(width, height):
+        return base64.b64encode(png_bomb(width, height, 6)).decode()
+    return json.dumps({"instances": [b64(4_000, 4_000), b64(4_000, 4_000), b64(4_000, 2_000)]}).encode()
+
+
+def main(argv=None) -> int:
+    """Send the catalogue (or a batch of the largest legal request) to a running server and print
+    what came back: python -m reliability.hostile --url http://127.0.0.1:8080/predictions/lenet5"""
+    import argparse
+    import sys
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    import requests
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--url", required=True, help="a prediction URL on 127.0.0.1")
+    parser.add_argument("--worst-batch", type=int, default=0, metavar="N",
+                        help="instead: N concurrent largest legal requests, and one small request among them")
+    parser.add_argument("--key", help="inference key when token auth is on")
+    args = parser.parse_args(argv)
+    if not args.url.startswith(("http://127.", "http://localhost")):
+        print("error: --url must be a loopback address (http://127.0.0.1:PORT/predictions/MODEL)", file=sys.stderr)
+        return 2
+    auth = {"Authorization": f"Bearer {args.key}"} if args.key else {}
+
+    def send(body, headers):
+        started = time.monotonic()
+        try:
+            response = requests.post(args.url, data=body, headers={**headers, **auth}, timeout=120)
+            return response.status_code, response.content[:100], time.monotonic() - started
+        except requests.RequestException as err:
+            return None, str(err)[:100].encode(), time.monotonic() - started
+
+    if args.worst_batch:
+        body, headers = largest_legal_request(), {"Content-Type": "application/json"}
+        small = png_bomb(28, 28)
+        with ThreadPoolExecutor(args.worst_batch + 1) as pool:
+            big = [pool.submit(send, body, headers) for _ in range(args.worst_batch)]
+            time.sleep(0.3)
+            victim = pool.submit(send, small, {"Content-Type": "image/png"}).result()
+            results = [f.result() for f in big]
+        print(f"{args.worst_batch} largest legal requests: statuses {sorted({r[0] for r in results}, key=str)}, "
+              f"slowest {max(r[2] for r in results):.1f} s; a 28x28 request sent meanwhile: {victim[0]} "
+              f"after {victim[2]:.1f} s")
+        return 0
+    for case in catalogue():
+        status, head, seconds = send(case.body, case.headers)
+        print(f"{case.name}: {status} in {seconds:.3f} s (expected {case.status}) {head!r}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
