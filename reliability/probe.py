@@ -6,6 +6,7 @@ Every request goes to the server's loopback address with a timeout; nothing here
 from __future__ import annotations
 
 import io
+import json
 import threading
 import time
 from dataclasses import dataclass
@@ -45,7 +46,6 @@ class Answer:
         return self.sent_at + self.seconds
 
     def json(self):
-        import json
         return json.loads(self.body)
 
 
