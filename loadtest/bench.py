@@ -48,7 +48,7 @@ from loadtest.images import held_out
 from model_defs.preprocessing import canonicalize
 from model_defs.registry import get_spec
 from serving import launcher
-from serving.settings import HOST, JOB_QUEUE_SIZE, LIMITS, SERVING, Ports
+from serving.settings import HOST, JOB_QUEUE_SIZE, LIMITS, SERVING, ModelServing, Ports
 
 ROOT = Path(__file__).resolve().parent.parent
 KEEP_MARKER = "<!-- notes below this line are written by hand; make bench keeps them -->"
@@ -299,8 +299,27 @@ def load_average() -> list[float]:
 
 
 # ---- the run ---------------------------------------------------------------------------------
+CONTAINER_LOG4J = ROOT / "docker" / "log4j2.xml"
+
+
+def server_extra(logging: str) -> dict:
+    """config.properties lines for the benchmark servers beyond the local profile: the JVM options
+    and the logging of the production container (docker/log4j2.xml, stdout only, no per-request
+    lines; stdout lands in <run dir>/logs/console.log), or TorchServe's own log4j2.xml
+    ("torchserve": five log files, several lines per request) to measure what logging costs."""
+    from serving.config import PRODUCTION
+    vmargs = next((line.split("=", 1)[1] for line in PRODUCTION if line.startswith("vmargs=")), "")
+    if logging == "container":
+        if not CONTAINER_LOG4J.is_file():
+            raise ArchiveError(f"{CONTAINER_LOG4J} is missing; run with --logging torchserve")
+        vmargs = f"{vmargs} -Dlog4j.configurationFile=file://{CONTAINER_LOG4J}".strip()
+    elif logging != "torchserve":
+        raise ValueError(f"logging {logging!r}: expected container or torchserve")
+    return {"vmargs": vmargs} if vmargs else {}
+
+
 def start_servers(variants: list[str], model: str, port_base: int, run_root: Path, build: Path,
-                  log=print) -> dict[str, launcher.Server]:
+                  extra: dict, log=print) -> dict[str, launcher.Server]:
     """One server per variant on port_base + 10 * i (+1 management, +2 metrics), started together."""
     from concurrent.futures import ThreadPoolExecutor
 
@@ -310,7 +329,8 @@ def start_servers(variants: list[str], model: str, port_base: int, run_root: Pat
     for variant in variants:
         log(f"  starting the {variant} server on {HOST}:{ports[variant].inference} (store {stores[variant]})")
     with ThreadPoolExecutor(len(variants)) as pool:
-        futures = {v: pool.submit(launcher.start, run_root / v, stores[v], ports[v], 240) for v in variants}
+        futures = {v: pool.submit(launcher.start, run_root / v, stores[v], ports[v], 240, "local", False, extra)
+                   for v in variants}
         servers, failures = {}, []
         for variant, future in futures.items():
             try:
@@ -337,7 +357,8 @@ def run_bench(args, log=print) -> dict:
     work = Workload.load(model, args.limit, serving.torch_threads)
     run_root = Path(tempfile.mkdtemp(prefix="bench-", dir=args.results))
     build = Path(args.build)
-    servers = start_servers(["noop", "ours", "batch1"], model, args.port_base, run_root, build, log)
+    extra = server_extra(args.logging)
+    servers = start_servers(["noop", "ours", "batch1"], model, args.port_base, run_root, build, extra, log)
     cells = {(row.key, c): Cell() for row in rows for c in args.concurrency}
     started = dt.datetime.now(dt.timezone.utc)
     load_before = load_average()
@@ -382,6 +403,7 @@ def run_bench(args, log=print) -> dict:
         "settings": {"batch_size": serving.batch_size, "max_batch_delay_ms": serving.max_batch_delay_ms,
                      "workers": serving.workers, "torch_threads": serving.torch_threads,
                      "response_timeout_s": serving.response_timeout_s, "job_queue_size": JOB_QUEUE_SIZE},
+        "logging": args.logging, "server_extra": extra,
         "concurrency": list(args.concurrency),
         "rounds": args.rounds, "duration_s": args.duration, "warmup_s": args.warmup,
         "images_per_request": args.images_per_request, "images": len(work.pngs),
@@ -442,6 +464,12 @@ def render_markdown(results: dict, plot_name: str | None, kept: str) -> str:
         f"(rows 2-4 one per request, row 5 {results['images_per_request']} per request as base64 JSON)",
         f"- **settings** (serving/settings.py): batchSize {s['batch_size']}, maxBatchDelay {s['max_batch_delay_ms']} ms, "
         f"{s['workers']} worker, {s['torch_threads']} torch thread(s) per worker, job queue {s['job_queue_size']}",
+        "- **servers**: " + ("the local profile of serving/config.py (127.0.0.1) with the production "
+                             "container's JVM options and logging (docker/log4j2.xml: stdout only, no "
+                             "per-request lines)" if results.get("logging", "container") == "container" else
+                             "the local profile of serving/config.py (127.0.0.1) with TorchServe's own "
+                             "log4j2.xml (log files, several lines per request)") + "; three servers, one per "
+                             "variant, the other two models loaded but idle",
         f"- **machine**: {m.get('cpu_model', '?')}, {m.get('cpus')} CPUs, {m.get('memory_gib', '?')} GiB; "
         f"{m.get('platform')}; Python {m.get('python')}, torch {m.get('torch', '?')}, TorchServe "
         f"{m.get('torchserve', '?')}, {m.get('java', 'java ?')}",
@@ -544,6 +572,105 @@ def write_outputs(results: dict, out: Path, plot_path: Path, results_dir: Path) 
     out.write_text(render_markdown(results, relative, kept_notes(out)))
 
 
+# ---- tuning sweep (make bench-tune) ----------------------------------------------------------
+SPEC = re.compile(r"^(?:(?P<base>noop|ours)|b(?P<b>\d+)d(?P<d>\d+)w(?P<w>\d+)t(?P<t>\d+))"
+                  r"(?P<flags>(\+(async|tslog))*)$")
+
+
+def parse_spec(spec: str, model: str):
+    """"ours", "noop" or "b16d5w1t1" (batch, delay ms, workers, torch threads), with optional
+    "+async" (async_logging=true) and "+tslog" (TorchServe's own log4j2.xml instead of the
+    container's) -> (variant, serving, config.properties extra lines)."""
+    match = SPEC.match(spec)
+    if not match:
+        raise ValueError(f"tuning variant {spec!r}: expected ours, noop or b<batch>d<delay>w<workers>t<threads>, "
+                         "optionally followed by +async and/or +tslog (e.g. b32d5w1t1+tslog)")
+    extra = server_extra("torchserve" if "+tslog" in match["flags"] else "container")
+    if "+async" in match["flags"]:
+        extra["async_logging"] = "true"
+    if match["base"]:
+        return match["base"], None, extra
+    serving = ModelServing(batch_size=int(match["b"]), max_batch_delay_ms=int(match["d"]),
+                           workers=int(match["w"]), torch_threads=int(match["t"]),
+                           response_timeout_s=SERVING[model].response_timeout_s)
+    return "tune-" + spec.split("+")[0], serving, extra
+
+
+def run_tune(args, log=print) -> dict:
+    """Our handler (or the no-op) under several settings, one image per request, rows interleaved."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    model = args.model
+    specs = {spec: parse_spec(spec, model) for spec in args.tune}
+    work = Workload.load(model, args.limit, SERVING[model].torch_threads)
+    run_root = Path(tempfile.mkdtemp(prefix="tune-", dir=args.results))
+    stores = {spec: variant_store(v, model, serving, build=Path(args.build) / "tune")
+              for spec, (v, serving, _) in specs.items()}
+    servers: dict[str, launcher.Server] = {}
+    cells = {(spec, c): Cell() for spec in specs for c in args.concurrency}
+    load_before = load_average()
+    try:
+        with ThreadPoolExecutor(len(specs)) as pool:
+            futures = {}
+            for i, (spec, (_, _, extra)) in enumerate(specs.items()):
+                base = args.port_base + 10 * i
+                log(f"  starting {spec} on {HOST}:{base}")
+                futures[spec] = pool.submit(launcher.start, run_root / f"s{i}", stores[spec],
+                                            Ports(base, base + 1, base + 2), 240, "local", False, extra or None)
+            failures = []
+            for spec, future in futures.items():
+                try:
+                    servers[spec] = future.result()
+                except Exception as err:  # noqa: BLE001 - reported after the others are stopped
+                    failures.append(f"{spec}: {err}")
+            if failures:
+                raise launcher.LaunchError("; ".join(failures))
+        requests, checks, meters = {}, {}, {}
+        for spec, server in servers.items():
+            host, port = client.split_url(server.inference_url)
+            requests[spec] = work.single_requests(host, port)
+            checks[spec] = checker(model, "status" if specs[spec][0] == "noop" else "full")
+            meters[spec] = ServerCPU(server)
+            client.run(server.inference_url, requests[spec], checks[spec], 16, args.warmup * 2, timeout_s=args.timeout)
+        names = list(specs)
+        for round_index in range(args.rounds):
+            order = names[round_index % len(names):] + names[: round_index % len(names)]
+            for c in args.concurrency:
+                for spec in order:
+                    before = meters[spec].sample()
+                    result = client.run(servers[spec].inference_url, requests[spec], checks[spec], c,
+                                        args.duration, args.warmup, args.timeout)
+                    cells[(spec, c)].add(result, ServerCPU.diff(meters[spec].sample(), before))
+                    log(f"  round {round_index + 1}/{args.rounds}  C={c:<3} {spec:<22} {result.rps:8.1f} req/s  "
+                        f"p99 {result.percentile_ms(99):7.1f} ms  errors {sum(result.errors.values())}")
+    finally:
+        stop_servers(servers)
+        if not args.keep_logs:
+            shutil.rmtree(run_root, ignore_errors=True)
+    return {"model": model, "variants": list(specs), "concurrency": list(args.concurrency),
+            "rounds": args.rounds, "duration_s": args.duration, "load_average_before": load_before,
+            "load_average_after": load_average(), "machine": machine(),
+            "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "command": args.command or "python -m loadtest.bench " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+            "cells": {f"{spec} C={c}": cells[(spec, c)].summary("req/s") for spec in specs for c in args.concurrency}}
+
+
+def render_tune(results: dict) -> str:
+    lines = [f"Tuning sweep, {results['model']}, {results['date']}, {results['rounds']} interleaved round(s) of "
+             f"{results['duration_s']:g} s per cell, load average before {results['load_average_before']} after "
+             f"{results['load_average_after']}; `{results['command']}`", "",
+             "| variant | C | req/s (median) | rounds | p50 ms | p99 ms | errors | frontend us/req | worker us/req | client us/req |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for spec in results["variants"]:
+        for c in results["concurrency"]:
+            cell = results["cells"][f"{spec} C={c}"]
+            lines.append(f"| {spec} | {c} | {cell['throughput']:,.0f} | {' / '.join(f'{v:,.0f}' for v in cell['throughput_rounds'])} | "
+                         f"{cell['p50_ms']:.1f} | {cell['p99_ms']:.1f} | {sum(cell['errors'].values())} | "
+                         f"{cell['frontend_cpu_us_per_req']:,.0f} | {cell['worker_cpu_us_per_req']:,.0f} | "
+                         f"{cell['client_cpu_us_per_req']:,.0f} |")
+    return "\n".join(lines) + "\n"
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="lenet5", choices=list(SERVING))
@@ -562,6 +689,13 @@ def parse_args(argv=None):
     parser.add_argument("--build", type=Path, default=BUILD)
     parser.add_argument("--command", default=None, help="the command to record in the report")
     parser.add_argument("--keep-logs", action="store_true", help="keep the servers' run directories")
+    parser.add_argument("--logging", choices=("container", "torchserve"), default="container",
+                        help="TorchServe's logging in the servers: the production container's docker/log4j2.xml "
+                             "(default) or TorchServe's own log4j2.xml")
+    parser.add_argument("--tune", nargs="+", metavar="VARIANT", default=None,
+                        help="instead of the five rows: a tuning sweep of our handler under these settings, "
+                             "e.g. ours b32d5w1t1 b16d2w1t1 b16d5w2t1 ours+quiet noop (see parse_spec); "
+                             "prints a table and writes results/bench/tune-<date>.json, not BENCHMARKS.md")
     parser.add_argument("--smoke", action="store_true",
                         help="seconds-long run (CI): 1 round of 0.5 s per cell, 64 images, 8 per request")
     args = parser.parse_args(argv)
@@ -580,6 +714,15 @@ def main(argv=None) -> int:
     args.results.mkdir(parents=True, exist_ok=True)
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     results_dir = args.results / stamp
+    if args.tune:
+        try:
+            results = run_tune(args)
+        except (launcher.LaunchError, ArchiveError, ConnectionError, ValueError) as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 1
+        (args.results / f"tune-{stamp}.json").write_text(json.dumps(results, indent=1))
+        print("\n" + render_tune(results) + f"\nwrote {args.results / f'tune-{stamp}.json'}")
+        return 0
     try:
         results = run_bench(args)
     except (launcher.LaunchError, ArchiveError, ConnectionError, ValueError) as err:

@@ -29,3 +29,11 @@ bench: $(ARCHIVES)
 bench-smoke: $(ARCHIVES)
 	$(RUN) -m loadtest.bench --smoke --command "make bench-smoke" --out $(BENCH_SMOKE_OUT)/BENCHMARKS.md \
 	  --plot $(BENCH_SMOKE_OUT)/benchmarks.png --results $(BENCH_SMOKE_OUT) --build $(BENCH_SMOKE_OUT)/build
+
+# Tuning sweep behind serving/settings.py's values: our handler under other settings, interleaved.
+# Variants: ours, noop, b<batch>d<delay ms>w<workers>t<threads>, each optionally +async (async_logging)
+# and/or +tslog (TorchServe's own log4j2.xml instead of the container's docker/log4j2.xml). Prints a table; writes results/bench/tune-<date>.json.
+TUNE ?= ours b16d2w1t1 b32d5w1t1 b16d5w2t1 ours+tslog noop
+.PHONY: bench-tune
+bench-tune: $(ARCHIVES)
+	$(RUN) -m loadtest.bench --command "make bench-tune TUNE='$(TUNE)'" --tune $(TUNE) $(BENCH_ARGS)

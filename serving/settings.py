@@ -5,15 +5,35 @@ handler (which reads its limits from the model-config.yaml packed in the archive
 (which only forwards overrides) and the deployment files all derive from this module; tests
 hold the copies together.
 
-Why each value is what it is:
-- batch_size 16, max_batch_delay_ms 5: on 2 CPU cores one LeNet-5 worker went from 517 req/s
-  (batch 1) to 1,646 req/s (batch 16, 5 ms) at 64 concurrent clients; 5 ms costs at most 5 ms of
-  latency when the server is idle (../shared/notes/torchserve-facts.md).
-- workers 1 and torch_threads 1 per model: two workers with default threads on two cores ran ten
-  times slower than one; one intra-op thread leaves a core for the Java frontend and the client.
-  On a GPU: one worker per GPU (the model is tiny, one worker saturates the copy engine first).
+Why each value is what it is. Measured with `make bench-tune` (loadtest/bench.py) on the 2-core
+development machine: lenet5, real held-out PNGs, one per request, every variant served at once and
+interleaved in one run (the machine is shared, so only ratios within a run count); the tables are
+in BENCHMARKS.md. TorchServe's own per-request cost is ~200 us of CPU (no-op handler: ~9,000 req/s);
+our handler's worker spends ~400 us per image (py-spy: decode and canonicalise ~40%, the forward
+pass ~20%, TorchServe's worker protocol, logging and metrics ~25%, JSON ~5%).
+- torch_threads 1 per worker: a second intra-op thread made one worker slower, not faster (64
+  clients ~1,500 vs ~2,100 req/s, 16 clients ~200 req/s with p99 260 ms), because the forward
+  pass is a fifth of the worker's time and the Java frontend and the clients need the other core;
+  two workers with torch's default threads on two cores ran ten times slower than one
+  (../shared/notes/torchserve-facts.md). On a GPU the forward pass leaves the CPU anyway.
+- batch_size 16: at 64 clients, batch 16 served 2,664 req/s, batch 32 2,744 (the same within the
+  noise) and batch 1 a third of it (BENCHMARKS.md, row 4); at 16 clients batch 16 fills without
+  waiting while 32 always waits for the delay below (1,868 vs 1,612 req/s).
+- max_batch_delay_ms 2 (was 5): TorchServe holds a batch that is not full for this long, which
+  is pure latency when few requests are in flight: one client got 212 req/s, p50 4.4 ms with 2 ms
+  against 123 req/s, p50 8.0 ms with 5 ms; at 16 and 64 clients batches fill before the delay
+  ends and throughput was the same (1,868 vs 2,061, 2,664 vs 2,560 req/s: within the noise).
+- workers 1 per model: two workers of one thread each served 45% more at 64 clients (3,993 vs
+  2,744 req/s; nothing at 16 or fewer): one worker is the bottleneck, and its Python runs on one
+  core. Not the default: the same archive serves the GPU image, where the rule is one
+  worker per GPU (each more would add a CUDA context, and the GPU is not the bottleneck), and
+  the three models' workers already share a small CPU pod's cores. A CPU-only deployment that
+  sees one model take most of the traffic should raise it to the pod's cores.
 - response_timeout_s 30: a batch of 16 tiny images takes milliseconds; 30 s only catches a stuck
   worker, which TorchServe then restarts.
+- JOB_QUEUE_SIZE 256 per model: 16 batches ahead, about 100 ms of waiting at the ~2,500 req/s one
+  worker serves here; past it TorchServe answers 503 at once, which tells a client or the ingress
+  to retry elsewhere, instead of latencies growing without bound.
 """
 from __future__ import annotations
 
@@ -86,7 +106,7 @@ class InputLimits:
 @dataclass(frozen=True)
 class ModelServing:
     batch_size: int = 16
-    max_batch_delay_ms: int = 5
+    max_batch_delay_ms: int = 2
     workers: int = 1
     response_timeout_s: int = 30
     torch_threads: int = 1
