@@ -14,12 +14,19 @@ VENV_STAMP := $(VENV)/.installed-$(shell cat requirements.txt | md5sum | cut -c1
 RUN := PYTHONPATH=$(CURDIR) $(PY)
 
 MODELS := lenet5 mnist_net fashion_mlp
-DATASET ?= digits
+# The digit models' data: DATASET=digits (scikit-learn's, the default) or DATASET=mnist DATA_DIR=...
+# Given once (make train DATASET=mnist DATA_DIR=~/mnist), it is remembered: later plain `make`
+# commands keep the models trained on it.
+DATASET ?=
 DATA_DIR ?=
 ARTIFACTS := artifacts
 STORE := model_store
-FASHION_DIR ?= /usr/share/datasets/fashion-mnist
-FASHION_DATA := $(FASHION_DIR)/train-images-idx3-ubyte.gz
+# Fashion-MNIST: Debian's dataset-fashion-mnist; FASHION_MNIST_DIR points elsewhere (read by
+# export/datasets.py too).
+FASHION_MNIST_DIR ?= /usr/share/datasets/fashion-mnist
+export FASHION_MNIST_DIR
+FASHION_DATA := $(firstword $(wildcard $(FASHION_MNIST_DIR)/train-images-idx3-ubyte*) \
+                            $(FASHION_MNIST_DIR)/train-images-idx3-ubyte.gz)
 
 # Ports: defaults live in serving/settings.py; these only forward overrides to it.
 export INFERENCE_PORT MANAGEMENT_PORT METRICS_PORT GRPC_INFERENCE_PORT GRPC_MANAGEMENT_PORT
@@ -33,7 +40,7 @@ CHECKPOINTS := $(foreach m,$(MODELS),$(ARTIFACTS)/$(m)/checkpoint.pt)
 EXPORTS := $(foreach m,$(MODELS),$(ARTIFACTS)/$(m)/model.pt)
 ARCHIVES := $(foreach m,$(MODELS),$(STORE)/$(m).mar)
 
-.PHONY: help venv data train export archive serve stop status test test-unit test-e2e clean distclean
+.PHONY: help venv data train export archive samples serve stop status test test-unit test-e2e clean distclean
 
 help:
 	@sed -n '2,6p' Makefile | sed 's/^# //'
@@ -47,17 +54,22 @@ $(VENV_STAMP): requirements.txt
 # Fashion-MNIST comes from Debian's dataset-fashion-mnist (no download at run time).
 data: $(FASHION_DATA)
 $(FASHION_DATA):
+	@if [ "$(FASHION_MNIST_DIR)" != /usr/share/datasets/fashion-mnist ]; then \
+	  echo "error: no Fashion-MNIST IDX files (train-images-idx3-ubyte[.gz] ...) in FASHION_MNIST_DIR=$(FASHION_MNIST_DIR)" >&2; exit 1; fi
 	@echo "Fashion-MNIST missing: installing Debian's dataset-fashion-mnist"
 	@if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
 	  $$SUDO apt-get install -y -q dataset-fashion-mnist >/dev/null || \
 	  { $$SUDO apt-get update -q >/dev/null && $$SUDO apt-get install -y -q dataset-fashion-mnist >/dev/null; } || \
 	  { echo "error: could not install dataset-fashion-mnist; install it with apt, or set FASHION_MNIST_DIR to a folder with the Fashion-MNIST IDX files" >&2; exit 1; }
+	@test -f $@ || { echo "error: dataset-fashion-mnist is installed but $@ is not there" >&2; exit 1; }
 
-# The digit models retrain when DATASET/DATA_DIR change (recorded in this stamp).
+# The digit models' data source, "<dataset> <data dir>": rewritten (and the digit models retrained)
+# only when DATASET is given and differs; "digits" when nothing was ever given.
 DATA_STAMP := $(ARTIFACTS)/.digits-source
 $(DATA_STAMP): FORCE
 	@mkdir -p $(ARTIFACTS)
-	@echo "$(DATASET) $(DATA_DIR)" | cmp -s - $@ || echo "$(DATASET) $(DATA_DIR)" > $@
+	@want="$(if $(DATASET),$(DATASET) $(if $(DATA_DIR),$(abspath $(DATA_DIR))),$$(cat $@ 2>/dev/null || echo 'digits '))"; \
+	  echo "$$want" | cmp -s - $@ || echo "$$want" > $@
 FORCE:
 
 train: $(CHECKPOINTS)
@@ -65,7 +77,8 @@ train: $(CHECKPOINTS)
 $(ARTIFACTS)/fashion_mlp/checkpoint.pt: $(TRAIN_SRC) | $(VENV_STAMP) $(FASHION_DATA)
 	$(RUN) -m export.train --models fashion_mlp --out $(ARTIFACTS)
 $(ARTIFACTS)/%/checkpoint.pt: $(TRAIN_SRC) $(DATA_STAMP) | $(VENV_STAMP)
-	$(RUN) -m export.train --models $* --dataset $(DATASET) $(if $(DATA_DIR),--data-dir $(DATA_DIR)) --out $(ARTIFACTS)
+	@read -r dataset data_dir < $(DATA_STAMP); echo "training $* on $$dataset $$data_dir"; \
+	  $(RUN) -m export.train --models $* --dataset $$dataset $${data_dir:+--data-dir "$$data_dir"} --out $(ARTIFACTS)
 
 export: $(EXPORTS)
 $(ARTIFACTS)/%/model.pt: $(ARTIFACTS)/%/checkpoint.pt $(EXPORT_SRC)
@@ -75,7 +88,13 @@ archive: $(ARCHIVES)
 $(STORE)/%.mar: $(ARTIFACTS)/%/model.pt $(ARCHIVE_SRC)
 	$(RUN) -m export.archive --models $* --artifacts $(ARTIFACTS) --store $(STORE)
 
-serve: $(ARCHIVES)
+# Real held-out pictures to try the models with (samples/digit.png, samples/shoe.png).
+SAMPLES := samples/digit.png samples/shoe.png
+samples: $(SAMPLES)
+$(SAMPLES) &: $(EXPORTS) export/samples.py
+	$(RUN) -m export.samples --out samples --artifacts $(ARTIFACTS)
+
+serve: $(ARCHIVES) $(SAMPLES)
 	@$(RUN) -m serving.launcher start --model-store $(STORE)
 
 stop: $(VENV_STAMP)
@@ -88,14 +107,14 @@ status: $(VENV_STAMP)
 test: $(ARCHIVES)
 	$(RUN) -m pytest -q tests
 
-test-unit: $(EXPORTS)
+test-unit: $(ARCHIVES)
 	$(RUN) -m pytest -q tests -m "not e2e"
 
 test-e2e: $(ARCHIVES)
 	$(RUN) -m pytest -q tests -m e2e
 
 clean:
-	rm -rf build $(STORE) .run logs results .pytest_cache
+	rm -rf build $(STORE) samples .run logs results .pytest_cache
 
 # Deployment, load testing and reliability targets live beside this file, one fragment each.
 include $(sort $(wildcard mk/*.mk))

@@ -38,6 +38,7 @@ class DataSetMissing(FileNotFoundError):
 class Split:
     """Canonical uint8 images [N, H, W] and int64 labels [N], for training and held-out."""
     source: str
+    data_dir: str | None  # where the IDX files were read ("mnist"; None for the fixed locations)
     train_images: np.ndarray
     train_labels: np.ndarray
     test_images: np.ndarray
@@ -122,6 +123,15 @@ def source_for(spec: ModelSpec, digits_source: str = "digits") -> str:
     return spec.dataset
 
 
+def load_held_out(spec: ModelSpec, manifest: dict | None = None):
+    """The raw held-out images and labels a model was exported with: the data source and folder its
+    export manifest records (DATASET/DATA_DIR from the environment when there is no manifest)."""
+    manifest = manifest or {}
+    source = manifest.get("data_source") or source_for(spec, os.environ.get("DATASET") or "digits")
+    _, _, images, labels = load_raw(source, manifest.get("data_dir") or os.environ.get("DATA_DIR") or None)
+    return source, images, labels
+
+
 def canonical_batch(images: np.ndarray, spec: ModelSpec) -> np.ndarray:
     return np.stack([canonicalize(img, spec.preprocessing, spec.input_size) for img in images])
 
@@ -131,6 +141,7 @@ def load_split(spec: ModelSpec, source: str, data_dir: str | os.PathLike | None 
     x_train, y_train, x_test, y_test = load_raw(source, data_dir)
     return Split(
         source=source,
+        data_dir=str(Path(data_dir).resolve()) if data_dir and source == "mnist" else None,
         train_images=canonical_batch(x_train, spec),
         train_labels=np.asarray(y_train, dtype=np.int64),
         test_images=canonical_batch(x_test, spec),

@@ -79,7 +79,7 @@ def export_model(spec: ModelSpec, model_dir: Path) -> dict:
     scripted.save(str(out_path))
     reloaded = torch.jit.load(str(out_path), map_location="cpu").eval()
 
-    split = load_split(spec, checkpoint["data_source"])
+    split = load_split(spec, checkpoint["data_source"], checkpoint.get("data_dir"))
     held_out = torch.from_numpy(split.test_images)
     difference = max_difference(eager, reloaded, held_out)
     if difference > PARITY_TOLERANCE:
@@ -93,6 +93,7 @@ def export_model(spec: ModelSpec, model_dir: Path) -> dict:
         "output": "softmax probabilities",
         "normalisation": {"mean": checkpoint["mean"], "std": checkpoint["std"]},
         "data_source": checkpoint["data_source"],
+        "data_dir": checkpoint.get("data_dir"),
         "torch_version": torch.__version__,
         "serialized_file": out_path.name,
         "sha256": sha256_of(out_path),

@@ -109,6 +109,7 @@ def train_model(spec: ModelSpec, split: Split, out_dir: Path) -> dict:
     metrics = {
         "model": spec.name,
         "data_source": split.source,
+        "data_dir": split.data_dir,
         "train_images": int(len(x_train)),
         "heldout_images": int(len(x_test)),
         "heldout_accuracy": float((predictions == split.test_labels).mean()),
@@ -123,7 +124,7 @@ def train_model(spec: ModelSpec, split: Split, out_dir: Path) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.save(
         {"model": spec.name, "state_dict": model.state_dict(), "mean": mean, "std": std,
-         "data_source": split.source},
+         "data_source": split.source, "data_dir": split.data_dir},
         out_dir / "checkpoint.pt",
     )
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
@@ -138,7 +139,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", default=None, help="folder with MNIST IDX files (for --dataset mnist)")
     parser.add_argument("--out", type=Path, default=Path("artifacts"))
     args = parser.parse_args(argv)
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     for name in args.models:
         spec = MODELS[name]
         try:

@@ -1,8 +1,8 @@
 """Real held-out images, PNG-encoded the way clients send them, with their labels.
 
 The digit models' held-out split comes from the data source their manifest names (scikit-learn's
-digits, or real MNIST when the models were trained on it: DATA_DIR then says where the IDX files
-are); fashion_mlp's is Fashion-MNIST's official test split. Both the Locust scenario and the
+digits, or the real MNIST files the models were trained on, as their export manifest records);
+fashion_mlp's is Fashion-MNIST's official test split. Both the Locust scenario and the
 benchmark client send these bytes unchanged.
 """
 from __future__ import annotations
@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-import os
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -18,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from export.datasets import load_raw, source_for
+from export.datasets import load_held_out
 from model_defs.registry import MODELS, get_spec
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -46,28 +45,26 @@ def png_bytes(image: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def _manifest_value(model: str, filename: str, key: str):
-    path = ARTIFACTS / model / filename
+def _artifact_json(model: str, filename: str) -> dict:
+    """artifacts/<model>/<filename> (the export manifest, the training metrics), or {}."""
     try:
-        return json.loads(path.read_text()).get(key)
+        return json.loads((ARTIFACTS / model / filename).read_text())
     except (OSError, ValueError):
-        return None
+        return {}
 
 
 @lru_cache(maxsize=None)
 def held_out(model: str, limit: int | None = None) -> HeldOutPNGs:
     """The model's held-out images as PNG bytes (the first `limit`, or all)."""
     spec = get_spec(model)
-    digits_source = os.environ.get("DATASET") or "digits"
-    source = _manifest_value(model, "manifest.json", "data_source") or source_for(spec, digits_source)
-    _, _, images, labels = load_raw(source, os.environ.get("DATA_DIR") or None)
+    source, images, labels = load_held_out(spec, _artifact_json(model, "manifest.json"))
     if limit is not None:
         images, labels = images[:limit], labels[:limit]
     return HeldOutPNGs(
         model=model, source=source,
         pngs=tuple(png_bytes(np.ascontiguousarray(img, dtype=np.uint8)) for img in images),
         labels=tuple(spec.labels[int(y)] for y in labels),
-        heldout_accuracy=_manifest_value(model, "metrics.json", "heldout_accuracy"),
+        heldout_accuracy=_artifact_json(model, "metrics.json").get("heldout_accuracy"),
     )
 
 

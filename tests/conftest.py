@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from export.datasets import load_raw, source_for
+from export.datasets import load_held_out
 from model_defs.preprocessing import canonicalize
 from model_defs.registry import MODELS, get_spec
 from serving import launcher
@@ -39,8 +39,7 @@ class HeldOut:
     def __init__(self, name: str):
         self.spec = get_spec(name)
         manifest = json.loads(artifact(name, "manifest.json").read_text())
-        source = manifest.get("data_source") or source_for(self.spec)
-        _, _, self.raw, labels = load_raw(source, os.environ.get("DATA_DIR") or None)
+        _, self.raw, labels = load_held_out(self.spec, manifest)
         self.labels = np.asarray(labels, dtype=np.int64)
         self._canonical = None
 
