@@ -98,3 +98,16 @@ def test_unknown_model_is_a_404(server):
     response = requests.post(f"{server.inference_url}/predictions/resnet", data=b"x",
                              headers={"Content-Type": "image/png"}, timeout=10)
     assert response.status_code == 404
+
+
+def test_the_readme_command_on_the_sample_pictures(server, tmp_path):
+    """`make serve` prints `curl -T samples/digit.png .../predictions/lenet5`: curl -T is a PUT of
+    the raw file with no Content-Type, and the samples are held-out pictures of known labels."""
+    from export.samples import write_samples
+
+    written = write_samples(tmp_path)
+    for filename, model in (("digit.png", "lenet5"), ("digit.png", "mnist_net"), ("shoe.png", "fashion_mlp")):
+        response = requests.put(f"{server.inference_url}/predictions/{model}",
+                                data=(tmp_path / filename).read_bytes(), timeout=30)
+        assert response.status_code == 200, response.text
+        assert response.json()["label"] == written[filename], (model, response.json())

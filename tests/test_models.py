@@ -45,3 +45,16 @@ def test_registry_is_complete_and_consistent():
     assert get_spec("fashion_mlp").labels[9] == "Ankle boot"
     with pytest.raises(KeyError, match="known models"):
         get_spec("resnet")
+
+
+def test_the_registry_settings_and_makefile_list_the_same_models():
+    """The registry is the source of truth; serving settings and the Makefile's MODELS follow it."""
+    import re
+    from pathlib import Path
+
+    from serving.settings import SERVING
+
+    makefile = (Path(__file__).resolve().parent.parent / "Makefile").read_text()
+    make_models = re.search(r"^MODELS := (.+)$", makefile, re.MULTILINE).group(1).split()
+    assert make_models == list(MODELS)
+    assert list(SERVING) == list(MODELS)
