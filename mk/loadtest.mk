@@ -37,3 +37,8 @@ TUNE ?= ours b16d2w1t1 b32d5w1t1 b16d5w2t1 ours+tslog noop
 .PHONY: bench-tune
 bench-tune: $(ARCHIVES)
 	$(RUN) -m loadtest.bench --command "make bench-tune TUNE='$(TUNE)'" --tune $(TUNE) $(BENCH_ARGS)
+
+# What each stage of our handler costs per image, in process (the floor under rows 3 and 5).
+.PHONY: bench-stages
+bench-stages: $(EXPORTS)
+	$(RUN) -m loadtest.stage_costs --command "make bench-stages"

@@ -186,3 +186,16 @@ def test_make_bench_smoke_runs_every_row_and_writes_its_outputs(tmp_path):
     for heading in ("## Results", "## Targets", "## Where the CPU goes", "**machine**", "**command**: `make bench-smoke`"):
         assert heading in report
     assert Image.open(out / "benchmarks.png").size[0] > 0
+
+
+def test_stage_costs_times_every_stage_of_the_handler(capsys):
+    from loadtest import stage_costs
+
+    assert stage_costs.main(["--images", "32", "--repeats", "1"]) == 0
+    table = capsys.readouterr().out
+    rows = [line for line in table.splitlines() if line.startswith("| ") and "us per image" not in line]
+    assert [r.split(" | ")[0][2:] for r in rows] == [
+        "read the header (PIL open)", "decode the pixels", "canonicalise", "forward pass, batches of 16",
+        "encode the JSON answer", "**sum**"]
+    costs = [float(r.split(" | ")[1].strip(" |*")) for r in rows]
+    assert all(c > 0 for c in costs) and costs[-1] == pytest.approx(sum(costs[:-1]), abs=0.2)

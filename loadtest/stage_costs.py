@@ -1,0 +1,101 @@
+"""`make bench-stages`: what our handler's stages cost per image, in process, one thread.
+
+    python -m loadtest.stage_costs [--model lenet5] [--images 512] [--repeats 5]
+
+The same held-out PNGs the benchmark sends, through the same functions the handler calls:
+read the header, decode the pixels, canonicalise, one forward pass per serving batch, encode the
+JSON answer. Each stage is timed over all images, `--repeats` times; the table gives the median
+microseconds per image. Their sum is the least CPU our worker spends per image on top of what
+TorchServe's own worker protocol costs (row 2 of BENCHMARKS.md, the no-op handler), which is
+how the notes in BENCHMARKS.md bound the ratios the targets ask for.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+
+from handlers.classifier_handler import ImageClassifierHandler
+from handlers.image_decoding import load_pixels, open_header
+from loadtest.images import held_out
+from model_defs.preprocessing import canonicalize
+from model_defs.registry import get_spec
+from serving.settings import LIMITS, SERVING
+
+ROOT = Path(__file__).resolve().parent.parent
+# the one thing the handler's JSON encoder asks of TorchServe's context
+NO_CONTEXT = SimpleNamespace(set_response_content_type=lambda idx, content_type: None)
+
+
+def median_us_per_image(stage, items, repeats: int) -> float:
+    stage(items)  # warm-up
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        stage(items)
+        times.append(time.perf_counter() - started)
+    return statistics.median(times) / len(items) * 1e6
+
+
+def measure(model: str, count: int, repeats: int) -> dict[str, float]:
+    import torch
+
+    spec, serving = get_spec(model), SERVING[model]
+    torch.set_num_threads(serving.torch_threads)
+    pngs = list(held_out(model).pngs)
+    pngs = (pngs * (count // len(pngs) + 1))[:count]
+    handler = ImageClassifierHandler()  # only its predict and encode stages, on the exported model
+    handler.metadata = json.loads((ROOT / "artifacts" / model / "manifest.json").read_text())
+    handler.labels = handler.metadata["labels"]
+    handler.model = torch.jit.load(str(ROOT / "artifacts" / model / "model.pt")).eval()
+    handler.device = torch.device("cpu")
+
+    pixels = [load_pixels(open_header(p, LIMITS)) for p in pngs]
+    canonical = np.stack([canonicalize(p, spec.preprocessing, spec.input_size) for p in pixels])
+    probabilities = handler.predict(canonical)
+    batch = serving.batch_size
+    stages = {
+        "read the header (PIL open)": lambda _: [open_header(p, LIMITS) for p in pngs],
+        "decode the pixels": lambda _: [load_pixels(open_header(p, LIMITS)) for p in pngs],
+        "canonicalise": lambda _: [canonicalize(p, spec.preprocessing, spec.input_size) for p in pixels],
+        f"forward pass, batches of {batch}": lambda _: [handler.predict(canonical[i:i + batch])
+                                                        for i in range(0, len(canonical), batch)],
+        "encode the JSON answer": lambda _: [handler._json(NO_CONTEXT, 0, handler.encode(p)) for p in probabilities],
+    }
+    costs = {name: median_us_per_image(stage, pngs, repeats) for name, stage in stages.items()}
+    # "decode the pixels" includes reading the header again: report the decoding alone
+    costs["decode the pixels"] -= costs["read the header (PIL open)"]
+    return costs
+
+
+def render(model: str, costs: dict[str, float], command: str) -> str:
+    lines = [f"Stage costs of our handler for `{model}`, in process, one torch thread "
+             f"(`{command}`):", "", "| stage | us per image (median) |", "|---|---|"]
+    lines += [f"| {name} | {us:.1f} |" for name, us in costs.items()]
+    lines.append(f"| **sum** | **{sum(costs.values()):.1f}** |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="lenet5", choices=list(SERVING))
+    parser.add_argument("--images", type=int, default=512)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--command", default=None, help="the command to record in the table")
+    args = parser.parse_args(argv)
+    if not (ROOT / "artifacts" / args.model / "model.pt").is_file():
+        print(f"error: artifacts/{args.model}/model.pt is missing: run `make export` first", file=sys.stderr)
+        return 1
+    command = args.command or "python -m loadtest.stage_costs " + " ".join(argv if argv is not None else sys.argv[1:])
+    print(render(args.model, measure(args.model, args.images, args.repeats), command.strip()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
