@@ -32,6 +32,14 @@ UNSUPPORTED_SIGNATURES = (
 )
 
 
+# Pixel modes that model_defs.preprocessing.to_grayscale turns into grey levels (PIL converts them
+# to L, or they are 16-bit/float samples we scale). Valid files in other modes are refused with a
+# 415, never a crash: TIFF can hold CIELab ("LAB"), which PIL decodes but cannot convert.
+SUPPORTED_MODES = {"1", "L", "LA", "La", "P", "PA", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr",
+                   "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
+MODE_NAMES = {"LAB": "CIELab colour", "HSV": "HSV colour"}
+
+
 SUPPORTED_SIGNATURES = ((b"\x89PNG\r\n\x1a\n", "PNG"), (b"\xff\xd8\xff", "JPEG"), (b"GIF87a", "GIF"),
                         (b"GIF89a", "GIF"), (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"), (b"BM", "BMP"))
 
@@ -87,7 +95,16 @@ def open_header(data: bytes, limits: InputLimits) -> Image.Image:
         raise InputError(415, "unsupported_format", f"{image.format} images are not supported. "
                          f"Send {SUPPORTED_TEXT}.")
     check_size(image.size, limits, what=f"The {image.format} image declares")
+    check_mode(image)
     return image
+
+
+def check_mode(image: Image.Image) -> None:
+    if image.mode not in SUPPORTED_MODES:
+        what = MODE_NAMES.get(image.mode, "a pixel layout")
+        raise InputError(415, "unsupported_format", f"The {image.format} image is in {what} (mode "
+                         f"{image.mode}), which this server cannot convert to grey levels. Save it "
+                         "as RGB or grayscale and send it again.")
 
 
 def check_size(size: tuple[int, int], limits: InputLimits, what: str = "The image is") -> None:
@@ -108,8 +125,10 @@ def load_pixels(image: Image.Image) -> Image.Image:
             warnings.simplefilter("ignore")
             image.seek(0)
             image.load()
-            return ImageOps.exif_transpose(image)
+            decoded = ImageOps.exif_transpose(image)
     except Exception as err:  # truncated data, bad chunks, broken EXIF...
         raise InputError(400, "corrupt_image", f"The {image.format} image could not be decoded "
                          f"({type(err).__name__}: {err}). It may be truncated or corrupt; "
                          "send the complete file.") from None
+    check_mode(decoded)  # a decoder may settle the mode only now
+    return decoded

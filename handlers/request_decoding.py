@@ -31,13 +31,19 @@ DATA_URI = re.compile(r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?P<params>(;[^,;]*)*?
 MAX_JSON_DEPTH = 8
 
 
-def _json_depth(value, depth: int = 0) -> int:
-    if depth > MAX_JSON_DEPTH:
-        return depth
+def _children(value):
     if isinstance(value, dict):
-        return max((_json_depth(v, depth + 1) for v in value.values()), default=depth + 1)
-    if isinstance(value, list):
-        return max((_json_depth(v, depth + 1) for v in value[:4]), default=depth + 1)
+        return value.values()
+    return value if isinstance(value, list) else ()
+
+
+def json_depth(value) -> int:
+    """Levels of nested lists and objects, every element looked at, level by level (no recursion);
+    stops counting past MAX_JSON_DEPTH. Scalars do not count: {"pixels": [[0]]} is 3 deep."""
+    depth, level = 0, [value] if isinstance(value, (dict, list)) else []
+    while level and depth <= MAX_JSON_DEPTH:
+        depth += 1
+        level = [child for item in level for child in _children(item) if isinstance(child, (dict, list))]
     return depth
 
 
@@ -45,9 +51,19 @@ def parse_json(raw: bytes | str):
     try:
         text = raw.decode("utf-8") if isinstance(raw, (bytes, bytearray)) else raw
         return json.loads(text)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
+    except RecursionError:
+        raise _too_deep() from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise InputError(400, "malformed_json", f"The JSON body could not be parsed ({err}). "
                          'Send e.g. {"image": "<base64 PNG>"}.') from None
+    except ValueError:  # an integer longer than Python will parse (4,300 digits)
+        raise InputError(400, "malformed_json", "The JSON body holds a number with thousands of digits. "
+                         'Send pixel values as numbers in 0-255 or 0-1, or the image as {"image": "<base64 PNG>"}.') from None
+
+
+def _too_deep() -> InputError:
+    return InputError(400, "json_too_deep", f"The JSON is nested deeper than {MAX_JSON_DEPTH} levels; "
+                      'send {"image": ...}, {"pixels": [[...]]} or {"instances": [...]}.')
 
 
 def decode_base64(text: str) -> bytes:
@@ -78,7 +94,11 @@ def pixels_to_array(pixels, value_range: str | None) -> np.ndarray:
                          f"row lengths seen: {sorted({len(r) for r in pixels})[:5]}.")
     if any(isinstance(v, bool) or not isinstance(v, (int, float)) for row in pixels for v in row):
         raise InputError(422, "bad_pixels", '"pixels" must hold numbers only (no strings, lists or booleans).')
-    values = np.asarray(pixels, dtype=np.float64)
+    try:
+        values = np.asarray(pixels, dtype=np.float64)
+    except OverflowError:  # JSON integers of any size parse; past 1.8e308 they are no float
+        raise InputError(422, "bad_pixels", '"pixels" holds a number too large to be a pixel value; '
+                         "send values in 0-255 or 0-1.") from None
     if not np.isfinite(values).all():
         raise InputError(422, "bad_pixels", '"pixels" contains NaN or infinity; send finite numbers.')
     if value_range is None:
@@ -114,9 +134,8 @@ def _keys(value) -> str:
 
 def json_to_sources(document, limits: InputLimits) -> tuple[list[ImageSource], bool]:
     """Returns (images, is_list): is_list when the client sent {"instances": [...]}."""
-    if _json_depth(document) > MAX_JSON_DEPTH:
-        raise InputError(400, "json_too_deep", f"The JSON is nested deeper than {MAX_JSON_DEPTH} levels; "
-                         'send {"image": ...}, {"pixels": [[...]]} or {"instances": [...]}.')
+    if json_depth(document) > MAX_JSON_DEPTH:
+        raise _too_deep()
     if isinstance(document, dict) and "instances" in document:
         instances = document["instances"]
         if not isinstance(instances, list) or not instances:

@@ -1,7 +1,9 @@
 """The handler, without a server: the archive's metadata drives it, one forward pass per batch,
 per-request errors never fail the batch."""
+import base64
 import io
 import json
+import math
 
 import numpy as np
 import pytest
@@ -96,7 +98,6 @@ def test_form_encoded_post_is_told_which_header_to_send(loaded, held_out):
 
 
 def test_instances_return_a_list_in_order(loaded, held_out):
-    import base64
     data = held_out("mnist_net")
     images = [base64.b64encode(png_bytes(data.raw[i])).decode() for i in range(4)]
     body = json.dumps({"instances": images}).encode()
@@ -115,3 +116,35 @@ def test_archive_with_a_tampered_model_refuses_to_load(tmp_path):
 def test_limits_come_from_the_archive_config(loaded):
     from serving.settings import LIMITS
     assert loaded("lenet5").handler.limits == LIMITS
+
+
+JSON = {"Content-Type": "application/json"}
+
+
+def test_per_request_pixel_budget_is_checked_from_the_headers(loaded):
+    """Each image within the per-image limit, together over the per-request one: 413 before any
+    pixel is decoded (the PNGs below declare their size and carry almost no data)."""
+    from serving.settings import LIMITS
+    from tests.sample_images import png_header_only
+    side = math.isqrt(LIMITS.max_image_pixels)
+    count = LIMITS.max_pixels_per_request // (side * side) + 1
+    image = base64.b64encode(png_header_only(side, side)).decode()
+    body = json.dumps({"instances": [image] * count}).encode()
+    status, answer = loaded("lenet5").one({"body": body}, JSON)
+    assert (status, answer["error"]) == (413, "too_many_pixels")
+    assert f"{LIMITS.max_pixels_per_request:,}" in answer["message"]
+
+
+@pytest.mark.parametrize("document", [{"image": 123}, {"image": None}, {"b64": ["iVBORw0KGgo="]},
+                                      {"instances": [{"image": {"data": "iVBORw0KGgo="}}]}])
+def test_image_field_that_is_not_a_string_is_bad_image_field(loaded, document):
+    status, answer = loaded("lenet5").one({"body": json.dumps(document).encode()}, JSON)
+    assert (status, answer["error"]) == (422, "bad_image_field")
+    assert "base64" in answer["message"]
+
+
+def test_json_nested_deeper_than_8_is_json_too_deep(loaded, held_out):
+    image = base64.b64encode(png_bytes(held_out("lenet5").raw[0])).decode()
+    deep = {"instances": [image] * 4 + [[[[[[[[0]]]]]]]]}  # the 5th item: 10 levels in all
+    status, answer = loaded("lenet5").one({"body": json.dumps(deep).encode()}, JSON)
+    assert (status, answer["error"]) == (400, "json_too_deep")
