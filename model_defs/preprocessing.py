@@ -7,7 +7,8 @@ function (see export/datasets.py), and so does every request the handler serves,
 train/serve skew by construction.
 
 Rules, in order:
-1. Grayscale: transparency is composited onto white, 16-bit samples are scaled to 8 bits,
+1. Grayscale: transparency (an alpha channel, or a PNG's transparent colour key in any mode,
+   1-bit and 16-bit included) is composited onto white, 16-bit samples are scaled to 8 bits,
    colour is converted with ITU-R 601-2 luma (PIL's "L"). Pictures over 1024 pixels a side are
    box-reduced by an integer factor (the content ends up 20 pixels tall anyway).
 2. Polarity: if the border of the picture is brighter than mid-grey the picture is dark-on-light
@@ -37,6 +38,12 @@ CONTENT_THRESHOLD = 0.1  # a pixel is content when brighter than 10% of the brig
 WORKING_SIDE = 1024      # larger pictures are box-reduced to at most this many pixels a side first
 
 
+# Modes whose transparency is an alpha channel, and grey modes whose transparency is one sample
+# value (a PNG tRNS colour key in info["transparency"]: 1-bit, 8-bit and 16-bit greyscale PNGs).
+ALPHA_MODES = ("RGBA", "RGBa", "LA", "La", "PA")
+KEYED_GREY_MODES = ("1", "L", "I", "I;16", "I;16B", "I;16L", "I;16N")
+
+
 def to_grayscale(image: ImageLike) -> np.ndarray:
     """Any PIL image (or 2-D array) as a uint8 H x W array, transparency composited on white."""
     if isinstance(image, np.ndarray):
@@ -45,13 +52,22 @@ def to_grayscale(image: ImageLike) -> np.ndarray:
         if image.dtype != np.uint8:
             raise ValueError(f"expected a uint8 array, got {image.dtype}")
         return image
-    has_alpha = image.mode in ("RGBA", "LA", "PA") or (
-        image.mode in ("P", "L", "RGB") and "transparency" in image.info
-    )
-    if has_alpha:
+    if image.mode == "La":  # premultiplied alpha: PIL converts it only to LA
+        image = image.convert("LA")
+    if image.mode in ALPHA_MODES or (image.mode in ("P", "RGB") and "transparency" in image.info):
         rgba = image.convert("RGBA")
         white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        image = Image.alpha_composite(white, rgba)
+        return np.asarray(Image.alpha_composite(white, rgba).convert("L"), dtype=np.uint8)
+    gray = _grey_levels(image)
+    key = image.info.get("transparency")
+    if image.mode in KEYED_GREY_MODES and isinstance(key, int):
+        gray = np.where(np.asarray(image) == key, np.uint8(255), gray)  # composited on white
+    return gray
+
+
+def _grey_levels(image: Image.Image) -> np.ndarray:
+    """uint8 grey levels of an image without alpha: 16-bit and float samples scaled, colour as
+    ITU-R 601-2 luma."""
     if image.mode.startswith("I;16") or image.mode in ("I", "F"):
         samples = np.asarray(image, dtype=np.float64)
         peak = 65535.0 if image.mode.startswith("I") else 1.0

@@ -11,7 +11,7 @@ import io
 import numpy as np
 from PIL import Image
 
-LOSSLESS = ("png_L", "png_L16", "png_LA", "png_RGB", "png_RGBA", "png_P", "png_P_transparent", "png_RGBA_transparent",
+LOSSLESS = ("png_L", "png_L16", "png_L16_transparent", "png_LA", "png_RGB", "png_RGBA", "png_P", "png_P_transparent", "png_RGBA_transparent",
             "bmp", "gif", "webp_lossless", "tiff", "tiff_lzw")
 
 
@@ -42,9 +42,12 @@ def encodings(picture: Image.Image) -> dict[str, bytes]:
     paper = arr == 255
     rgba = np.dstack([arr, arr, arr, np.where(paper, 0, 255)]).astype(np.uint8)
     rgba[paper, :3] = 0  # transparent pixels are black underneath
+    # 16-bit grey with a tRNS colour key: the paper is sample 1 (near black), marked transparent
+    gray16 = np.where(paper, 1, arr.astype(np.uint16) * 257).astype(np.uint16)
     return {
         "png_L": encode(gray, "PNG"),
         "png_L16": encode(Image.fromarray(arr.astype(np.uint16) * 257), "PNG"),
+        "png_L16_transparent": encode(Image.fromarray(gray16), "PNG", transparency=1),
         "png_LA": encode(gray.convert("LA"), "PNG"),
         "png_RGB": encode(rgb, "PNG"),
         "png_RGBA": encode(rgb.convert("RGBA"), "PNG"),

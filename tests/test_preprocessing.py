@@ -1,4 +1,6 @@
 """One test per canonicalisation rule (model_defs/preprocessing.py), on small crafted images."""
+import io
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -33,6 +35,59 @@ def test_palette_with_transparency_is_composited_on_white():
     p.putpalette([0, 0, 0] * 256)
     p.info["transparency"] = 0
     assert (to_grayscale(p) == 255).all()
+
+
+def png_roundtrip(image: Image.Image, **params) -> Image.Image:
+    """The image as a client's PNG decodes: mode and tRNS as PIL reads them back."""
+    buf = io.BytesIO()
+    image.save(buf, format="PNG", **params)
+    decoded = Image.open(io.BytesIO(buf.getvalue()))
+    decoded.load()
+    return decoded
+
+
+# One pixel of each picture is black and fully transparent (a tRNS colour key, or alpha 0), the
+# other is opaque: every mode must give white for the first and keep the second.
+OPAQUE = 200
+TRANSPARENT_BLACK = {
+    "1": lambda: png_roundtrip(Image.fromarray(np.array([[False, True]])), transparency=0),
+    "L": lambda: png_roundtrip(Image.fromarray(np.array([[0, OPAQUE]], np.uint8)), transparency=0),
+    "I;16": lambda: png_roundtrip(Image.fromarray(np.array([[0, OPAQUE * 257]], np.uint16)), transparency=0),
+    "I": lambda: keyed(Image.fromarray(np.array([[0, OPAQUE * 257]], np.int32)), 0),
+    "I;16B": lambda: keyed(Image.frombytes("I;16B", (2, 1), np.array([0, OPAQUE * 257], ">u2").tobytes()), 0),
+    "P": lambda: keyed(Image.fromarray(np.array([[0, OPAQUE]], np.uint8)).convert("P"), 0),
+    "RGB": lambda: png_roundtrip(Image.fromarray(np.array([[[0] * 3, [OPAQUE] * 3]], np.uint8)), transparency=(0, 0, 0)),
+    "RGBA": lambda: Image.fromarray(np.array([[[0, 0, 0, 0], [OPAQUE] * 3 + [255]]], np.uint8)),
+    "LA": lambda: Image.fromarray(np.array([[[0, 0], [OPAQUE, 255]]], np.uint8), "LA"),
+    "La": lambda: Image.fromarray(np.array([[[0, 0], [OPAQUE, 255]]], np.uint8), "LA").convert("La"),
+    "PA": lambda: grey_palette(Image.frombytes("PA", (2, 1), bytes([0, 0, OPAQUE, 255]))),
+}
+
+
+def grey_palette(image: Image.Image) -> Image.Image:
+    image.putpalette([level for i in range(256) for level in (i, i, i)])
+    return image
+
+
+def keyed(image: Image.Image, key) -> Image.Image:
+    image.info["transparency"] = key
+    return image
+
+
+@pytest.mark.parametrize("mode", list(TRANSPARENT_BLACK))
+def test_transparent_pixels_are_white_in_every_mode(mode):
+    image = TRANSPARENT_BLACK[mode]()
+    assert image.mode == mode
+    gray = to_grayscale(image)
+    assert gray.dtype == np.uint8 and gray.shape == (1, 2)
+    opaque = 255 if mode == "1" else OPAQUE
+    assert gray.tolist() == [[255, opaque]], mode
+
+
+def test_arrays_pass_through_untouched():
+    """Training data are 2-D uint8 arrays: to_grayscale must hand them back as they are."""
+    arr = np.random.default_rng(3).integers(0, 256, (9, 7)).astype(np.uint8)
+    assert to_grayscale(arr) is arr
 
 
 def test_16_bit_samples_scale_to_8_bit():
