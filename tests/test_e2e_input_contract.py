@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 import http.client
 import json
+import shutil
+import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -39,9 +41,12 @@ def probabilities(response) -> np.ndarray:
 
 # ---- transports --------------------------------------------------------------------------------
 def transports(png: bytes) -> dict[str, dict]:
+    """name -> requests.request arguments (POST unless `method` says otherwise)."""
     b64 = base64.b64encode(png).decode()
     return {
-        "raw image/png (curl -T)": dict(data=png, headers={"Content-Type": "image/png"}),
+        "PUT, no Content-Type (curl -T)": dict(method="PUT", data=png),
+        "PUT image/png": dict(method="PUT", data=png, headers={"Content-Type": "image/png"}),
+        "raw image/png (curl --data-binary -H)": dict(data=png, headers={"Content-Type": "image/png"}),
         "raw octet-stream": dict(data=png, headers={"Content-Type": "application/octet-stream"}),
         "raw image/jpeg mislabelled": dict(data=png, headers={"Content-Type": "image/jpeg"}),
         "raw, no Content-Type at all": dict(data=png),
@@ -59,9 +64,24 @@ def test_every_transport_gives_the_same_answer(url, picture):
     png = samples.encodings(picture[0])["png_L"]
     reference = probabilities(requests.post(url, data=png, headers={"Content-Type": "image/png"}, timeout=30))
     for name, kwargs in transports(png).items():
-        got = probabilities(requests.post(url, timeout=30, **kwargs))
+        got = probabilities(requests.request(kwargs.pop("method", "POST"), url, timeout=30, **kwargs))
         assert np.array_equal(got, reference), name
     assert int(reference.argmax()) == picture[1]
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
+def test_curl_upload_the_readme_headline(url, picture, tmp_path):
+    """`curl -T x.png URL` as the README shows it: a PUT without Content-Type, with
+    `Expect: 100-continue`."""
+    png = samples.encodings(picture[0])["png_L"]
+    path = tmp_path / "digit.png"
+    path.write_bytes(png)
+    done = subprocess.run(["curl", "-sS", "--max-time", "30", "-w", "\n%{http_code}", "-T", str(path), url],
+                          capture_output=True, text=True, timeout=60, check=True)
+    body, status = done.stdout.rsplit("\n", 1)
+    assert status == "200", done.stdout
+    reference = probabilities(requests.post(url, data=png, headers={"Content-Type": "image/png"}, timeout=30))
+    assert np.array_equal(np.array(list(json.loads(body)["probabilities"].values())), reference)
 
 
 @pytest.mark.parametrize("value_range, scale", [("0-255", 1), ("0-1", 1 / 255), (None, 1), (None, 1 / 255)])
@@ -156,7 +176,11 @@ def test_fashion_product_photo(server, held_out):
 def bad_inputs(png: bytes) -> dict[str, tuple[dict, int, str]]:
     gif = samples.encode(Image.new("L", (8, 8)), "GIF")
     ico = samples.encode(Image.new("RGB", (16, 16)), "ICO")
+    lab = samples.encode(Image.merge("LAB", [Image.new("L", (8, 8), 128)] * 3), "TIFF")
     b64 = base64.b64encode(png).decode()
+    side = int(LIMITS.max_image_pixels ** 0.5)  # each image allowed, together over the request's budget
+    too_many_pixels = [base64.b64encode(samples.png_header_only(side, side)).decode()] * (
+        LIMITS.max_pixels_per_request // (side * side) + 1)
     return {
         "empty body": (dict(data=b"", headers={"Content-Type": "image/png"}), 400, "empty_body"),
         "not an image": (dict(data=b"hello, world", headers={"Content-Type": "image/png"}), 415, "not_an_image"),
@@ -165,6 +189,7 @@ def bad_inputs(png: bytes) -> dict[str, tuple[dict, int, str]]:
         "truncated gif": (dict(data=gif[:20]), 400, "corrupt_image"),
         "unsupported ICO": (dict(data=ico), 415, "unsupported_format"),
         "unsupported HEIC": (dict(data=b"\0\0\0\x18ftypheic" + b"\0" * 64), 415, "unsupported_format"),
+        "TIFF in CIELab colour": (dict(data=lab, headers={"Content-Type": "image/tiff"}), 415, "unsupported_format"),
         "zero width png": (dict(data=samples.png_header_only(0, 10)), 400, "corrupt_image"),
         "absurd dimensions": (dict(data=samples.png_header_only(100_000, 100_000)), 413, "image_too_large"),
         "form-encoded (curl -d image=x.png)": (dict(data=b"image=digit.png", headers={"Content-Type": "application/x-www-form-urlencoded"}), 400, "missing_content_type"),
@@ -176,9 +201,15 @@ def bad_inputs(png: bytes) -> dict[str, tuple[dict, int, str]]:
         "NaN pixels": (dict(data=b'{"pixels": [[NaN, 0], [0, 0]]}', headers=JSON), 422, "bad_pixels"),
         "infinite pixels": (dict(data=b'{"pixels": [[Infinity, 0], [0, 0]]}', headers=JSON), 422, "bad_pixels"),
         "pixels out of range": (dict(data=json.dumps({"pixels": [[0, 300], [0, 0]]}), headers=JSON), 422, "bad_pixels"),
+        "pixel over 1e400": (dict(data='{"pixels": [[1%s, 0]]}' % ("0" * 400), headers=JSON), 422, "bad_pixels"),
+        "number of 5000 digits": (dict(data='{"pixels": [[1%s, 0]]}' % ("0" * 5000), headers=JSON), 400, "malformed_json"),
+        "image field not a string": (dict(data=json.dumps({"image": 123}), headers=JSON), 422, "bad_image_field"),
         "too many images": (dict(data=json.dumps({"instances": [b64] * (LIMITS.max_images_per_request + 1)}), headers=JSON), 413, "too_many_images"),
+        "too many pixels": (dict(data=json.dumps({"instances": too_many_pixels}), headers=JSON), 413, "too_many_pixels"),
         "empty instances": (dict(data=json.dumps({"instances": []}), headers=JSON), 422, "bad_instances"),
-        "deeply nested json": (dict(data="[" * 5000 + "]" * 5000, headers=JSON), 400, None),
+        "json 9 levels deep": (dict(data="[" * 9 + "]" * 9, headers=JSON), 400, "json_too_deep"),
+        "json deep in the 5th instance": (dict(data=json.dumps({"instances": [b64] * 4 + [[[[[[[[0]]]]]]]]}), headers=JSON), 400, "json_too_deep"),
+        "json nested past the parser's recursion limit": (dict(data="[" * 5000 + "]" * 5000, headers=JSON), 400, "json_too_deep"),
     }
 
 
@@ -189,8 +220,7 @@ def test_every_mistake_gets_its_own_4xx_json(url, picture):
         assert response.status_code == status, (name, response.status_code, response.text[:300])
         body = response.json()
         assert set(body) == {"error", "message"}, name
-        if code:
-            assert body["error"] == code, (name, body)
+        assert body["error"] == code, (name, body)
         assert len(body["message"]) > 20 and "Traceback" not in body["message"], name
 
 
@@ -231,8 +261,7 @@ def test_bad_requests_never_fail_their_batch(server, held_out):
     jobs = []
     for i in range(96):
         if i % 3 == 2:
-            kwargs, status, code = bad[i % len(bad)]
-            jobs.append((kwargs, status, code))
+            jobs.append(bad[(i // 3) % len(bad)])  # every kind of mistake, in turn
         else:
             png = samples.encode(Image.fromarray(data.raw[i]), "PNG")
             jobs.append((dict(data=png, headers={"Content-Type": "image/png"}), 200, int(data.labels[i])))
@@ -241,6 +270,7 @@ def test_bad_requests_never_fail_their_batch(server, held_out):
         kwargs, _, _ = job
         return requests.post(url, timeout=30, **kwargs)
 
+    assert all(kind in jobs for kind in bad), "every kind of mistake must be mixed in"
     with ThreadPoolExecutor(16) as pool:
         answers = list(pool.map(send, jobs))
     good = correct = 0
@@ -249,8 +279,8 @@ def test_bad_requests_never_fail_their_batch(server, held_out):
         if status == 200:
             good += 1
             correct += response.json()["index"] == expected
-        elif expected:
-            assert response.json()["error"] == expected
+        else:
+            assert response.json()["error"] == expected, (expected, response.text[:200])
     assert good == 64 and correct >= 60
     description = requests.get(f"{server.management_url}/models/lenet5", timeout=10).json()[0]
     assert description["batchSize"] > 1
