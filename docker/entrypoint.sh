@@ -20,7 +20,21 @@
 # frontend and dies on SIGTERM without passing it on, leaving Java and the workers behind. Here
 # the script stays, traps the signal and runs `torchserve --stop`, which ends Java, whose
 # shutdown ends the workers; the script exits when the wrapper has.
+# The trap is set first thing: bash as PID 1 ignores a signal it has no trap for, so without it a
+# SIGTERM during the checks and config rendering below would be lost and the pod would wait out
+# its whole grace period for SIGKILL.
 set -euo pipefail
+
+phase=setup      # setup: nothing started yet; launching: torchserve forked; running: $server is its pid
+stop_requested=0
+on_stop_signal() {
+    case "$phase" in
+        setup) echo "entrypoint: stop requested before TorchServe started: exiting"; exit 0 ;;
+        launching) stop_requested=1 ;;   # acted on as soon as the server's pid is known
+        running) stop_server ;;
+    esac
+}
+trap on_stop_signal TERM INT
 
 APP_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 MODEL_STORE=${MODEL_STORE:-$APP_DIR/model_store}
@@ -69,6 +83,7 @@ grep -E '^(inference|management|metrics)_address=' "$CONFIG" | sed 's/^/entrypoi
 
 stopping=0
 stop_server() {
+    [ "$stopping" = 0 ] || return 0   # a second signal while stopping changes nothing
     stopping=1
     echo "entrypoint: stopping TorchServe"
     # a signal during the first moments: give the wrapper up to 10 s to start Java and write its pid
@@ -78,11 +93,13 @@ stop_server() {
     done
     torchserve --stop --foreground >/dev/null 2>&1 || true
 }
-trap stop_server TERM INT
 
+phase=launching
 torchserve --start --foreground --ncs --ts-config "$CONFIG" --model-store "$MODEL_STORE" \
     --log-config "$APP_DIR/docker/log4j2.xml" &
 server=$!
+phase=running
+[ "$stop_requested" = 0 ] || stop_server
 
 # `wait` returns early when a trapped signal arrives: wait again for the wrapper to finish.
 status=0
