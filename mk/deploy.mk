@@ -15,6 +15,10 @@ DOCKER ?= docker
 KUBECTL ?= $(VENV)/bin/kubectl
 K8S_OUT := build/k8s
 OVERLAYS := gpu cpu
+# what `make deploy` waits for, read from k8s/: every object's namespace (kustomization) and the
+# Deployment's name (the first name under its metadata)
+K8S_NAMESPACE := $(shell sed -n 's/^namespace: *//p' k8s/base/kustomization.yaml)
+K8S_DEPLOYMENT := $(shell sed -n '/^metadata:/,/^[a-z]/s/^  name: *//p' k8s/base/deployment.yaml)
 # image per overlay: the CUDA build for gpu, the CPU build for cpu
 image_tag = $(IMAGE_TAG)$(if $(filter cpu,$(1)),-cpu)
 local_image = $(IMAGE_NAME):$(call image_tag,$(1))
@@ -36,14 +40,16 @@ push:
 	$(foreach o,$(OVERLAYS),$(DOCKER) tag $(call local_image,$(o)) $(call pushed_image,$(o)) && $(DOCKER) push $(call pushed_image,$(o)) &&) true
 
 # Rendered with the image name the cluster pulls: with REGISTRY set, a generated kustomization
-# under build/ points the overlay's image at the registry (k8s/ itself stays unchanged).
+# under $(K8S_OUT) points the overlay's image at the registry (k8s/ itself stays unchanged).
+# kustomize takes only relative paths to the overlay, hence relpath (K8S_OUT may be anywhere).
 k8s: $(VENV_STAMP)
 	@mkdir -p $(K8S_OUT)
 	@set -e; for o in $(OVERLAYS); do \
 	  src=k8s/overlays/$$o; \
 	  if [ -n "$(REGISTRY)" ]; then \
 	    src=$(K8S_OUT)/with-registry-$$o; mkdir -p $$src; \
-	    printf 'apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n  - ../../../k8s/overlays/%s\nimages:\n  - name: $(IMAGE_NAME)\n    newName: $(REGISTRY)/$(IMAGE_NAME)\n' $$o > $$src/kustomization.yaml; \
+	    overlay=$$($(PY) -c 'import os, sys; print(os.path.relpath(sys.argv[1], sys.argv[2]))' k8s/overlays/$$o $$src); \
+	    printf 'apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n  - %s\nimages:\n  - name: $(IMAGE_NAME)\n    newName: $(REGISTRY)/$(IMAGE_NAME)\n' $$overlay > $$src/kustomization.yaml; \
 	  fi; \
 	  $(KUBECTL) kustomize $$src > $(K8S_OUT)/$$o.yaml; \
 	  echo "rendered k8s/overlays/$$o -> $(K8S_OUT)/$$o.yaml"; \
@@ -53,7 +59,7 @@ deploy: k8s
 	@case "$(OVERLAY)" in gpu|cpu) ;; *) echo "make deploy: OVERLAY must be gpu or cpu, not '$(OVERLAY)'" >&2; exit 1;; esac
 	@$(KUBECTL) config current-context >/dev/null 2>&1 || { echo "make deploy: kubectl has no current context: point KUBECONFIG at your cluster (kubectl config use-context NAME) and try again" >&2; exit 1; }
 	$(KUBECTL) apply -f $(K8S_OUT)/$(OVERLAY).yaml
-	$(KUBECTL) -n tinyserve rollout status deployment/tinyserve --timeout=10m
+	$(KUBECTL) -n $(K8S_NAMESPACE) rollout status deployment/$(K8S_DEPLOYMENT) --timeout=10m
 
 check-deploy: $(ARCHIVES)
 	$(RUN) -m pytest -q tests/test_deploy.py tests/test_deploy_entrypoint.py
