@@ -31,19 +31,24 @@ DATA_URI = re.compile(r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?P<params>(;[^,;]*)*?
 MAX_JSON_DEPTH = 8
 
 
-def _children(value):
-    if isinstance(value, dict):
-        return value.values()
-    return value if isinstance(value, list) else ()
+CONTAINERS = {dict, list}  # what json.loads makes lists and objects of
+
+
+def _nested(value) -> list:
+    """The lists and objects directly inside a list or an object."""
+    items = value.values() if type(value) is dict else value
+    if CONTAINERS.isdisjoint(map(type, items)):  # a row of numbers: looked at in C, 4x faster
+        return []
+    return [item for item in items if type(item) in CONTAINERS]
 
 
 def json_depth(value) -> int:
     """Levels of nested lists and objects, every element looked at, level by level (no recursion);
     stops counting past MAX_JSON_DEPTH. Scalars do not count: {"pixels": [[0]]} is 3 deep."""
-    depth, level = 0, [value] if isinstance(value, (dict, list)) else []
+    depth, level = 0, [value] if type(value) in CONTAINERS else []
     while level and depth <= MAX_JSON_DEPTH:
         depth += 1
-        level = [child for item in level for child in _children(item) if isinstance(child, (dict, list))]
+        level = [child for item in level for child in _nested(item)]
     return depth
 
 
@@ -51,19 +56,12 @@ def parse_json(raw: bytes | str):
     try:
         text = raw.decode("utf-8") if isinstance(raw, (bytes, bytearray)) else raw
         return json.loads(text)
-    except RecursionError:
-        raise _too_deep() from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as err:
         raise InputError(400, "malformed_json", f"The JSON body could not be parsed ({err}). "
                          'Send e.g. {"image": "<base64 PNG>"}.') from None
     except ValueError:  # an integer longer than Python will parse (4,300 digits)
         raise InputError(400, "malformed_json", "The JSON body holds a number with thousands of digits. "
                          'Send pixel values as numbers in 0-255 or 0-1, or the image as {"image": "<base64 PNG>"}.') from None
-
-
-def _too_deep() -> InputError:
-    return InputError(400, "json_too_deep", f"The JSON is nested deeper than {MAX_JSON_DEPTH} levels; "
-                      'send {"image": ...}, {"pixels": [[...]]} or {"instances": [...]}.')
 
 
 def decode_base64(text: str) -> bytes:
@@ -135,7 +133,8 @@ def _keys(value) -> str:
 def json_to_sources(document, limits: InputLimits) -> tuple[list[ImageSource], bool]:
     """Returns (images, is_list): is_list when the client sent {"instances": [...]}."""
     if json_depth(document) > MAX_JSON_DEPTH:
-        raise _too_deep()
+        raise InputError(400, "json_too_deep", f"The JSON is nested deeper than {MAX_JSON_DEPTH} levels; "
+                         'send {"image": ...}, {"pixels": [[...]]} or {"instances": [...]}.')
     if isinstance(document, dict) and "instances" in document:
         instances = document["instances"]
         if not isinstance(instances, list) or not instances:

@@ -209,7 +209,7 @@ def bad_inputs(png: bytes) -> dict[str, tuple[dict, int, str]]:
         "empty instances": (dict(data=json.dumps({"instances": []}), headers=JSON), 422, "bad_instances"),
         "json 9 levels deep": (dict(data="[" * 9 + "]" * 9, headers=JSON), 400, "json_too_deep"),
         "json deep in the 5th instance": (dict(data=json.dumps({"instances": [b64] * 4 + [[[[[[[[0]]]]]]]]}), headers=JSON), 400, "json_too_deep"),
-        "json nested past the parser's recursion limit": (dict(data="[" * 5000 + "]" * 5000, headers=JSON), 400, "json_too_deep"),
+        "json nested past the parser's recursion limit": (dict(data="[" * 5000 + "]" * 5000, headers=JSON), 400, "malformed_json"),
     }
 
 
