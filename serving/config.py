@@ -11,12 +11,14 @@ Profiles:
   purpose: TorchServe's tokens are made per process at start and expire after 60 min, so every
   replica would have its own; access is controlled by the cluster instead (NetworkPolicy, ingress;
   k8s/, README "Deployment"). Plus the PRODUCTION lines below (timeouts, JVM).
-Both: model-control API off, model URLs limited to the local model store, Prometheus metrics.
+Both: model-control API off, model URLs limited to archive files directly in the local model store
+(`allowed_urls`), Prometheus metrics.
 """
 from __future__ import annotations
 
 import argparse
 import ipaddress
+import os
 import re
 import sys
 from pathlib import Path
@@ -25,14 +27,11 @@ from serving.settings import HOST, JOB_QUEUE_SIZE, LIMITS, SERVING, Ports
 
 PROFILES = ("local", "production")
 
-# Production only (the container, docker/entrypoint.sh). Batching and workers come from each
-# archive's model-config.yaml (serving/settings.py): one worker per model on the pod's one GPU,
-# batch 16 / 5 ms; scale out with more pods (k8s HPA), not more workers per GPU.
+# Production only (the container, docker/entrypoint.sh). Batching, workers and job_queue_size come
+# from serving/settings.py (each archive's model-config.yaml, and job_queue_size below for both
+# profiles); why each value is what it is, with the measurements, is in that module's docstring.
+# Scale out with more pods (k8s HPA), not more workers per GPU.
 PRODUCTION = [
-    # job_queue_size (serving/settings.py JOB_QUEUE_SIZE, 256 per model): 16 batches of 16 ahead;
-    # at the 1,600 req/s one CPU worker measured that is ~160 ms of waiting; past it a fast 503
-    # tells the client or ingress to retry elsewhere, and the HPA sees the load, instead of
-    # latency growing without bound.
     # default_response_timeout: for a model without its own (ours set responseTimeout 30 s in
     # model-config.yaml): a batch takes milliseconds, so only a stuck worker reaches it, and
     # TorchServe then restarts that worker.
@@ -42,6 +41,21 @@ PRODUCTION = [
     # half-working frontend; no hsperfdata file (the root filesystem is read-only).
     "vmargs=-XX:MaxRAMPercentage=25 -XX:+ExitOnOutOfMemoryError -XX:-UsePerfData",
 ]
+
+
+def allowed_urls(model_store: Path | str) -> str:
+    """The one URL pattern TorchServe may register a model from: an archive file directly in the
+    model store. TorchServe 0.12 tests the `url` parameter with Java's Pattern.matches (the whole
+    URL, case-insensitive; ArchiveUtils.validateURL), and opening a file: URL percent-decodes it
+    once more, so the file name admits no '/', no '%' and no leading '.': neither
+    `file://<store>/../x.mar` nor `file://<store>/%2e%2e/x.mar` matches (tests/test_security.py)."""
+    return f"file://{re.escape(os.path.abspath(model_store))}/[A-Za-z0-9_-][A-Za-z0-9._-]*\\.mar"
+
+
+def properties_escape(value: str) -> str:
+    """Java's Properties.load drops a backslash before an ordinary character (`\\.` reads as `.`):
+    double them so a regex reaches TorchServe as written."""
+    return value.replace("\\", "\\\\")
 
 
 def render(profile: str, model_store: Path | str, ports: Ports | None = None,
@@ -69,7 +83,7 @@ def render(profile: str, model_store: Path | str, ports: Ports | None = None,
         f"load_models={models}",
         f"disable_token_authorization={'false' if token_auth else 'true'}",
         "enable_model_api=false",
-        f"allowed_urls=file://{re.escape(store)}/.*",
+        f"allowed_urls={properties_escape(allowed_urls(store))}",
         "metrics_mode=prometheus",
         "enable_metrics_api=true",
         f"max_request_size={LIMITS.max_request_bytes}",

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import http.server
 import re
+import shutil
 import stat
 import threading
 import time
@@ -33,7 +34,18 @@ TOKEN_REFUSED = "InvalidKeyException"
 
 
 def parse(text: str) -> dict:
-    return dict(line.split("=", 1) for line in text.splitlines() if line and not line.startswith("#"))
+    """config.properties as Java's Properties.load reads it (a backslash escapes the next character)."""
+    escapes = {"t": "\t", "n": "\n", "r": "\r", "f": "\f"}
+    return {key: re.sub(r"\\(.)", lambda m: escapes.get(m[1], m[1]), value)
+            for key, value in (line.split("=", 1) for line in text.splitlines() if line and not line.startswith("#"))}
+
+
+def traversal_urls(store: Path) -> list[str]:
+    """file: URLs that start in the model store and leave it; the %2e forms are decoded when
+    TorchServe opens the URL, after it has checked `allowed_urls`."""
+    return [f"file://{store}/../../etc/passwd", f"file://{store}/%2e%2e/%2e%2e/tmp/evil.mar",
+            f"file://{store}/%2e%2e/evil.mar", f"file://{store}/../evil.mar", f"file://{store}/%2fetc%2fpasswd",
+            f"file://{store}/sub/x.mar", f"file://{store}/.hidden.mar", f"file://{store}/lenet5.mar.gz"]
 
 
 # ---- every shipped config, as rendered ---------------------------------------------------------
@@ -44,10 +56,13 @@ def test_every_profile_keeps_management_on_loopback_and_model_api_off(profile, t
     assert config["management_address"] == f"http://{HOST}:9181"
     assert config["grpc_management_address"] == HOST and config["grpc_inference_address"] == HOST
     assert config["enable_model_api"] == "false"
-    allowed = re.compile(config["allowed_urls"])  # TorchServe matches the whole URL
-    assert allowed.fullmatch(f"file://{tmp_path / 'store'}/lenet5.mar")
-    for url in ("http://127.0.0.1/x.mar", "https://example.org/x.mar", "file:///etc/passwd",
-                f"file://{tmp_path}/other/x.mar"):
+    # TorchServe 0.12: Pattern.compile(allowed, CASE_INSENSITIVE).matcher(url).matches(), the whole URL
+    allowed = re.compile(config["allowed_urls"], re.IGNORECASE)
+    store = tmp_path / "store"
+    for name in ("lenet5.mar", "fashion_mlp.mar", "LENET5.MAR", "lenet5-slow.v2.mar"):
+        assert allowed.fullmatch(f"file://{store}/{name}"), name
+    for url in ["http://127.0.0.1/x.mar", "https://example.org/x.mar", "file:///etc/passwd",
+                f"file://{tmp_path}/other/x.mar", f"file://{tmp_path}/storeX/x.mar", *traversal_urls(store)]:
         assert not allowed.fullmatch(url), url
     assert config["disable_token_authorization"] == ("false" if token_auth else "true")
 
@@ -114,9 +129,9 @@ def bait():
     httpd.server_close()
 
 
-def registration_attempts(bait_url: str) -> list[str]:
+def registration_attempts(bait_url: str, store: Path) -> list[str]:
     return [f"{bait_url}/evil.mar", f"{bait_url.replace('http:', 'https:')}/evil.mar", "file:///etc/passwd",
-            "file:///etc/shadow", "/etc/passwd", "../../../../etc/passwd"]
+            "file:///etc/shadow", "/etc/passwd", "../../../../etc/passwd", *traversal_urls(store)]
 
 
 @pytest.mark.e2e
@@ -128,13 +143,14 @@ def test_management_port_listens_on_loopback_only(server, shipped):
     assert probe.listening_addresses(server.ports.inference) == {"127.0.0.1"}
     # production serves inference on every address (the container's Service routes to it); Java
     # binds that as the dual-stack "::"
-    assert probe.listening_addresses(shipped.ports.inference) <= {"0.0.0.0", "::"}
+    public = probe.listening_addresses(shipped.ports.inference)
+    assert public and public <= {"0.0.0.0", "::"}, public
 
 
 @pytest.mark.e2e
 def test_model_registration_from_a_url_is_refused(server, shipped, bait):
     for srv in (server, shipped):
-        for url in registration_attempts(bait):
+        for url in registration_attempts(bait, MODEL_STORE.resolve()):
             response = requests.post(f"{srv.management_url}/models", params={"url": url},
                                      headers=srv.auth("management"), timeout=30)
             assert response.status_code == 405, (url, response.status_code, response.text[:200])
@@ -147,22 +163,36 @@ def test_model_registration_from_a_url_is_refused(server, shipped, bait):
 @pytest.mark.e2e
 def test_allowed_urls_refuses_them_even_with_the_model_api_on(tmp_path, bait):
     """Defence in depth: a config that turned the model API on would still not fetch from the
-    network or read /etc. (Not a licence to turn it on: RELIABILITY.md shows a percent-encoded
-    path that gets past `allowed_urls`.)"""
+    network, read /etc or leave the model store, even for a real archive one `..` outside it;
+    an archive directly in the store passes the rule (it does not simply refuse everything).
+    Keep the model API off all the same: it is the first line."""
     base = TEST_PORT_BASE + 40
-    store = tmp_path / "store"
+    store = (tmp_path / "store").resolve()
     store_with_slow_model(store, MODEL_STORE)  # a private store: a registration could write to it
+    slow = store / "lenet5_slow.mar"           # in the store, not loaded
+    shutil.copy(slow, tmp_path / "evil.mar")   # the target of file://<store>/../evil.mar and its %2e form
+    in_store = sorted(p.name for p in store.iterdir())
     srv = launcher.start(tmp_path / "run", store, ports=Ports(base, base + 1, base + 2), timeout=180,
                          extra={"enable_model_api": "true"})
     try:
-        for url in registration_attempts(bait):
-            response = requests.post(f"{srv.management_url}/models", params={"url": url}, timeout=30)
+        models = f"{srv.management_url}/models"
+        for url in registration_attempts(bait, store):
+            # requests encodes '%' as %25: TorchServe receives the literal %2e%2e, as a hand-built URL would
+            response = requests.post(models, params={"url": url, "initial_workers": 0}, timeout=30)
             assert response.status_code == 404, (url, response.status_code, response.text[:200])
             message = response.json()["message"]
+            print(f"\n{url}: {response.status_code} {message[:120]}", end="")
             assert any(s in message for s in ("does not match any allowed URL", "Relative path is not allowed",
                                               "Model not found")), message
-        listed = requests.get(f"{srv.management_url}/models", timeout=10).json()["models"]
+            if "%2e" in url:  # past TorchServe's ".." check: only allowed_urls stands in the way
+                assert "does not match any allowed URL" in message, message
+        listed = requests.get(models, timeout=10).json()["models"]
         assert sorted(m["modelName"] for m in listed) == sorted(SERVING)
+        assert sorted(p.name for p in store.iterdir()) == in_store, "a refused URL wrote to the model store"
+        # an archive in the store passes `allowed_urls`: TorchServe goes on to copy it into the store,
+        # where it already is (ArchiveUtils.downloadArchive checks the URL first)
+        admitted = requests.post(models, params={"url": f"file://{slow}", "initial_workers": 0}, timeout=60)
+        assert "Model file already exists lenet5_slow.mar" in admitted.json()["message"], admitted.text[:300]
     finally:
         launcher.stop(srv.run_dir, quiet=True)
     assert Recorder.hits == []
