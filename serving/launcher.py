@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -29,6 +30,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +38,7 @@ from serving.config import render
 from serving.settings import HOST, SERVING, Ports
 
 PID_FILE = ".model_server.pid"
+CONSOLE_LOG = "console.log"  # Java's stdout and stderr (start-up and JVM messages; log4j writes to files)
 KEY_FILE = "key_file.json"  # TorchServe writes it in its working directory (the run dir) with token auth on
 
 
@@ -193,14 +196,41 @@ def model_workers(server: Server, name: str) -> list[dict]:
 
 
 def log_reason(server: Server, lines: int = 15) -> str:
-    """The most telling lines of TorchServe's log: errors first, else the tail."""
-    log = server.log_dir / "ts_log.log"
-    if not log.is_file():
-        return f"(no log at {log})"
-    text = log.read_text(errors="replace").splitlines()
-    wanted = [l for l in text if any(k in l for k in ("ERROR", "Exception", "Error:", "error:", "Backend worker"))]
-    picked = (wanted or text)[-lines:]
-    return "\n".join("    " + l[:300] for l in picked) + f"\n  (full log: {log})"
+    """The most telling lines of TorchServe's log (ts_log.log) and of Java's own output
+    (console.log: a JVM that fails before logging starts says why only there): errors first, else
+    the tail."""
+    found = []
+    for log in (server.log_dir / "ts_log.log", server.log_dir / CONSOLE_LOG):
+        if not log.is_file() or log.stat().st_size == 0:
+            continue
+        text = log.read_text(errors="replace").splitlines()
+        wanted = [l for l in text if any(k in l for k in ("ERROR", "Exception", "Error:", "error:", "Backend worker"))]
+        picked = (wanted or text)[-lines:]
+        found.append("\n".join("    " + l[:300] for l in picked) + f"\n  (full log: {log})")
+    return "\n".join(found) or f"(no log in {server.log_dir})"
+
+
+def log_config(server: Server) -> Path:
+    """TorchServe's own log4j2.xml (from its jar), written to the run dir with two changes, so that
+    a long-running server's logs stay bounded on disk:
+    - no console appender: Java's stdout, which the launcher keeps in logs/console.log, repeated
+      every log line and nothing rotated it; now it holds only start-up and JVM messages;
+    - each log file (ts_log.log, model_log.log, access_log.log, ...) rolls at 100 MB into at most
+      5 numbered .gz files; TorchServe's own pattern names them by day and keeps every day."""
+    import ts  # torchserve's package: its jar holds the default config
+
+    jar = Path(ts.__file__).parent / "frontend" / "model-server.jar"
+    with zipfile.ZipFile(jar) as archive:
+        default = archive.read("log4j2.xml").decode("utf-8")
+    quiet = re.sub(r'\s*<AppenderRef ref="STDOUT"\s*/>', "", default)
+    quiet = re.sub(r"\s*<TimeBasedTriggeringPolicy\s*/>", "", quiet)
+    quiet = quiet.replace(".%d{dd-MMM}.log.gz", ".%i.log.gz")
+    if 'ref="STDOUT"' in quiet or "%d{dd-MMM}" in quiet or quiet.count(".%i.log.gz") != default.count("filePattern="):
+        raise LaunchError(f"the log4j2.xml in {jar} is not the one this launcher expects (TorchServe 0.12, "
+                          "requirements.txt): reinstall it with `make venv`.")
+    path = server.run_dir / "log4j2.xml"
+    path.write_text(quiet)
+    return path
 
 
 def preflight(server: Server, model_store: Path) -> None:
@@ -236,9 +266,12 @@ def start(run_dir: Path, model_store: Path, ports: Ports | None = None, timeout:
     config = server.run_dir / "config.properties"
     config.write_text(render(profile, model_store, server.ports, token_auth, extra))
     command = [torchserve_bin(), "--start", "--ncs", "--ts-config", str(config), "--model-store", str(model_store)]
-    # Java inherits the launcher's stdout/stderr: a pipe would never reach EOF, so use a file.
-    console = server.log_dir / "console.log"
-    with console.open("ab") as out:
+    if "-Dlog4j.configurationFile=" not in (extra or {}).get("vmargs", ""):  # else the caller's logging
+        command += ["--log-config", str(log_config(server))]
+    # Java inherits the launcher's stdout/stderr: a pipe would never reach EOF, so use a file, new
+    # for each start (the log4j files keep the history).
+    console = server.log_dir / CONSOLE_LOG
+    with console.open("wb") as out:
         result = subprocess.run(command, cwd=server.run_dir, env=server.env(), stdout=out,
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
     if result.returncode != 0:
@@ -254,7 +287,9 @@ def wait_ready(server: Server, timeout: float) -> None:
     seen_pid = False
     while time.monotonic() < deadline:
         pid = server.pid()
-        seen_pid = seen_pid or pid is not None
+        # torchserve writes the pid file once Java runs (start() removed the old one): a pid file
+        # without a live Java means it exited, even before the first look
+        seen_pid = seen_pid or pid is not None or server.pid_file.is_file()
         if seen_pid and pid is None:
             raise LaunchError(f"TorchServe exited during start-up. From its log:\n{log_reason(server)}")
         for name in sorted(pending):

@@ -3,9 +3,11 @@ import socket
 
 import pytest
 
+from reliability import probe
 from serving import launcher
 from serving.config import render
 from serving.settings import HOST, JOB_QUEUE_SIZE, LIMITS, SERVING, Ports
+from tests.conftest import MODEL_STORE, TEST_PORT_BASE
 
 
 def parse(text: str) -> dict:
@@ -75,3 +77,34 @@ def test_grpc_is_on_loopback_and_follows_the_http_ports(tmp_path):
     assert (Ports().grpc_inference, Ports().grpc_management) == (7070, 7071)
     with pytest.raises(ValueError, match="must all differ"):
         Ports(9000, 9001, 9000)
+
+
+def test_the_log_config_writes_bounded_files_only(tmp_path):
+    text = launcher.log_config(launcher.Server(tmp_path, Ports())).read_text()
+    assert 'AppenderRef ref="STDOUT"' not in text
+    for log in ("ts_log", "model_log", "access_log", "ts_metrics", "model_metrics"):
+        assert f'AppenderRef ref="{log}"' in text, log
+        assert f'/{log}.%i.log.gz"' in text, log  # numbered: DefaultRolloverStrategy max="5" bounds them
+    assert text.count('<SizeBasedTriggeringPolicy size="100 MB"/>') == text.count('<DefaultRolloverStrategy max="5"/>') == 5
+    assert "%d{dd-MMM}" not in text and "TimeBased" not in text
+
+
+@pytest.mark.e2e
+def test_console_log_does_not_grow_with_traffic(server):
+    """Java's stdout (logs/console.log) used to repeat every log line, unrotated; now log4j writes
+    only to its rolling files and console.log holds start-up output."""
+    console, ts_log = server.log_dir / launcher.CONSOLE_LOG, server.log_dir / "ts_log.log"
+    before = console.stat().st_size, ts_log.stat().st_size
+    for _ in range(20):
+        assert probe.post(f"{server.inference_url}/predictions/lenet5", probe.digit_png()).status == 200
+    assert console.stat().st_size == before[0] and before[0] < 64 * 1024, console.read_text()[-500:]
+    assert ts_log.stat().st_size > before[1]
+
+
+@pytest.mark.e2e
+def test_a_java_that_cannot_start_is_quoted_from_its_console_log(tmp_path):
+    """A JVM that fails before log4j starts says why only on its stdout: the launcher quotes it."""
+    base = TEST_PORT_BASE + 70
+    with pytest.raises(launcher.LaunchError, match="(?s)exited during start-up.*Too small maximum heap"):
+        launcher.start(tmp_path / "run", MODEL_STORE, ports=Ports(base, base + 1, base + 2), timeout=60,
+                       extra={"vmargs": "-Xmx1k"})
