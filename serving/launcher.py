@@ -331,8 +331,8 @@ def stop(run_dir: Path, quiet: bool = False, timeout: float = 30.0) -> bool:
 
 def example(server: Server) -> str:
     return (f"TorchServe is ready: {', '.join(SERVING)}\n"
-            f"  curl -T digit.png {server.inference_url}/predictions/lenet5\n"
-            f"  curl -T shoe.png {server.inference_url}/predictions/fashion_mlp\n"
+            f"  curl -T samples/digit.png {server.inference_url}/predictions/lenet5\n"
+            f"  curl -T samples/shoe.png {server.inference_url}/predictions/fashion_mlp\n"
             f"  models: curl {server.management_url}/models   metrics: curl {server.metrics_url}/metrics\n"
             f"  logs: {server.log_dir}   stop: make stop")
 
