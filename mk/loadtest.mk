@@ -33,10 +33,10 @@ bench-smoke: $(ARCHIVES)
 # Tuning sweep behind serving/settings.py's values: our handler under other settings, interleaved.
 # Variants: ours, noop, b<batch>d<delay ms>w<workers>t<threads>, each optionally +async (async_logging)
 # and/or +tslog (TorchServe's own log4j2.xml instead of the container's docker/log4j2.xml). Prints a table; writes results/bench/tune-<date>.json.
-TUNE ?= ours b16d2w1t1 b32d5w1t1 b16d5w2t1 ours+tslog noop
+TUNE ?= ours b16d5w1t1 b32d2w1t1 b16d2w1t2 b16d2w2t1 ours+tslog noop
 .PHONY: bench-tune
 bench-tune: $(ARCHIVES)
-	$(RUN) -m loadtest.bench --command "make bench-tune TUNE='$(TUNE)'" --tune $(TUNE) $(BENCH_ARGS)
+	$(RUN) -m loadtest.bench --command "make bench-tune TUNE='$(TUNE)'$(if $(BENCH_ARGS), BENCH_ARGS='$(BENCH_ARGS)')" --tune $(TUNE) $(BENCH_ARGS)
 
 # What each stage of our handler costs per image, in process (the floor under rows 3 and 5).
 .PHONY: bench-stages

@@ -5,33 +5,37 @@ handler (which reads its limits from the model-config.yaml packed in the archive
 (which only forwards overrides) and the deployment files all derive from this module; tests
 hold the copies together.
 
-Why each value is what it is. Measured with `make bench-tune` (loadtest/bench.py) on the 2-core
-development machine: lenet5, real held-out PNGs, one per request, every variant served at once and
-interleaved in one run (the machine is shared, so only ratios within a run count); the tables are
-in BENCHMARKS.md. TorchServe's own per-request cost is ~200 us of CPU (no-op handler: ~9,000 req/s);
-our handler's worker spends ~400 us per image (py-spy: decode and canonicalise ~40%, the forward
-pass ~20%, TorchServe's worker protocol, logging and metrics ~25%, JSON ~5%).
-- torch_threads 1 per worker: a second intra-op thread made one worker slower, not faster (64
-  clients ~1,500 vs ~2,100 req/s, 16 clients ~200 req/s with p99 260 ms), because the forward
-  pass is a fifth of the worker's time and the Java frontend and the clients need the other core;
-  two workers with torch's default threads on two cores ran ten times slower than one
+Why each value is what it is. Measured on the 2-core development machine on 2026-11-25 with
+`make bench-tune BENCH_ARGS="--rounds 2 --duration 4"` (loadtest/bench.py): lenet5, real
+held-out PNGs, one per request, every variant served at once and interleaved in one run (the
+machine is shared, so only ratios within a run count); the table is in the notes of
+BENCHMARKS.md. TorchServe itself (no-op handler) costs ~110 us of CPU per request and serves
+~15,600 req/s at 64 clients; our worker spends ~257 us per request, of which ~116 us are the
+handler's own stages (`make bench-stages`: canonicalising 55, forward pass 29, decoding 23, JSON 8)
+and the rest TorchServe's worker protocol and metrics.
+- torch_threads 1 per worker: a second intra-op thread made one worker slower, not faster (16
+  clients 2,789 vs 3,816 req/s, p99 17.8 vs 8.6 ms; 64 clients the same), because the forward
+  pass is a fraction of the worker's time and the Java frontend and the clients need the other
+  core; two workers with torch's default threads on two cores ran ten times slower than one
   (../shared/notes/torchserve-facts.md). On a GPU the forward pass leaves the CPU anyway.
-- batch_size 16: at 64 clients, batch 16 served 2,664 req/s, batch 32 2,744 (the same within the
-  noise) and batch 1 a third of it (BENCHMARKS.md, row 4); at 16 clients batch 16 fills without
-  waiting while 32 always waits for the delay below (1,868 vs 1,612 req/s).
-- max_batch_delay_ms 2 (was 5): TorchServe holds a batch that is not full for this long, which
-  is pure latency when few requests are in flight: one client got 212 req/s, p50 4.4 ms with 2 ms
-  against 123 req/s, p50 8.0 ms with 5 ms; at 16 and 64 clients batches fill before the delay
-  ends and throughput was the same (1,868 vs 2,061, 2,664 vs 2,560 req/s: within the noise).
-- workers 1 per model: two workers of one thread each served 45% more at 64 clients (3,993 vs
-  2,744 req/s; nothing at 16 or fewer): one worker is the bottleneck, and its Python runs on one
+- batch_size 16: batch 32 served 10% more at 64 clients (4,548 vs 4,140 req/s) but 31% less at
+  16 (2,631 vs 3,816), where 16 fills a batch without waiting and 32 always waits for the delay
+  below; batch 1 serves a third (BENCHMARKS.md, row 4).
+- max_batch_delay_ms 2: TorchServe holds a batch that is not full for this long, which is pure
+  latency when few requests are in flight: one client got 322 req/s, p50 2.9 ms with 2 ms against
+  161 req/s, p50 6.1 ms with 5 ms; at 16 and 64 clients batches fill before the delay ends and
+  throughput was the same (3,816 vs 3,697, 4,140 vs 4,115 req/s).
+- workers 1 per model: two workers of one thread each served 60% more at 64 clients (6,604 vs
+  4,140 req/s; nothing at 16 or fewer): one worker is the bottleneck, and its Python runs on one
   core. Not the default: the same archive serves the GPU image, where the rule is one
   worker per GPU (each more would add a CUDA context, and the GPU is not the bottleneck), and
   the three models' workers already share a small CPU pod's cores. A CPU-only deployment that
   sees one model take most of the traffic should raise it to the pod's cores.
+- logging: the container's docker/log4j2.xml (no per-request lines) against TorchServe's own
+  (several lines per request to files): 4,140 vs 3,970 req/s at 64 clients.
 - response_timeout_s 30: a batch of 16 tiny images takes milliseconds; 30 s only catches a stuck
   worker, which TorchServe then restarts.
-- JOB_QUEUE_SIZE 256 per model: 16 batches ahead, about 100 ms of waiting at the ~2,500 req/s one
+- JOB_QUEUE_SIZE 256 per model: 16 batches ahead, about 60 ms of waiting at the ~4,100 req/s one
   worker serves here; past it TorchServe answers 503 at once, which tells a client or the ingress
   to retry elsewhere, instead of latencies growing without bound.
 """
