@@ -92,7 +92,7 @@ $(STORE)/%.mar: $(ARTIFACTS)/%/model.pt $(ARCHIVE_SRC)
 SAMPLES := samples/digit.png samples/shoe.png
 samples: $(SAMPLES)
 $(SAMPLES) &: $(EXPORTS) export/samples.py
-	$(RUN) -m export.samples --out samples --artifacts $(ARTIFACTS)
+	$(RUN) -m export.samples --out samples
 
 serve: $(ARCHIVES) $(SAMPLES)
 	@$(RUN) -m serving.launcher start --model-store $(STORE)

@@ -17,8 +17,8 @@ K8S_OUT := build/k8s
 OVERLAYS := gpu cpu
 # what `make deploy` waits for, read from k8s/: every object's namespace (kustomization) and the
 # Deployment's name (the first name under its metadata)
-K8S_NAMESPACE := $(shell sed -n 's/^namespace: *//p' k8s/base/kustomization.yaml)
-K8S_DEPLOYMENT := $(shell sed -n '/^metadata:/,/^[a-z]/s/^  name: *//p' k8s/base/deployment.yaml)
+K8S_NAMESPACE = $(shell sed -n 's/^namespace: *//p' k8s/base/kustomization.yaml)
+K8S_DEPLOYMENT = $(shell sed -n '/^metadata:/,/^[a-z]/s/^  name: *//p' k8s/base/deployment.yaml)
 # image per overlay: the CUDA build for gpu, the CPU build for cpu
 image_tag = $(IMAGE_TAG)$(if $(filter cpu,$(1)),-cpu)
 local_image = $(IMAGE_NAME):$(call image_tag,$(1))
@@ -41,14 +41,14 @@ push:
 
 # Rendered with the image name the cluster pulls: with REGISTRY set, a generated kustomization
 # under $(K8S_OUT) points the overlay's image at the registry (k8s/ itself stays unchanged).
-# kustomize takes only relative paths to the overlay, hence relpath (K8S_OUT may be anywhere).
+# kustomize takes only relative paths to the overlay, hence realpath --relative-to (K8S_OUT may be anywhere).
 k8s: $(VENV_STAMP)
 	@mkdir -p $(K8S_OUT)
 	@set -e; for o in $(OVERLAYS); do \
 	  src=k8s/overlays/$$o; \
 	  if [ -n "$(REGISTRY)" ]; then \
 	    src=$(K8S_OUT)/with-registry-$$o; mkdir -p $$src; \
-	    overlay=$$($(PY) -c 'import os, sys; print(os.path.relpath(sys.argv[1], sys.argv[2]))' k8s/overlays/$$o $$src); \
+	    overlay=$$(realpath -m --relative-to=$$src k8s/overlays/$$o); \
 	    printf 'apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n  - %s\nimages:\n  - name: $(IMAGE_NAME)\n    newName: $(REGISTRY)/$(IMAGE_NAME)\n' $$overlay > $$src/kustomization.yaml; \
 	  fi; \
 	  $(KUBECTL) kustomize $$src > $(K8S_OUT)/$$o.yaml; \
