@@ -2,7 +2,8 @@
 
 - docker/Dockerfile: hadolint reports nothing; versions equal requirements.txt; ports, user,
   health check and paths agree with the manifests and serving/settings.py; its own torch CUDA
-  check (run here) holds torch.version.cuda to the CUDA_IMAGE tag.
+  check (run here) holds torch.version.cuda to CUDA_VERSION, and refuses a malformed one before
+  pip; no `# syntax=` frontend, no apt caches or /tmp files left in the image.
 - k8s/: `kubectl kustomize` renders both overlays; every object validates against the
   Kubernetes 1.30 schemas (kubernetes-validate, strict); the pod passes the "restricted" Pod
   Security Standard; probes, ports, Service, NetworkPolicy and the production config agree.
@@ -140,7 +141,8 @@ def test_dockerfile_versions_equal_the_pinned_requirements(dockerfile):
     assert dockerfile["args"]["TORCH_VERSION"] == pins["torch"]
     assert dockerfile["args"]["TORCHSERVE_VERSION"] == pins["torchserve"]
     install = " ".join(rest for k, rest in dockerfile["instructions"] if k == "RUN" and "pip install" in rest)
-    assert '"torch==${TORCH_VERSION}"' in install and '"torchserve==${TORCHSERVE_VERSION}"' in install
+    assert 'torch_pin="torch==${TORCH_VERSION}+${torch_build}"' in install and '"${torch_pin}"' in install
+    assert '"torchserve==${TORCHSERVE_VERSION}"' in install
     # everything else the image installs is held to requirements.txt as constraints
     assert "--constraint /tmp/requirements.txt" in install
     assert copies(dockerfile)["requirements.txt"] == "/tmp/requirements.txt"
@@ -153,15 +155,44 @@ def test_dockerfile_versions_equal_the_pinned_requirements(dockerfile):
         assert re.search(rf"\b{package}\b", install) and package in pins, package
 
 
-def test_dockerfile_is_multistage_cuda_with_a_cpu_variant(dockerfile):
+def test_dockerfile_is_multistage_cuda_with_a_cpu_variant_on_one_base(dockerfile):
     froms = [rest for k, rest in dockerfile["instructions"] if k == "FROM"]
-    assert len(froms) >= 2
     assert dockerfile["args"]["VARIANT"] == "cuda"
-    assert re.fullmatch(r"nvidia/cuda:\d+\.\d+\.\d+-(base|runtime)-ubuntu\d+\.\d+", dockerfile["args"]["CUDA_IMAGE"])
-    assert "${CUDA_IMAGE} AS runtime-cuda" in froms and "${UBUNTU_IMAGE} AS runtime-cpu" in froms
-    assert froms[-1] == "runtime-${VARIANT}"
+    assert re.fullmatch(r"\d+\.\d+", dockerfile["args"]["CUDA_VERSION"])
+    # both variants on the same base (torch's CUDA wheels carry the CUDA runtime): the CPU image
+    # that `make container-test` builds and runs shares everything but torch with the GPU image
+    assert froms == ["${UBUNTU_IMAGE} AS python-env", "${UBUNTU_IMAGE} AS runtime-cpu",
+                     "${UBUNTU_IMAGE} AS runtime-cuda", "runtime-${VARIANT}"]
+    cuda_env = dict(item.split("=", 1) for k, rest in stage(dockerfile, "runtime-cuda") if k == "ENV"
+                    for item in shlex.split(rest))
+    assert cuda_env == {"NVIDIA_VISIBLE_DEVICES": "all", "NVIDIA_DRIVER_CAPABILITIES": "compute,utility",
+                        "NVIDIA_REQUIRE_CUDA": "cuda>=${CUDA_VERSION}"}
+    assert ("ARG", "CUDA_VERSION") in stage(dockerfile, "runtime-cuda")
+    assert not [i for i in stage(dockerfile, "runtime-cpu")], "the cpu runtime is the plain base"
     install = " ".join(rest for k, rest in dockerfile["instructions"] if k == "RUN")
     assert "openjdk-17-jre-headless" in install
+
+
+def test_dockerfile_builds_without_a_registry_frontend_and_leaves_no_caches(dockerfile):
+    """No `# syntax=` line (BuildKit would pull a frontend image from a registry); every apt-get
+    install cleans apt's caches itself (a minimal base has no docker-clean hook); the final
+    stage's install empties /tmp (the JRE's set-up leaves hsperfdata_root there); pip's wheel
+    folder and CA certificate come by build-time mounts, not COPY."""
+    text = DOCKERFILE.read_text()
+    assert not re.search(r"^#\s*syntax\s*=", text, re.M | re.I)
+    for keyword, rest in dockerfile["instructions"]:
+        if keyword == "RUN" and "apt-get install" in rest:
+            assert "apt-get clean" in rest and "rm -rf /var/lib/apt/lists/* /var/cache/apt/*" in rest, rest
+    instructions = dockerfile["instructions"]
+    final = instructions[max(i for i, (k, _) in enumerate(instructions) if k == "FROM"):]
+    install = next(rest for k, rest in final if k == "RUN" and "apt-get install" in rest)
+    assert "/tmp/*" in install
+    pip_run = next(rest for k, rest in stage(dockerfile, "python-env") if k == "RUN" and "pip install" in rest)
+    assert pip_run.split()[:2] == ["--mount=type=bind,source=docker/wheels,target=/tmp/wheels",
+                                   "--mount=type=secret,id=pip-cert,target=/run/secrets/pip-cert"]
+    assert (ROOT / "docker" / "wheels").is_dir()
+    python_env_args = {rest for k, rest in stage(dockerfile, "python-env") if k == "ARG"}
+    assert {"PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_TRUSTED_HOST"} <= python_env_args
 
 
 def stage(dockerfile, name: str) -> list[tuple[str, str]]:
@@ -172,41 +203,45 @@ def stage(dockerfile, name: str) -> list[tuple[str, str]]:
     return instructions[start + 1:end]
 
 
-def test_torch_cuda_check_in_the_dockerfile_follows_the_base_image_tag(dockerfile):
-    """The python-env RUN fails the build unless torch.version.cuda is the CUDA_IMAGE tag's
-    major.minor (VARIANT=cuda) or None (VARIANT=cpu). Its own shell lines run here, against this
-    venv's torch, with the Dockerfile's tag and with tags that cannot match."""
-    cuda_image = dockerfile["args"]["CUDA_IMAGE"]
-    major_minor = re.match(r"[^:]+:(\d+\.\d+)\.", cuda_image).group(1)
-    # every "CUDA x.y" the Dockerfile's comments mention is the tag's
-    assert set(re.findall(r"CUDA (\d+\.\d+)", DOCKERFILE.read_text())) == {major_minor}
+def test_torch_cuda_check_in_the_dockerfile_follows_cuda_version(dockerfile):
+    """The python-env RUN refuses a CUDA_VERSION that is not major.minor before pip runs, and fails
+    the build unless torch.version.cuda is CUDA_VERSION (VARIANT=cuda) or None (VARIANT=cpu). Its
+    own shell lines run here, against this venv's torch, with the Dockerfile's CUDA_VERSION and
+    with values that cannot match (image tags with registries, digests, flavours included)."""
+    cuda_version = dockerfile["args"]["CUDA_VERSION"]
+    # every "CUDA x.y" the Dockerfile's comments mention is CUDA_VERSION
+    assert set(re.findall(r"CUDA (\d+\.\d+)", DOCKERFILE.read_text())) == {cuda_version}
     python_env = stage(dockerfile, "python-env")
-    assert ("ARG", "CUDA_IMAGE") in python_env, "the python-env stage must declare ARG CUDA_IMAGE to read the tag"
+    assert ("ARG", "CUDA_VERSION") in python_env
     run = next(rest for k, rest in python_env if k == "RUN" and "torch.version.cuda" in rest)
-    steps = run.split(" && ")
+    run = run.split(" case ", 1)[1]  # after the --mount options
+    steps = ("case " + run).split(" && ")
     assert steps[0].startswith('case "${VARIANT}"') and "want_cuda=" in steps[0], steps[0]
     assert steps[-1].startswith('WANT_CUDA="${want_cuda}" /opt/venv/bin/python -c'), steps[-1]
+    assert steps.index(next(s for s in steps if "pip install" in s)) > 0  # the checks come first
     script = steps[0] + "\n" + steps[-1].replace("/opt/venv/bin/python", sys.executable, 1)
 
     import torch  # this venv's build: the CPU one or a CUDA one, either way the check must agree
     local = torch.version.cuda
-    # (VARIANT, CUDA_IMAGE, the CUDA version the RUN then wants: "none" = a CPU build)
-    cases = [("cpu", cuda_image, "none"), ("cuda", cuda_image, major_minor),
-             ("cuda", "nvidia/cuda:1.0.0-base-ubuntu24.04", "1.0"), ("cuda", "nvidia/cuda:latest", "")]
-    for variant, image, want in cases:
-        env = {**os.environ, "VARIANT": variant, "CUDA_IMAGE": image, "TORCH_CPU_INDEX": "unused"}
+    # (VARIANT, CUDA_VERSION, the CUDA version the RUN then wants: "none" = a CPU build, None = refused before pip)
+    cases = [("cpu", cuda_version, "none"), ("cuda", cuda_version, cuda_version), ("cuda", "1.0", "1.0"),
+             ("cuda", "13.0-base", None), ("cuda", "registry.example:5000/nvidia/cuda:13.0.2-base", None),
+             ("cuda", "", None), ("cuda", "13", None), ("gpu", cuda_version, None)]
+    for variant, version, want in cases:
+        env = {**os.environ, "VARIANT": variant, "CUDA_VERSION": version}
         result = subprocess.run(["bash", "-o", "pipefail", "-c", script], capture_output=True, text=True,
                                 env=env, cwd=ROOT, timeout=120)
-        if want == "none":
-            matches = local is None
-        else:
-            matches = bool(want) and local is not None and (local + ".").startswith(want + ".")
-        assert (result.returncode == 0) == matches, (variant, image, local, result.stdout, result.stderr)
+        if want is None:
+            assert result.returncode != 0 and "torch" not in result.stdout, (variant, version, result.stdout)
+            assert ("CUDA_VERSION must be major.minor" if variant == "cuda" else "VARIANT must be") in result.stderr
+            continue
+        matches = local is None if want == "none" else local is not None and (local + ".").startswith(want + ".")
+        assert (result.returncode == 0) == matches, (variant, version, local, result.stdout, result.stderr)
         assert f"cuda {local}" in result.stdout, result.stdout
         if not matches:
+            wanted = "a CPU build" if want == "none" else f"CUDA {want}"
             assert (f"torch {torch.__version__} is built for CUDA {local}, but VARIANT={variant} with "
-                    f"CUDA_IMAGE={image} wants CUDA {want or '<no major.minor in the tag>'}") in result.stderr, \
-                result.stderr
+                    f"CUDA_VERSION={version} wants {wanted}") in result.stderr, result.stderr
 
 
 def image_venv(dockerfile) -> str:
@@ -742,3 +777,29 @@ def test_entrypoint_exits_on_sigterm_while_still_rendering_the_config(tmp_path):
     assert "entrypoint: stop requested before TorchServe started: exiting" in output, output
     assert "starting TorchServe" not in output, output
     assert not (work_dir / "tmp" / ".model_server.pid").exists()
+
+
+def test_entrypoint_of_the_gpu_image_refuses_to_start_without_a_gpu(tmp_path):
+    """TINYSERVE_VARIANT=cuda (the GPU image) where torch sees no GPU: the entrypoint says so and
+    exits before starting TorchServe; REQUIRE_GPU=0 lets it go on (to a fake torchserve on the
+    PATH that only leaves a mark)."""
+    import torch
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU: the refusal cannot be shown here")
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    ran = tmp_path / "torchserve-ran"
+    (fake_bin / "torchserve").write_text(f"#!/bin/sh\ntouch {shlex.quote(str(ran))}\n")
+    (fake_bin / "torchserve").chmod(0o755)
+    env = {**os.environ, "PATH": f"{fake_bin}{os.pathsep}{BIN}{os.pathsep}{os.environ['PATH']}",
+           "MODEL_STORE": str(ROOT / "model_store"), "WORK_DIR": str(tmp_path / "work"),
+           "LISTEN_ADDRESS": "127.0.0.1", "TINYSERVE_VARIANT": "cuda"}
+    result = subprocess.run([str(ROOT / "docker" / "entrypoint.sh")], capture_output=True, text=True, env=env,
+                            timeout=120)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "no usable GPU" in result.stderr and "REQUIRE_GPU=0" in result.stderr, result.stderr
+    assert not ran.exists()
+    result = subprocess.run([str(ROOT / "docker" / "entrypoint.sh")], capture_output=True, text=True,
+                            env={**env, "REQUIRE_GPU": "0"}, timeout=120)
+    assert ran.exists(), result.stdout + result.stderr
+    assert "no usable GPU" not in result.stderr
