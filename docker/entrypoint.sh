@@ -14,6 +14,7 @@
 #                    ports (defaults in serving/settings.py: 8080, 8081, 8082, gRPC on loopback)
 #   MODEL_LOG_LEVEL  handler/worker log level on stdout (default info)
 #   ACCESS_LOG_LEVEL one line per request on stdout when "info" (default warn: off; see docker/log4j2.xml)
+#   REQUIRE_GPU      0: let the GPU image (TINYSERVE_VARIANT=cuda, set by the Dockerfile) start without a GPU
 #
 # Logs go to stdout only (docker/log4j2.xml): no log files grow in the container.
 # Why not `exec torchserve --foreground`: that command is a Python wrapper around the Java
@@ -76,6 +77,23 @@ if [ "${1:-}" = "--print-config" ]; then
     exit 0
 fi
 [ $# -eq 0 ] || fail "unknown arguments: $* (the only option is --print-config)"
+
+# The GPU image (TINYSERVE_VARIANT=cuda, docker/Dockerfile) has no CUDA of its own beyond torch's
+# wheels: the driver comes from the host. Without a usable GPU TorchServe would serve on the CPU,
+# silently and slowly; the GPU image refuses to start instead, saying why (REQUIRE_GPU=0 allows it).
+if [ "${TINYSERVE_VARIANT:-}" = cuda ] && [ "${REQUIRE_GPU:-1}" != 0 ]; then
+    python3 -c '
+import sys, torch
+if torch.cuda.is_available():
+    print("entrypoint: %d GPU(s), %s; torch %s, CUDA %s" % (torch.cuda.device_count(),
+          torch.cuda.get_device_name(0), torch.__version__, torch.version.cuda))
+    sys.exit(0)
+sys.exit("no usable GPU: torch %s (CUDA %s) finds none. Give the container a GPU and an NVIDIA driver for CUDA %s"
+         " or newer (docker run --gpus all, podman run --device nvidia.com/gpu=all, a nvidia.com/gpu resource"
+         " in Kubernetes), or set REQUIRE_GPU=0 to serve on the CPU." % (torch.__version__, torch.version.cuda,
+         torch.version.cuda or "?"))
+' || fail "the GPU image needs a GPU (above)."
+fi
 
 cd "$WORK_DIR"
 echo "entrypoint: starting TorchServe $(torchserve --version 2>/dev/null | sed 's/.* //'), config $CONFIG:"
