@@ -85,12 +85,12 @@ def _smooth_noise(rng: np.random.Generator, shape: tuple[int, int], cell: int) -
 
 def _illumination(rng: np.random.Generator) -> tuple[np.ndarray, float]:
     """Light falling on the page (HEIGHT x WIDTH, about 0.4..1.1) and the shadow's depth."""
-    yy, xx = np.mgrid[0:HEIGHT, 0:WIDTH].astype(np.float32)
-    cx, cy = (xx - WIDTH / 2) / WIDTH, (yy - HEIGHT / 2) / WIDTH
+    cx = ((np.arange(WIDTH, dtype=np.float32) - WIDTH / 2) / WIDTH)[None, :]
+    cy = ((np.arange(HEIGHT, dtype=np.float32) - HEIGHT / 2) / WIDTH)[:, None]
     # a gradient in a random direction, strength up to 45% across the page
     theta = rng.uniform(0, 2 * np.pi)
     strength = rng.uniform(0.05, 0.45)
-    light = 1.0 + strength * (np.cos(theta) * cx + np.sin(theta) * cy) * 1.6
+    light = np.float32(1.0) + np.float32(strength * 1.6) * (np.float32(np.cos(theta)) * cx + np.float32(np.sin(theta)) * cy)
     # a lamp's hot spot or a window's glow somewhere
     if rng.random() < 0.5:
         hx, hy = rng.uniform(-0.5, 0.5), rng.uniform(-0.4, 0.4)
@@ -124,7 +124,7 @@ def _paper(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
             "cool": (0.86, 0.89, 0.93), "yellow": (0.96, 0.92, 0.68)}[kind]
     colour = np.clip(np.array(base) + rng.normal(0, 0.02, 3), 0.6, 1.0).astype(np.float32)
     texture = (rng.uniform(0.005, 0.025) * _smooth_noise(rng, (HEIGHT, WIDTH), int(rng.integers(3, 9)))
-               + rng.uniform(0.0, 0.012) * rng.standard_normal((HEIGHT, WIDTH)).astype(np.float32))
+               + rng.uniform(0.0, 0.012) * rng.standard_normal((HEIGHT, WIDTH), dtype=np.float32))
     return colour[None, None, :] * (1.0 + texture[..., None]), colour
 
 
@@ -199,8 +199,8 @@ def render_photo_with_info(digit28: np.ndarray, rng: np.random.Generator) -> tup
     arr = np.asarray(image, dtype=np.float32)
     # sensor noise: shot noise (grows with brightness) plus read noise, partly in colour
     sigma = rng.uniform(1.0, 6.0)
-    luma_noise = rng.standard_normal(arr.shape[:2]).astype(np.float32)[..., None]
-    chroma_noise = rng.standard_normal(arr.shape).astype(np.float32)
+    luma_noise = rng.standard_normal(arr.shape[:2], dtype=np.float32)[..., None]
+    chroma_noise = rng.standard_normal(arr.shape, dtype=np.float32)
     noise = sigma * (0.7 * luma_noise + 0.5 * chroma_noise) * np.sqrt(0.3 + arr / 255.0)
     arr = np.clip(np.rint(arr + noise), 0, 255).astype(np.uint8)
 
