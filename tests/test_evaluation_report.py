@@ -1,0 +1,173 @@
+"""evaluation/evaluate.py against a stub server on loopback (no TorchServe): accuracy, errors,
+confusion matrices, worst-mistake figures, EVALUATION.md, the loopback-only rule, a clear message
+when nothing answers, and evaluation/sets.py's named sets."""
+from __future__ import annotations
+
+import hashlib
+import json
+import socket
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from evaluation import evaluate, sets
+from model_defs.registry import get_spec
+
+
+class _Stub(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, answers: dict[bytes, tuple[int, float] | int]):
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.answers = answers  # sha256 -> (index, confidence), or an HTTP status to answer with
+
+
+class _Handler(BaseHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+    def _send(self, status: int, body: dict):
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self):
+        self._send(200, {"status": "Healthy"})
+
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        model = self.path.rsplit("/", 1)[-1]
+        labels = get_spec(model).labels
+        answer = self.server.answers.get(hashlib.sha256(body).digest(), (0, 0.5))
+        if isinstance(answer, int):
+            self._send(answer, {"error": "corrupt_image", "message": "stub"})
+            return
+        index, confidence = answer
+        rest = (1 - confidence) / (len(labels) - 1)
+        probabilities = {label: (confidence if i == index else rest) for i, label in enumerate(labels)}
+        self._send(200, {"model": model, "label": labels[index], "index": index, "probabilities": probabilities})
+
+
+@pytest.fixture()
+def stub():
+    servers = []
+
+    def start(answers):
+        server = _Stub(answers)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        return f"http://127.0.0.1:{server.server_address[1]}"
+    yield start
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+def test_sets_are_named_data_with_models_and_targets():
+    assert set(sets.SET_NAMES) == {"mnist_png", "sklearn_png", "photos", "typed", "fashion_png"}
+    assert sets.SPECS["mnist_png"].models == ("lenet5", "mnist_net") and sets.SPECS["mnist_png"].target == 0.985
+    assert sets.SPECS["sklearn_png"].target == 0.97
+    assert sets.SPECS["photos"].target == 0.95 and sets.SPECS["photos"].content_type == "image/jpeg"
+    assert sets.SPECS["typed"].target == 0.90
+    assert sets.SPECS["fashion_png"].models == ("fashion_mlp",) and sets.SPECS["fashion_png"].target == 0.899
+
+
+def test_sklearn_set_is_the_held_out_split_as_png():
+    full = sets.build("sklearn_png")
+    assert len(full) == 540
+    png, label = full.items[0]
+    assert png.startswith(b"\x89PNG") and 0 <= label <= 9
+    assert np.asarray(Image.open(__import__("io").BytesIO(png))).shape == (8, 8)
+    small = sets.build("sklearn_png", limit=30)
+    assert len(small) == 30 and {label for _, label in small.items} == set(range(10))
+    assert all(item in full.items for item in small.items)
+    assert sets.build("sklearn_png", limit=30).items == small.items
+
+
+def test_photos_are_the_same_pictures_whatever_the_limit():
+    try:
+        small = sets.build("photos", limit=3, workers=1)
+        again = sets.build("photos", limit=3, workers=1)
+    except FileNotFoundError as err:
+        pytest.skip(f"MNIST held-out data not here: {err}")
+    assert [b for b, _ in small.items] == [b for b, _ in again.items]
+    assert all(b[:2] == b"\xff\xd8" for b, _ in small.items)
+
+
+def test_evaluate_writes_accuracy_figures_and_report(stub, tmp_path):
+    evalset = sets.build("sklearn_png", limit=40)
+    answers = {}
+    for i, (png, label) in enumerate(evalset.items):
+        key = hashlib.sha256(png).digest()
+        if i in (3, 7):
+            answers[key] = ((label + 1) % 10, 0.99)   # confident mistakes
+        elif i == 11:
+            answers[key] = 500                         # an error answer counts as wrong
+        else:
+            answers[key] = (label, 0.9)
+    url = stub(answers)
+    out = tmp_path / "EVALUATION.md"
+    outcomes = evaluate.evaluate(url, ["sklearn_png"], limit=40, out=out, figures=tmp_path / "fig",
+                                 command="test", progress=False, workers=3)
+    assert [(o.model, o.set_name) for o in outcomes] == [("lenet5", "sklearn_png"), ("mnist_net", "sklearn_png")]
+    for o in outcomes:
+        assert o.sent == 40 and o.correct == 37 and o.not_sent == 0
+        assert sum(o.errors.values()) == 1 and "HTTP 500 corrupt_image" in o.errors
+        assert evaluate.worst_mistakes(o, 5) == [3, 7]
+        matrix = evaluate.confusion(o, 10)
+        assert matrix.sum() == 40 and matrix[:, -1].sum() == 1 and np.trace(matrix) == 37
+    report = out.read_text()
+    assert "| lenet5 | scikit-learn digits held-out 30%, 8x8 PNG | 40 | 1 | 92.50% | 97.0% | not met |" in report
+    assert "Command: `test`" in report and url in report
+    for name in ("confusion-sklearn_png-lenet5.png", "confusion-sklearn_png-mnist_net.png",
+                 "mistakes-lenet5.png", "mistakes-mnist_net.png"):
+        assert (tmp_path / "fig" / name).stat().st_size > 1000
+        assert f"(fig/{name})" in report
+    summary = json.loads((tmp_path / "fig" / "results.json").read_text())
+    assert summary["results"][0]["accuracy"] == pytest.approx(0.925) and summary["results"][0]["met"] is False
+
+
+def test_typed_results_are_broken_down_per_font_family(stub, tmp_path):
+    from evaluation import fonts
+    if not fonts.available_families():
+        pytest.skip("no font family installed (make fonts)")
+    evalset = sets.build("typed", limit=60)
+    answers = {hashlib.sha256(b).digest(): (label, 0.9) for b, label in evalset.items}
+    url = stub(answers)
+    out = tmp_path / "EVALUATION.md"
+    outcomes = evaluate.evaluate(url, ["typed"], models=["lenet5"], limit=60, out=out, figures=tmp_path / "fig",
+                                 progress=False)
+    assert outcomes[0].accuracy == 1.0
+    report = out.read_text()
+    assert "## Typed digits per font family" in report
+    for family in set(evalset.groups):
+        assert f"| {family} | " in report
+
+
+def test_time_limit_leaves_the_rest_unsent(stub, tmp_path):
+    evalset = sets.build("sklearn_png", limit=20)
+    url = stub({})
+    outcome = evaluate.run_model(url, "lenet5", evalset, workers=2, timeout=5, deadline=0.0, progress=False)
+    assert outcome.not_sent == 20 and outcome.sent == 0
+
+
+def test_only_loopback_servers():
+    for url in ("http://10.0.0.5:8080", "http://example.com:8080", "https://127.0.0.1:8080"):
+        with pytest.raises(ValueError):
+            evaluate.check_url(url)
+    for url in ("http://127.0.0.1:8080", "http://localhost:18080/", "http://[::1]:8080"):
+        assert evaluate.check_url(url) == url.rstrip("/")
+
+
+def test_nothing_answering_says_start_it_with_make_serve(capsys):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    assert evaluate.main(["--url", f"http://127.0.0.1:{port}", "--sets", "sklearn_png", "--no-progress"]) == 2
+    assert "start it with `make serve`" in capsys.readouterr().err
