@@ -14,15 +14,22 @@ of every label spread evenly over the set, for seconds-long smoke runs.
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import os
+import zipfile
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 SEED = 12  # issue 12
+# Rendered photos are kept here between runs (minutes of CPU on 2 cores), keyed by the renderer's
+# source, the library versions, the seed and the digits: any change renders them afresh.
+CACHE_MIN = 100  # smaller photo sets are rendered every time
+CACHE_DIR = Path(os.environ.get("EVALUATION_CACHE") or Path(__file__).resolve().parent.parent / "results" / "evaluation-cache")
 
 DIGIT_MODELS = ("lenet5", "mnist_net")
 
@@ -122,8 +129,45 @@ def _render_photo(args) -> bytes:
     return render_photo(digit, photo_rng(seed, index))
 
 
+def _photo_cache_key(jobs, seed: int) -> str:
+    import PIL
+    import scipy
+    from evaluation import photos
+    digest = hashlib.sha256(Path(photos.__file__).read_bytes())
+    digest.update(f"{np.__version__} {PIL.__version__} {scipy.__version__} {seed}".encode())
+    for digit, _, index in jobs:
+        digest.update(index.to_bytes(4, "little"))
+        digest.update(np.ascontiguousarray(digit).tobytes())
+    return digest.hexdigest()[:20]
+
+
+def _render_photos(jobs, seed: int, progress: bool, workers: int | None, cache: bool) -> list[bytes]:
+    path = CACHE_DIR / f"photos-{_photo_cache_key(jobs, seed)}.zip" if cache else None
+    if path is not None and path.is_file():
+        try:
+            with zipfile.ZipFile(path) as archive:
+                jpegs = [archive.read(f"{n:05d}.jpg") for n in range(len(jobs))]
+            return jpegs
+        except (OSError, KeyError, zipfile.BadZipFile):  # a damaged cache file is rendered again
+            pass
+    workers = workers or min(len(jobs), os.cpu_count() or 1)
+    if workers > 1 and len(jobs) > 8:
+        with ProcessPoolExecutor(workers) as pool:
+            jpegs = list(_progress(pool.map(_render_photo, jobs, chunksize=16), len(jobs), "render photos", progress))
+    else:
+        jpegs = [_render_photo(j) for j in _progress(jobs, len(jobs), "render photos", progress)]
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as archive:
+            for n, jpeg in enumerate(jpegs):
+                archive.writestr(f"{n:05d}.jpg", jpeg)
+        tmp.replace(path)
+    return jpegs
+
+
 def build(name: str, limit: int | None = None, seed: int = SEED, progress: bool = False,
-          workers: int | None = None) -> EvalSet:
+          workers: int | None = None, cache: bool = True) -> EvalSet:
     """One evaluation set by name (see SPECS)."""
     spec = SPECS[name]
     if name == "mnist_png":
@@ -139,12 +183,7 @@ def build(name: str, limit: int | None = None, seed: int = SEED, progress: bool 
         images, labels = mnist_held_out()
         keep = stratified(labels, limit)
         jobs = [(images[i], seed, int(i)) for i in keep]  # photo i is the same whatever the limit
-        workers = workers or min(len(jobs), os.cpu_count() or 1)
-        if workers > 1 and len(jobs) > 8:
-            with ProcessPoolExecutor(workers) as pool:
-                jpegs = list(_progress(pool.map(_render_photo, jobs, chunksize=16), len(jobs), "render photos", progress))
-        else:
-            jpegs = [_render_photo(j) for j in _progress(jobs, len(jobs), "render photos", progress)]
+        jpegs = _render_photos(jobs, seed, progress, workers, cache=cache and len(jobs) > CACHE_MIN)
         return EvalSet(spec, [(b, int(labels[i])) for b, i in zip(jpegs, keep)], meta={"seed": seed})
     if name == "typed":
         from evaluation.typed import render_typed_set

@@ -100,6 +100,21 @@ def test_photos_are_the_same_pictures_whatever_the_limit():
     assert all(b[:2] == b"\xff\xd8" for b, _ in small.items)
 
 
+def test_rendered_photos_are_cached_between_runs(tmp_path, monkeypatch):
+    monkeypatch.setattr(sets, "CACHE_DIR", tmp_path)
+    monkeypatch.setattr(sets, "CACHE_MIN", 0)
+    try:
+        first = sets.build("photos", limit=3, workers=1)
+    except FileNotFoundError as err:
+        pytest.skip(f"MNIST held-out data not here: {err}")
+    cached = list(tmp_path.glob("photos-*.zip"))
+    assert len(cached) == 1
+    assert sets.build("photos", limit=3, workers=1).items == first.items
+    assert sets.build("photos", limit=3, workers=1, cache=False).items == first.items
+    assert sets.build("photos", limit=3, workers=1, seed=sets.SEED + 1).items != first.items
+    assert len(list(tmp_path.glob("photos-*.zip"))) == 2
+
+
 def test_evaluate_writes_accuracy_figures_and_report(stub, tmp_path):
     evalset = sets.build("sklearn_png", limit=40)
     answers = {}
