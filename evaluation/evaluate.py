@@ -359,7 +359,8 @@ def write_report(out: Path, figures: Path, outcomes: list[Outcome], sets_by_name
         for o in (o for o in outcomes if o.model == model):
             lines.append(f"- {eval_sets.SPECS[o.set_name].kind}: {o.correct}/{o.sent} = {_pct(o.accuracy)}, "
                          f"{o.seconds:.0f} s; [confusion matrix]({rel(figure_files[(o.set_name, model)])})")
-        lines += ["", f"Most confident mistakes, per set (picture sent | canonical input the model saw):", "",
+        lines += ["", "Most confident mistakes, per set (picture sent | its canonical input as this checkout's",
+                  "model_defs/preprocessing.py makes it; the served archive carries its own copy):", "",
                   f"![{model} mistakes]({rel(figure_files[('mistakes', model)])})"]
     if "typed" in sets_by_name and any(o.set_name == "typed" for o in outcomes):
         lines += ["", "## Typed digits per font family", "",
