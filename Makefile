@@ -117,7 +117,7 @@ status: $(VENV_STAMP)
 
 # The tests build what they need (archives) and run their own server on other ports.
 test: $(ARCHIVES)
-	$(RUN) -m pytest -q tests
+	$(MAKE) --no-print-directory container-image && $(RUN) -m pytest -q tests
 
 test-unit: $(ARCHIVES)
 	$(RUN) -m pytest -q tests -m "not e2e"

@@ -660,6 +660,21 @@ def test_make_docker_says_clearly_when_there_is_no_docker_engine():
         assert expected in result.stderr and "docker build -f docker/Dockerfile" in result.stderr, result.stderr
 
 
+def test_make_docker_with_podman_uses_the_docker_format_and_can_build_only_the_cpu_image():
+    result = subprocess.run(["make", "-n", "--no-print-directory", "docker", "DOCKER=podman", "VARIANTS=cpu",
+                             "DOCKER_BUILD_ARGS=--build-arg UBUNTU_IMAGE=debian:12"], capture_output=True, text=True,
+                            cwd=ROOT, timeout=120)
+    assert result.returncode == 0, result.stderr
+    build = result.stdout.split("for v in ", 1)[1]
+    assert build.startswith("cpu;")
+    assert "podman build --format docker -f docker/Dockerfile" in build
+    assert "CONTAINERS_CONF=" in build and "docker/containers.conf" in build
+    assert "--build-arg UBUNTU_IMAGE=debian:12" in build
+    plain = subprocess.run(["make", "-n", "--no-print-directory", "docker"], capture_output=True, text=True,
+                           cwd=ROOT, timeout=120).stdout.split("for v in ", 1)[1]
+    assert plain.startswith("gpu cpu;") and "DOCKER_BUILDKIT=1 docker build" in plain and "--format" not in plain
+
+
 # ---------------------------------------------------------------- scripts in the image
 
 class FakeManagement(BaseHTTPRequestHandler):
