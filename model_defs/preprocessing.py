@@ -29,6 +29,7 @@ from typing import Union
 
 import numpy as np
 from PIL import Image
+from scipy import ndimage
 
 ImageLike = Union[Image.Image, np.ndarray]
 
@@ -151,12 +152,146 @@ def centre_of_mass(content: np.ndarray) -> tuple[float, float]:
 
 
 def frame_digit(gray: np.ndarray, margin: int = 0) -> np.ndarray:
-    """MNIST framing: a 20x20 box, centred by centre of mass in 28x28 (plus `margin` a side)."""
-    content = _stretch_and_crop(gray)
+    """MNIST framing of the ink: a 20x20 box, centred by centre of mass in 28x28 (plus `margin` a side)."""
+    content = find_ink(gray)
     if content is None:
         return np.zeros((MNIST_FRAME + 2 * margin,) * 2, dtype=np.uint8)
     fitted = _fit(content, MNIST_DIGIT_BOX)
     return _place(fitted, MNIST_FRAME, centre_of_mass(fitted), margin)
+
+
+# ---- finding the ink of a digit on a page -------------------------------------------------------
+DIGIT_WORKING_SIDE = 320   # pictures are box-reduced to at most this a side: a digit becomes 20 px
+FLAT_BORDER = 0.15         # border spread (p5..p95) under this fraction of the contrast: a flat page
+BACKGROUND_GRID = 160      # the lighting is estimated on a picture of at most this many pixels a side,
+POLARITY_GRID = 64         # ... the ink's polarity on one of at most this many
+LIGHTING_WINDOW = 5         # the lighting window is this fraction of the grid: wider than a stroke
+MIN_INK_CONTRAST = 24      # grey levels: fainter than this over the background is no ink at all
+MIN_PART = 0.08            # a piece of ink smaller than this fraction of the largest is a speck
+NEAR = 0.5                 # pieces further than this many digit sizes from the largest are not the digit
+PAGE_SIDE = 100            # on pictures this large, ink along the edge is the page's edge or a shadow:
+FAINT = 0.5                # a piece whose mean is under this fraction of the ink's (p90) is not ink
+EDGE_CONTACT = 0.3         # ... a piece whose contact with the edge is over this fraction of its size
+
+
+def find_ink(gray: np.ndarray) -> np.ndarray | None:
+    """The digit's ink as light-on-dark uint8, cropped to it, background and specks removed; None when blank.
+
+    Works on scans, canvas drawings and phone photos alike: the lighting is subtracted (a flat
+    page's level, or a large-scale median estimate when the page is unevenly lit), the ink is
+    thresholded (Otsu), and only the main connected pieces of ink are kept (specks, page edges
+    and far-away marks are dropped).
+    """
+    gray = _reduce_to(gray, DIGIT_WORKING_SIDE)
+    signal = _ink_signal(gray)
+    if signal.max(initial=0.0) < MIN_INK_CONTRAST:
+        return None
+    threshold = max(_otsu(signal), MIN_INK_CONTRAST / 2)
+    keep = _main_ink(signal, signal > threshold, touching_edge_is_page=min(gray.shape) >= PAGE_SIDE)
+    if keep is None:
+        return None
+    peak = float(np.percentile(signal[keep], 99))
+    floor = threshold / 3  # below this it is paper texture and noise, above it anti-aliased ink edges
+    near_ink = ndimage.binary_dilation(keep, iterations=max(1, round(max(gray.shape) / 100)))
+    values = np.where(near_ink, (signal - floor) * (255.0 / max(peak - floor, 1.0)), 0.0)
+    rows = np.flatnonzero((values > 0).any(axis=1))
+    cols = np.flatnonzero((values > 0).any(axis=0))
+    cropped = values[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+    return np.rint(np.clip(cropped, 0, 255)).astype(np.uint8)
+
+
+def _reduce_to(gray: np.ndarray, side: int) -> np.ndarray:
+    factor = -(-max(gray.shape) // side)
+    return gray if factor <= 1 else np.asarray(Image.fromarray(gray).reduce(factor))
+
+
+def _ink_signal(gray: np.ndarray) -> np.ndarray:
+    """float32 ink strength (0 = paper) with the polarity made light-on-dark."""
+    low, high = _levels_at(gray, (0.005, 0.995))
+    border = border_pixels(gray)
+    spread_low, paper, spread_high = _levels_at(border, (0.05, 0.5, 0.95))
+    levels = gray.astype(np.float32)
+    if min(gray.shape) < 2 * MNIST_FRAME or spread_high - spread_low <= FLAT_BORDER * (high - low):
+        dark_ink = paper - low > high - paper  # a flat page: the ink is the far side from its level
+        residual = levels - np.float32(paper)
+    else:
+        dark_ink, page = _lighting(gray)
+        if dark_ink:  # ink reflects a fraction of the light the page gets: the same in shadow and sun
+            return np.maximum((page - levels) * (255.0 / np.maximum(page, 1.0)), 0.0)
+        residual = levels - page
+    return np.maximum(-residual if dark_ink else residual, 0.0)
+
+
+def _levels_at(values: np.ndarray, fractions: tuple[float, ...]) -> list[int]:
+    """The uint8 levels below which the given fractions of `values` lie (quantiles, by histogram)."""
+    cumulative = np.cumsum(np.bincount(values.ravel(), minlength=256))
+    return [int(level) for level in np.searchsorted(cumulative, np.asarray(fractions) * cumulative[-1])]
+
+
+def _lighting(gray: np.ndarray) -> tuple[bool, np.ndarray]:
+    """(whether the ink is dark, the page's brightness without the ink) of an unevenly lit picture.
+
+    The ink's polarity: the side on which a coarse picture strays further from its local median.
+    The page: morphological closing (for dark ink; opening for light ink) over windows wider than
+    a stroke, on a finer grid; it removes the ink and keeps the page, even inside a bold digit.
+    """
+    coarse = _reduce_to(gray, POLARITY_GRID)
+    stray = coarse.astype(np.float32) - ndimage.median_filter(coarse, size=_window(coarse), mode="nearest")
+    low, high = np.percentile(stray, [0.5, 99.5])
+    dark_ink = bool(-low > high)
+    small = _reduce_to(gray, BACKGROUND_GRID)
+    window = _window(small)
+    page = (ndimage.grey_closing if dark_ink else ndimage.grey_opening)(small, size=window, mode="nearest")
+    page = ndimage.uniform_filter(page.astype(np.float32), size=window // 2 | 1, mode="nearest")
+    return dark_ink, np.asarray(Image.fromarray(page, mode="F").resize(gray.shape[::-1], Image.Resampling.BILINEAR))
+
+
+def _window(picture: np.ndarray) -> int:
+    """The lighting's window on a grid: odd, a fixed fraction of the picture, wider than a stroke."""
+    return max(3, max(picture.shape) // LIGHTING_WINDOW) | 1
+
+
+def _otsu(signal: np.ndarray) -> float:
+    """Otsu's threshold of a 0..255 float picture (the level that best splits ink from paper)."""
+    counts = np.bincount(np.clip(signal, 0, 255).astype(np.uint8).ravel(), minlength=256).astype(np.float64)
+    levels = np.arange(256, dtype=np.float64)
+    weight = np.cumsum(counts)
+    mass = np.cumsum(counts * levels)
+    total, total_mass = weight[-1], mass[-1]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        between = (total_mass * weight - total * mass) ** 2 / (weight * (total - weight))
+    return float(np.nanargmax(between[:-1])) + 0.5
+
+
+def _main_ink(signal: np.ndarray, mask: np.ndarray, touching_edge_is_page: bool) -> np.ndarray | None:
+    """The digit's pieces of ink: the largest connected piece and the sizeable ones near it.
+
+    Pieces much fainter than the ink (the rim of a hard shadow the lighting estimate could not
+    follow) are not ink; nor, on large pictures, are pieces lying along the picture's edge.
+    """
+    labels, count = ndimage.label(mask, structure=np.ones((3, 3), dtype=bool))
+    if count == 0:
+        return None
+    areas = np.bincount(labels.ravel())[1:]
+    boxes = ndimage.find_objects(labels)
+    contrast = np.bincount(labels.ravel(), weights=signal.ravel())[1:] / areas
+    candidates = np.flatnonzero(contrast >= FAINT * np.percentile(signal[mask], 90))
+    if touching_edge_is_page:  # a page edge or shadow runs along the edge; a digit only ends there
+        edge = np.zeros(count + 1, dtype=np.int64)
+        for line in (labels[0], labels[-1], labels[1:-1, 0], labels[1:-1, -1]):
+            edge += np.bincount(line, minlength=count + 1)
+        extent = np.array([max(r.stop - r.start, c.stop - c.start) for r, c in boxes])
+        inside = candidates[(edge[1:] <= EDGE_CONTACT * extent)[candidates]]
+        candidates = inside if len(inside) else candidates
+    main = candidates[np.argmax(areas[candidates])]
+    rows, cols = boxes[main]
+    reach = NEAR * max(rows.stop - rows.start, cols.stop - cols.start)
+    kept = [i for i in candidates if areas[i] >= MIN_PART * areas[main]
+            and boxes[i][0].start < rows.stop + reach and boxes[i][0].stop > rows.start - reach
+            and boxes[i][1].start < cols.stop + reach and boxes[i][1].stop > cols.start - reach]
+    is_kept = np.zeros(count + 1, dtype=bool)
+    is_kept[np.asarray(kept) + 1] = True
+    return is_kept[labels]
 
 
 def frame_fashion(gray: np.ndarray, size: int = MNIST_FRAME) -> np.ndarray:

@@ -151,7 +151,7 @@ def test_dockerfile_versions_equal_the_pinned_requirements(dockerfile):
         line = line.split("#", 1)[0].strip()
         assert not line or re.fullmatch(r"[A-Za-z0-9_.-]+==[^\s\[\]]+", line), \
             f"requirements.txt line {line!r}: the image uses the file as pip constraints; keep it name==version"
-    for package in ("pyyaml", "numpy", "pillow", "psutil"):
+    for package in ("pyyaml", "numpy", "pillow", "scipy", "psutil"):
         assert re.search(rf"\b{package}\b", install) and package in pins, package
 
 

@@ -177,6 +177,75 @@ def test_photo_sized_dark_digit_on_white_paper():
     assert out[0].max() < 40 and out[:, 0].max() < 40   # paper texture is gone
 
 
+# ---- finding the ink on a photographed page ---------------------------------------------------
+def ring(side=200, thickness=26):
+    """A bold '0': a dark elliptic ring (ink 0..1) in a side x side box."""
+    y, x = np.mgrid[0:side, 0:side] / (side - 1) * 2 - 1
+    r = np.hypot(x / 0.6, y / 0.95)
+    return np.clip((thickness / side * 2.2 - np.abs(r - 0.8) * 1.6) * 8, 0, 1)
+
+
+def photographed(ink, top=140, left=330, light=(70, 235), shadow=True, specks=True, seed=0):
+    """640x480 'phone photo': dark ink on paper lit from one side, a hard-edged shadow, noise, specks."""
+    rng = np.random.default_rng(seed)
+    h, w = 480, 640
+    y, x = np.mgrid[0:h, 0:w]
+    page = light[0] + (light[1] - light[0]) * x / w          # brightness gradient
+    if shadow:
+        page = np.where(x + 0.8 * y < 260, page * 0.55, page)   # a hard-edged shadow in a corner
+    reflectance = np.ones((h, w))
+    reflectance[top : top + ink.shape[0], left : left + ink.shape[1]] -= 0.85 * ink
+    if specks:
+        for sy, sx in rng.integers((20, 20), (h - 20, w - 20), (12, 2)):
+            if not (top - 20 < sy < top + ink.shape[0] + 20 and left - 20 < sx < left + ink.shape[1] + 20):
+                reflectance[sy : sy + 3, sx : sx + 3] = 0.2     # dust, 3x3 pixels
+    picture = page * reflectance + rng.normal(0, 6, (h, w))
+    buf = io.BytesIO()
+    Image.fromarray(np.clip(picture, 0, 255).astype(np.uint8)).save(buf, "JPEG", quality=80)
+    return Image.open(io.BytesIO(buf.getvalue()))
+
+
+def similarity(a: np.ndarray, b: np.ndarray) -> float:
+    """Pearson correlation of two canonical images' pixels."""
+    return float(np.corrcoef(a.ravel().astype(float), b.ravel().astype(float))[0, 1])
+
+
+def ink_box(canonical: np.ndarray) -> tuple[int, int]:
+    """(height, width) of the ink (> 64) in a canonical image."""
+    return (np.flatnonzero(canonical.max(axis=1) > 64).size, np.flatnonzero(canonical.max(axis=0) > 64).size)
+
+
+@pytest.mark.parametrize("top, left", [(140, 330), (250, 420), (30, 40)])  # lit side, corner, across the shadow
+def test_a_photo_under_uneven_light_and_a_hard_shadow_canonicalises_like_a_clean_scan(top, left):
+    scan = canonicalize((255 - 255 * ring()).astype(np.uint8), "digit", (28, 28))
+    photo = canonicalize(photographed(ring(), top, left, seed=top), "digit", (28, 28))
+    assert ink_box(photo)[0] >= MNIST_DIGIT_BOX - 1 and 10 <= ink_box(photo)[1] <= 15  # the whole 0, upright
+    assert photo[14, 14] < 40  # the bold 0 keeps its hole
+    if (top, left) != (30, 40):  # half in the shadow the ring is fainter there; elsewhere it is the scan
+        assert similarity(photo, scan) >= 0.65
+
+
+def test_specks_far_from_the_digit_do_not_move_or_shrink_it():
+    clean = canonicalize(photographed(ring(), shadow=False, specks=False), "digit", (28, 28))
+    specked = canonicalize(photographed(ring(), shadow=False, specks=True), "digit", (28, 28))
+    assert similarity(specked, clean) >= 0.95
+    assert ink_box(specked) == ink_box(clean)
+
+
+def test_a_dim_photo_is_read_with_the_right_polarity():
+    dim = canonicalize(photographed(ring(), light=(40, 110), shadow=False), "digit", (28, 28))
+    assert similarity(dim, canonicalize(photographed(ring(), shadow=False), "digit", (28, 28))) >= 0.9
+
+
+def test_the_page_edge_along_the_picture_border_is_not_ink():
+    page = np.full((480, 640), 225, np.uint8)
+    page[:, :60] = 40            # the table beside the sheet of paper, along the whole left edge
+    page[150:330, 300:330] = 30  # a '1'
+    out = canonicalize(page, "digit", (28, 28))
+    cols = np.flatnonzero(out.max(axis=0) > 64)
+    assert cols.size <= 8  # a thin upright stroke, not the wide dark band
+
+
 def test_fashion_longest_side_28_centred():
     out = canonicalize(blob(h=100, w=100, top=10, left=30, bh=80, bw=40, ink=200), "fashion", (28, 28))
     rows = np.flatnonzero(out.any(axis=1))
