@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from export.augment import DigitAugment
 from export.datasets import DEFAULT_DIGIT_SOURCE, DIGIT_SOURCES, DataSetMissing, Split, load_split, source_for
 from export.plots import plot_training
 from model_defs.registry import MODELS, ModelSpec
@@ -35,24 +36,19 @@ def set_seed(seed: int) -> None:
 
 def to_float(images_u8: torch.Tensor, mean: float, std: float) -> torch.Tensor:
     """uint8 [N,H,W] -> normalised float [N,1,H,W]; the exported model bakes in the same maths."""
-    return ((images_u8.float() / 255.0) - mean) / std
+    return normalise(images_u8.float() / 255.0, mean, std)
 
 
-def random_shift(batch: torch.Tensor, max_shift: int, generator: torch.Generator) -> torch.Tensor:
-    """Translate each image by up to max_shift pixels (zero fill): cheap, label-preserving."""
-    if max_shift == 0:
-        return batch
-    n, h, w = batch.shape
-    padded = F.pad(batch, (max_shift,) * 4)
-    offsets = torch.randint(0, 2 * max_shift + 1, (n, 2), generator=generator)
-    return torch.stack([padded[i, dy : dy + h, dx : dx + w] for i, (dy, dx) in enumerate(offsets.tolist())])
+def normalise(images_01: torch.Tensor, mean: float, std: float) -> torch.Tensor:
+    """float [N,H,W] in 0..1 -> normalised float [N,1,H,W]."""
+    return ((images_01 - mean) / std).unsqueeze(1)
 
 
 @torch.no_grad()
 def predict(model: torch.nn.Module, images: torch.Tensor, mean: float, std: float) -> torch.Tensor:
     model.eval()
     return torch.cat([
-        model(to_float(chunk, mean, std).unsqueeze(1)).argmax(1) for chunk in images.split(1024)
+        model(to_float(chunk, mean, std)).argmax(1) for chunk in images.split(1024)
     ])
 
 
@@ -72,6 +68,7 @@ def train_model(spec: ModelSpec, split: Split, out_dir: Path) -> dict:
     mean = float(x_train.float().div(255).mean())
     std = float(x_train.float().div(255).std())
 
+    augment = DigitAugment.scaled(plan.augment) if plan.augment else None
     model = spec.build()
     optimizer = torch.optim.Adam(model.parameters(), lr=plan.learning_rate)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=plan.epochs)
@@ -85,8 +82,9 @@ def train_model(spec: ModelSpec, split: Split, out_dir: Path) -> dict:
             order = torch.randperm(len(x_train), generator=generator)
             total_loss = 0.0
             for idx in order.split(plan.batch_size):
-                images = random_shift(x_train[idx], plan.augment_shift, generator)
-                logits = model(to_float(images, mean, std).unsqueeze(1))
+                augmenting = augment is not None and epoch <= plan.epochs - plan.clean_epochs
+                images = augment(x_train[idx], generator) if augmenting else x_train[idx].float() / 255.0
+                logits = model(normalise(images, mean, std))
                 # log_softmax is idempotent, so this is right for logits and log-probabilities alike
                 loss = F.nll_loss(F.log_softmax(logits, dim=1), y_train[idx])
                 optimizer.zero_grad()
