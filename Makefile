@@ -115,8 +115,9 @@ stop: $(VENV_STAMP)
 status: $(VENV_STAMP)
 	@$(RUN) -m serving.launcher status
 
-# The tests build what they need (archives) and run their own server on other ports.
-test: $(ARCHIVES)
+# The tests build what they need (archives, the typed digits' fonts, the container image) and run
+# their own server on other ports.
+test: $(ARCHIVES) fonts
 	$(MAKE) --no-print-directory container-image && $(RUN) -m pytest -q tests
 
 test-unit: $(ARCHIVES)
