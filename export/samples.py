@@ -2,7 +2,7 @@
 
     python -m export.samples [--out samples]
 
-samples/digit.png is a held-out handwritten 7 (scikit-learn's digits, or your MNIST test split),
+samples/digit.png is a held-out handwritten 7 (a 28x28 MNIST digit from the held-out fifth, or your MNIST test split),
 samples/shoe.png a Fashion-MNIST test sneaker: pictures no model was trained on, exactly as a
 client would send them (`curl -T samples/digit.png http://127.0.0.1:8080/predictions/lenet5`).
 """

@@ -23,7 +23,8 @@ class TrainingPlan:
     epochs: int
     batch_size: int
     learning_rate: float
-    augment_shift: int = 0  # random translation in pixels, 0 = none
+    augment: float = 0.0   # strength of export/augment.py's digit augmentation: 0 none, 1 full
+    clean_epochs: int = 0  # the last epochs train on the images as they are (no augmentation)
 
 
 @dataclass(frozen=True)
@@ -57,13 +58,15 @@ MODELS: dict[str, ModelSpec] = {
     for spec in (
         ModelSpec(
             name="lenet5", architecture=LeNet5, input_size=(32, 32), labels=DIGIT_LABELS,
-            dataset="digits", preprocessing="digit", accuracy_floor=0.97,
-            training=TrainingPlan(epochs=30, batch_size=32, learning_rate=2e-3, augment_shift=2),
+            dataset="digits", preprocessing="digit", accuracy_floor=0.985,
+            training=TrainingPlan(epochs=40, batch_size=64, learning_rate=2e-3, augment=1.0),
         ),
         ModelSpec(
             name="mnist_net", architecture=MnistNet, input_size=(28, 28), labels=DIGIT_LABELS,
-            dataset="digits", preprocessing="digit", accuracy_floor=0.97,
-            training=TrainingPlan(epochs=40, batch_size=32, learning_rate=2e-3, augment_shift=2),
+            # its two 50% dropouts underfit 9k digits: half-strength augmentation, clean last epochs
+            # (98.5% on the held-out fifth, no margin over issue 12's 98.5%: the floor keeps 0.5 point)
+            dataset="digits", preprocessing="digit", accuracy_floor=0.98,
+            training=TrainingPlan(epochs=80, batch_size=32, learning_rate=4e-3, augment=0.5, clean_epochs=10),
         ),
         ModelSpec(
             name="fashion_mlp", architecture=FashionMLP, input_size=(28, 28), labels=FASHION_LABELS,
