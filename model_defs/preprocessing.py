@@ -15,13 +15,17 @@ Rules, in order:
    (ink on paper, a product on a white page) and is inverted.
 3. Already canonical (exactly the model's H x W after steps 1-2): returned unchanged, so the
    canonicaliser is idempotent and a canonical image sent as PNG reaches the model bit for bit.
-4. Otherwise the background level (border median) is subtracted, contrast is stretched to 0..255,
-   the content is cropped to its bounding box and framed:
-   - "digit": MNIST's convention, fitted into a 20x20 box keeping aspect ratio and placed in a
-     28x28 frame so that its centre of mass is at the centre; LeNet-5's 32x32 input is that
-     28x28 frame with a 2-pixel black margin (as LeCun et al. padded MNIST for LeNet-5).
-   - "fashion": Fashion-MNIST's convention, longest side resized to 28 keeping aspect ratio,
-     centred in the 28x28 frame.
+4. Otherwise the content is found and framed:
+   - "digit": the ink is found as on a photographed page (`find_ink`): the page's lighting is
+     removed (its level when the border is flat, else a morphological closing on a coarse grid,
+     so gradients and shadows go), the ink is thresholded (Otsu) and only the digit's connected
+     pieces are kept (specks, faint shadow rims and page edges go). Then MNIST's convention:
+     fitted into a 20x20 box keeping aspect ratio and placed in a 28x28 frame so that its centre
+     of mass is at the centre; LeNet-5's 32x32 input is that 28x28 frame with a 2-pixel black
+     margin (as LeCun et al. padded MNIST for LeNet-5).
+   - "fashion": the background level (border median) is subtracted, contrast stretched, the
+     content cropped, then Fashion-MNIST's convention: longest side resized to 28 keeping aspect
+     ratio, centred in the 28x28 frame.
 """
 from __future__ import annotations
 

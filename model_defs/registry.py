@@ -33,7 +33,7 @@ class ModelSpec:
     architecture: type
     input_size: tuple[int, int]
     labels: tuple[str, ...]
-    dataset: str          # "digits" (sklearn digits, or real MNIST IDX files) or "fashion_mnist"
+    dataset: str          # "digits" (the MNIST digits by default, see export/datasets.py) or "fashion_mnist"
     preprocessing: str    # "digit" or "fashion"
     accuracy_floor: float
     training: TrainingPlan = field(repr=False, default=None)
