@@ -10,6 +10,8 @@ What clients send, and how it arrives here:
     {"instances": [<any of the above, or a bare base64 string>, ...]}  -> a list of results
 - a POST without Content-Type: curl --data-binary sends application/x-www-form-urlencoded, which
   TorchServe decodes as a form (often {}): 400 missing_content_type, saying which header to send.
+- a multipart body whose parts do not use the boundary its header names arrives as {} too: 400
+  bad_multipart (a Content-Type was sent; the body does not match it).
 """
 from __future__ import annotations
 
@@ -173,9 +175,20 @@ def pick_field(row: dict):
     return next(iter(row.values()))
 
 
+def _boundary(content_type: str | None) -> str:
+    match = re.search(r"boundary=\"?([^\";]*)", content_type or "", re.IGNORECASE)
+    return f"boundary={match.group(1)[:70]!r}" if match else "no boundary= given"
+
+
 def request_to_sources(row: dict, content_type: str | None, limits: InputLimits) -> tuple[list[ImageSource], bool]:
     """The images in one TorchServe request row, and whether the client sent a list."""
     media_type = (content_type or "").split(";")[0].strip().lower()
+    if not row and media_type.startswith("multipart/"):
+        raise InputError(400, "bad_multipart", f"The {media_type} body held no part this server could "
+                         "read: its parts must be separated by the boundary its Content-Type header names "
+                         f"({_boundary(content_type)}), and at least one must carry the image. Let the "
+                         "client build the form (curl -F data=@digit.png URL) rather than setting the "
+                         "Content-Type header by hand.")
     if not row or media_type == "application/x-www-form-urlencoded":
         raise InputError(400, "missing_content_type", "The request body could not be read: a POST "
                          "without a Content-Type header is decoded as a web form. Send the image "

@@ -195,19 +195,60 @@ def model_workers(server: Server, name: str) -> list[dict]:
     return description[0].get("workers", []) if description else []
 
 
-def log_reason(server: Server, lines: int = 15) -> str:
-    """The most telling lines of TorchServe's log (ts_log.log) and of Java's own output
+LOG_FILES = ("ts_log.log", CONSOLE_LOG)
+
+
+def log_offsets(server: Server) -> dict[str, int]:
+    """Where each log ends now: a run's own lines are what follows (logs/ keeps earlier runs')."""
+    return {name: (server.log_dir / name).stat().st_size if (server.log_dir / name).is_file() else 0
+            for name in LOG_FILES}
+
+
+def new_log_lines(server: Server, name: str, offsets: dict[str, int] | None) -> list[str]:
+    """The lines this run wrote to one log (all of it without offsets, or after it rolled over)."""
+    log = server.log_dir / name
+    if not log.is_file():
+        return []
+    start = (offsets or {}).get(name, 0)
+    with log.open("rb") as f:
+        if start > log.stat().st_size:  # rolled over since: the new file is all ours
+            start = 0
+        f.seek(start)
+        return f.read().decode("utf-8", errors="replace").splitlines()
+
+
+def log_reason(server: Server, lines: int = 15, offsets: dict[str, int] | None = None) -> str:
+    """The most telling lines of this run's TorchServe log (ts_log.log) and of Java's own output
     (console.log: a JVM that fails before logging starts says why only there): errors first, else
-    the tail."""
+    the tail. With `offsets` (from log_offsets before the start), only lines written since."""
     found = []
-    for log in (server.log_dir / "ts_log.log", server.log_dir / CONSOLE_LOG):
-        if not log.is_file() or log.stat().st_size == 0:
+    for name in LOG_FILES:
+        text = new_log_lines(server, name, offsets)
+        if not text:
             continue
-        text = log.read_text(errors="replace").splitlines()
-        wanted = [l for l in text if any(k in l for k in ("ERROR", "Exception", "Error:", "error:", "Backend worker"))]
+        wanted = [l for l in text if any(k in l for k in ("ERROR", "Exception", "Error:", "error:", "Backend worker",
+                                                          "Failed to load model"))]
         picked = (wanted or text)[-lines:]
-        found.append("\n".join("    " + l[:300] for l in picked) + f"\n  (full log: {log})")
-    return "\n".join(found) or f"(no log in {server.log_dir})"
+        found.append("\n".join("    " + l[:300] for l in picked) + f"\n  (full log: {server.log_dir / name})")
+    return "\n".join(found) or f"(nothing logged in {server.log_dir} by this start)"
+
+
+LOAD_FAILURE = re.compile(r"Failed to load model:?\s*(?P<archive>\S+)")
+
+
+def load_failures(server: Server, offsets: dict[str, int] | None) -> list[str]:
+    """'<archive>: <reason>' for each model TorchServe logged it failed to load during this run.
+    The reason is the first exception line after the failure (TorchServe logs the stack trace)."""
+    text = new_log_lines(server, "ts_log.log", offsets)
+    failures = []
+    for i, line in enumerate(text):
+        match = LOAD_FAILURE.search(line)
+        if not match:
+            continue
+        after = [l.strip() for l in text[i + 1:i + 30] if ("Exception" in l or "Error" in l) and not l.strip().startswith("at ")]
+        reason = after[0] if after else line.strip()
+        failures.append(f"{Path(match['archive']).name}: {reason[:300]}")
+    return failures
 
 
 def log_config(server: Server) -> Path:
@@ -216,7 +257,9 @@ def log_config(server: Server) -> Path:
     - no console appender: Java's stdout, which the launcher keeps in logs/console.log, repeated
       every log line and nothing rotated it; now it holds only start-up and JVM messages;
     - each log file (ts_log.log, model_log.log, access_log.log, ...) rolls at 100 MB into at most
-      5 numbered .gz files; TorchServe's own pattern names them by day and keeps every day."""
+      5 numbered .gz files; TorchServe's own pattern names them by day and keeps every day;
+    - the org.pytorch.serve logger does not also pass its lines to the Root logger, which writes
+      to ts_log.log too (every line was there twice)."""
     import ts  # torchserve's package: its jar holds the default config
 
     jar = Path(ts.__file__).parent / "frontend" / "model-server.jar"
@@ -224,13 +267,30 @@ def log_config(server: Server) -> Path:
         default = archive.read("log4j2.xml").decode("utf-8")
     quiet = re.sub(r'\s*<AppenderRef ref="STDOUT"\s*/>', "", default)
     quiet = re.sub(r"\s*<TimeBasedTriggeringPolicy\s*/>", "", quiet)
+    # the Root logger also writes to ts_log: without additivity off, every org.pytorch.serve line
+    # was written to ts_log.log twice
+    quiet = quiet.replace('<Logger name="org.pytorch.serve" level="debug">',
+                          '<Logger name="org.pytorch.serve" level="debug" additivity="false">')
     quiet = quiet.replace(".%d{dd-MMM}.log.gz", ".%i.log.gz")
-    if 'ref="STDOUT"' in quiet or "%d{dd-MMM}" in quiet or quiet.count(".%i.log.gz") != default.count("filePattern="):
+    if 'ref="STDOUT"' in quiet or "%d{dd-MMM}" in quiet or 'additivity="false"' not in quiet or quiet.count(".%i.log.gz") != default.count("filePattern="):
         raise LaunchError(f"the log4j2.xml in {jar} is not the one this launcher expects (TorchServe 0.12, "
                           "requirements.txt): reinstall it with `make venv`.")
     path = server.run_dir / "log4j2.xml"
     path.write_text(quiet)
     return path
+
+
+def running_address(server: Server) -> str:
+    """Where the server of this run dir listens, from the config.properties it was started with
+    (not this invocation's ports: a second `make serve INFERENCE_PORT=...` must not name its own)."""
+    try:
+        for line in (server.run_dir / "config.properties").read_text().splitlines():
+            key, _, value = line.partition("=")
+            if key.strip() == "inference_address":
+                return value.strip().replace("\\:", ":")
+    except OSError:
+        pass
+    return "ports unknown (its config.properties is gone)"
 
 
 def preflight(server: Server, model_store: Path) -> None:
@@ -243,7 +303,7 @@ def preflight(server: Server, model_store: Path) -> None:
     running = server.pid()
     if running:
         raise LaunchError(f"TorchServe is already running from {server.run_dir} (pid {running}) on "
-                          f"{server.inference_url}. Stop it first with `make stop`.")
+                          f"{running_address(server)}. Stop it first with `make stop`.")
     for label, port in (("inference", server.ports.inference), ("management", server.ports.management),
                         ("metrics", server.ports.metrics), ("grpc_inference", server.ports.grpc_inference),
                         ("grpc_management", server.ports.grpc_management)):
@@ -263,6 +323,7 @@ def start(run_dir: Path, model_store: Path, ports: Ports | None = None, timeout:
     end_processes(server_processes(server))  # workers a frontend killed with -9 left behind
     server.pid_file.unlink(missing_ok=True)
     server.key_file.unlink(missing_ok=True)  # a dead server's keys; TorchServe writes new ones
+    offsets = {**log_offsets(server), CONSOLE_LOG: 0}  # ts_log keeps earlier runs: quote only this one's lines
     config = server.run_dir / "config.properties"
     config.write_text(render(profile, model_store, server.ports, token_auth, extra))
     command = [torchserve_bin(), "--start", "--ncs", "--ts-config", str(config), "--model-store", str(model_store)]
@@ -277,11 +338,13 @@ def start(run_dir: Path, model_store: Path, ports: Ports | None = None, timeout:
     if result.returncode != 0:
         tail = console.read_text(errors="replace").splitlines()[-10:]
         raise LaunchError(f"torchserve --start failed ({result.returncode}):\n" + "\n".join(tail))
-    wait_ready(server, timeout)
+    wait_ready(server, timeout, offsets)
     return server
 
 
-def wait_ready(server: Server, timeout: float) -> None:
+def wait_ready(server: Server, timeout: float, offsets: dict[str, int] | None = None) -> None:
+    """Poll until every model has a READY worker. Fails at once when TorchServe exits, or logs
+    that it failed to load an archive (it would serve the others and never load that one)."""
     deadline = time.monotonic() + timeout
     pending = set(SERVING)
     seen_pid = False
@@ -291,7 +354,13 @@ def wait_ready(server: Server, timeout: float) -> None:
         # without a live Java means it exited, even before the first look
         seen_pid = seen_pid or pid is not None or server.pid_file.is_file()
         if seen_pid and pid is None:
-            raise LaunchError(f"TorchServe exited during start-up. From its log:\n{log_reason(server)}")
+            raise LaunchError(f"TorchServe exited during start-up. From its log:\n{log_reason(server, offsets=offsets)}")
+        failures = load_failures(server, offsets)
+        if failures:
+            stop(server.run_dir, quiet=True)
+            raise LaunchError("TorchServe failed to load " + "; ".join(failures) + ". Rebuild the archive "
+                              "with `make archive` (a truncated or damaged .mar, or one built by another "
+                              f"version). From its log:\n{log_reason(server, offsets=offsets)}")
         for name in sorted(pending):
             if any(w.get("status") == "READY" for w in model_workers(server, name)):
                 pending.discard(name)
@@ -300,7 +369,7 @@ def wait_ready(server: Server, timeout: float) -> None:
         time.sleep(0.25)
     stop(server.run_dir, quiet=True)
     raise LaunchError(f"no READY worker after {timeout:.0f} s for: {', '.join(sorted(pending))}. "
-                      f"From TorchServe's log:\n{log_reason(server)}")
+                      f"From TorchServe's log:\n{log_reason(server, offsets=offsets)}")
 
 
 def stop(run_dir: Path, quiet: bool = False, timeout: float = 30.0) -> bool:

@@ -193,6 +193,7 @@ def bad_inputs(png: bytes) -> dict[str, tuple[dict, int, str]]:
         "zero width png": (dict(data=samples.png_header_only(0, 10)), 400, "corrupt_image"),
         "absurd dimensions": (dict(data=samples.png_header_only(100_000, 100_000)), 413, "image_too_large"),
         "form-encoded (curl -d image=x.png)": (dict(data=b"image=digit.png", headers={"Content-Type": "application/x-www-form-urlencoded"}), 400, "missing_content_type"),
+        "multipart boundary not the header's": (dict(data=b"--other\r\nContent-Disposition: form-data; name=\"data\"; filename=\"d.png\"\r\nContent-Type: image/png\r\n\r\n" + png + b"\r\n--other--\r\n", headers={"Content-Type": "multipart/form-data; boundary=expected"}), 400, "bad_multipart"),
         "malformed json": (dict(data=b'{"image": ', headers=JSON), 400, "malformed_json"),
         "json not an object we know": (dict(data=b'{"picture": 1}', headers=JSON), 422, "bad_json_fields"),
         "bad base64": (dict(data=json.dumps({"image": "@@not base64@@"}), headers=JSON), 400, "bad_base64"),

@@ -148,3 +148,10 @@ def test_json_nested_deeper_than_8_is_json_too_deep(loaded, held_out):
     deep = {"instances": [image] * 4 + [[[[[[[[0]]]]]]]]}  # the 5th item: 10 levels in all
     status, answer = loaded("lenet5").one({"body": json.dumps(deep).encode()}, JSON)
     assert (status, answer["error"]) == (400, "json_too_deep")
+
+
+def test_multipart_that_does_not_match_its_boundary_is_not_called_missing_content_type(loaded):
+    """TorchServe hands over {} for such a body; a Content-Type was sent, so say what is wrong."""
+    status, body = loaded("lenet5").one({}, {"Content-Type": "multipart/form-data; boundary=abc"})
+    assert status == 400 and body["error"] == "bad_multipart"
+    assert "boundary='abc'" in body["message"] and "no Content-Type" not in body["message"]

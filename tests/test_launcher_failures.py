@@ -1,0 +1,58 @@
+"""The launcher's start-up failures say what is wrong, quickly, and only about this run (issue 13):
+a truncated archive stops the wait as soon as TorchServe logs it, a second start names where the
+running server is, and TorchServe's log holds each line once. Its own server on TEST_PORT_BASE + 80."""
+from __future__ import annotations
+
+import shutil
+import time
+from collections import Counter
+
+import pytest
+
+from serving import launcher
+from serving.settings import SERVING, Ports
+from tests.conftest import MODEL_STORE, TEST_PORT_BASE
+
+OLD_RUN = "2020-01-01T00:00:00,000 [WARN ] main org.pytorch.serve.ModelServer - Failed to load model: /old/run/ancient.mar"
+
+
+@pytest.mark.e2e
+def test_truncated_archive_fails_fast_naming_it_and_this_runs_log_only(tmp_path):
+    store = tmp_path / "store"
+    store.mkdir()
+    for name in SERVING:
+        shutil.copy(MODEL_STORE / f"{name}.mar", store / f"{name}.mar")
+    whole = (store / "lenet5.mar").read_bytes()
+    (store / "lenet5.mar").write_bytes(whole[:len(whole) // 2])
+    run = tmp_path / "run"
+    (run / "logs").mkdir(parents=True)
+    (run / "logs" / "ts_log.log").write_text(OLD_RUN + "\n" + "java.io.IOException: an older run's failure\n")
+    base = TEST_PORT_BASE + 80
+    started = time.monotonic()
+    try:
+        with pytest.raises(launcher.LaunchError) as caught:
+            launcher.start(run, store, ports=Ports(base, base + 1, base + 2), timeout=120)
+    finally:
+        launcher.stop(run, quiet=True)
+    elapsed = time.monotonic() - started
+    message = str(caught.value)
+    print(f"failed after {elapsed:.1f} s:\n{message}")
+    assert "failed to load lenet5.mar" in message, message
+    assert "ancient.mar" not in message and "older run" not in message, message
+    assert elapsed < 60, f"waited {elapsed:.0f} s"
+    log = (run / "logs" / "ts_log.log").read_text().splitlines()[2:]
+    repeated = [line for line, n in Counter(log).items() if n > 1 and "org.pytorch.serve" in line]
+    assert not repeated, repeated[:3]
+    assert launcher.Server(run.resolve(), Ports(base, base + 1, base + 2)).pid() is None
+
+
+def test_second_start_names_where_the_running_server_listens(tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.properties").write_text("inference_address=http://127.0.0.1:8080\n")
+    monkeypatch.setattr(launcher.Server, "pid", lambda self: 4242)
+    monkeypatch.setattr(launcher.shutil, "which", lambda name: "/usr/bin/java")
+    server = launcher.Server(run, Ports(9080, 9081, 9082))
+    with pytest.raises(launcher.LaunchError) as caught:
+        launcher.preflight(server, MODEL_STORE)
+    assert "http://127.0.0.1:8080" in str(caught.value) and "9080" not in str(caught.value)
