@@ -194,7 +194,7 @@ def find_ink(gray: np.ndarray) -> np.ndarray | None:
     keep = _main_ink(signal, signal > threshold, touching_edge_is_page=min(gray.shape) >= PAGE_SIDE)
     if keep is None:
         return None
-    peak = float(np.percentile(signal[keep], 99))
+    peak = float(_quantile(signal[keep], 0.99))
     floor = threshold / 3  # below this it is paper texture and noise, above it anti-aliased ink edges
     near_ink = ndimage.binary_dilation(keep, iterations=max(1, round(max(gray.shape) / 100)))
     values = np.where(near_ink, (signal - floor) * (255.0 / max(peak - floor, 1.0)), 0.0)
@@ -241,7 +241,7 @@ def _lighting(gray: np.ndarray) -> tuple[bool, np.ndarray]:
     """
     coarse = _reduce_to(gray, POLARITY_GRID)
     stray = coarse.astype(np.float32) - ndimage.median_filter(coarse, size=_window(coarse), mode="nearest")
-    low, high = np.percentile(stray, [0.5, 99.5])
+    low, high = _quantile(stray.ravel(), 0.005), _quantile(stray.ravel(), 0.995)
     dark_ink = bool(-low > high)
     small = _reduce_to(gray, BACKGROUND_GRID)
     window = _window(small)
@@ -255,6 +255,17 @@ def _window(picture: np.ndarray) -> int:
     return max(3, max(picture.shape) // LIGHTING_WINDOW) | 1
 
 
+def _quantile(values: np.ndarray, q: float):
+    """np.percentile(values, 100 * q) bit for bit (linear interpolation in the values' dtype, with a
+    Python float weight, as numpy does it) from one partition: a tenth of its cost on small pictures."""
+    index = (values.size - 1) * q
+    low = int(index)
+    high = min(low + 1, values.size - 1)
+    part = np.partition(values, (low, high))
+    a, b, t = part[low], part[high], index - low
+    return b - (b - a) * (1 - t) if t >= 0.5 else a + (b - a) * t
+
+
 def _otsu(signal: np.ndarray) -> float:
     """Otsu's threshold of a 0..255 float picture (the level that best splits ink from paper)."""
     counts = np.bincount(np.clip(signal, 0, 255).astype(np.uint8).ravel(), minlength=256).astype(np.float64)
@@ -262,8 +273,8 @@ def _otsu(signal: np.ndarray) -> float:
     weight = np.cumsum(counts)
     mass = np.cumsum(counts * levels)
     total, total_mass = weight[-1], mass[-1]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        between = (total_mass * weight - total * mass) ** 2 / (weight * (total - weight))
+    spread = weight * (total - weight)  # 0 where one class is empty: no split there
+    between = np.divide((total_mass * weight - total * mass) ** 2, spread, out=np.full(256, np.nan), where=spread > 0)
     return float(np.nanargmax(between[:-1])) + 0.5
 
 
@@ -279,7 +290,7 @@ def _main_ink(signal: np.ndarray, mask: np.ndarray, touching_edge_is_page: bool)
     areas = np.bincount(labels.ravel())[1:]
     boxes = ndimage.find_objects(labels)
     contrast = np.bincount(labels.ravel(), weights=signal.ravel())[1:] / areas
-    candidates = np.flatnonzero(contrast >= FAINT * np.percentile(signal[mask], 90))
+    candidates = np.flatnonzero(contrast >= FAINT * _quantile(signal[mask], 0.9))
     if touching_edge_is_page:  # a page edge or shadow runs along the edge; a digit only ends there
         edge = np.zeros(count + 1, dtype=np.int64)
         for line in (labels[0], labels[-1], labels[1:-1, 0], labels[1:-1, -1]):

@@ -262,3 +262,13 @@ def test_blank_image_gives_a_blank_frame():
 def test_unknown_kind_is_an_error():
     with pytest.raises(ValueError, match="unknown preprocessing"):
         canonicalize(np.zeros((40, 40), np.uint8), "audio", (28, 28))
+
+
+@pytest.mark.parametrize("q", [0.005, 0.5, 0.9, 0.99, 0.995])
+def test_quantile_is_numpy_percentile_bit_for_bit(q):
+    from model_defs.preprocessing import _quantile
+    rng = np.random.default_rng(3)
+    for n in (1, 2, 3, 7, 100, 1001):
+        values = (rng.random(n) * 255).astype(np.float32)
+        ours, numpys = _quantile(values, q), np.percentile(values, q * 100)
+        assert ours == numpys and ours.dtype == numpys.dtype
