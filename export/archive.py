@@ -24,7 +24,8 @@ REPO = Path(__file__).resolve().parent.parent
 HANDLER = REPO / "handlers" / "classifier_handler.py"
 # (package, files) the handler imports at serving time; copied into the archive as packages.
 RUNTIME_CODE = {
-    "handlers": ["__init__.py", "classifier_handler.py", "errors.py", "image_decoding.py", "request_decoding.py"],
+    "handlers": ["__init__.py", "classifier_handler.py", "errors.py", "image_decoding.py", "request_decoding.py",
+                 "saliency.py"],
     "model_defs": ["__init__.py", "preprocessing.py"],
     "serving": ["__init__.py", "settings.py"],
 }

@@ -10,6 +10,12 @@ input limits and torch threads (from serving/settings.py). The stages of `handle
   predict      one forward pass of the TorchScript model (softmax baked in) on the worker's device
   unbatch      probabilities back to the request that sent each image
   encode       compact JSON per request: {"model", "label", "index", "probabilities"}
+
+POST /explanations/<model> reaches `handle` too (TorchServe sets the request header
+`explain: True`, per request, and may batch explanations with predictions): the same decoding and
+errors, at most `max_images_per_explanation` images, and each answer gains "saliency",
+"saliency_png" and "canonical_png" (handlers/saliency.py), one backward pass for the batch's
+explanations.
 """
 from __future__ import annotations
 
@@ -26,6 +32,7 @@ from ts.torch_handler.base_handler import BaseHandler
 from handlers.errors import REASON_PHRASES, InputError
 from handlers.image_decoding import check_size, load_pixels, open_header
 from handlers.request_decoding import ImageSource, request_to_sources
+from handlers.saliency import canonical_png, explain, heatmap_png
 from model_defs.preprocessing import canonicalize
 from serving.settings import InputLimits
 
@@ -81,14 +88,20 @@ class ImageClassifierHandler(BaseHandler):
         """Run the TorchScript profiling passes now, not on the first client's request."""
         for batch in (1, 2, 1):
             self.predict(np.zeros((batch, *self.input_size), dtype=np.uint8))
+        for batch in (1, 2, 1):  # the gradient passes are profiled separately
+            self.saliency(np.zeros((batch, *self.input_size), dtype=np.uint8), np.zeros(batch, dtype=np.int64))
 
     # ---- stages -----------------------------------------------------------------------------
-    def decode(self, row: dict, content_type: str | None) -> tuple[list[np.ndarray], bool]:
+    def decode(self, row: dict, content_type: str | None, explain: bool = False) -> tuple[list[np.ndarray], bool]:
         """One request -> its canonical images, and whether the client sent a list.
 
         Every image's header is checked (and the request's total pixels) before any pixels are
         decoded, so an oversized request costs microseconds, not a worker's time."""
         sources, is_list = request_to_sources(row, content_type, self.limits)
+        if explain and len(sources) > self.limits.max_images_per_explanation:
+            raise InputError(413, "too_many_images_to_explain", f"{len(sources)} images in one explanation "
+                             f"request; the limit is {self.limits.max_images_per_explanation}. Split them over "
+                             "several requests, or ask /predictions/ for the answers alone.")
         opened = [self.open(source) for source in sources]
         total = sum(image.shape[0] * image.shape[1] if isinstance(image, np.ndarray) else
                     image.size[0] * image.size[1] for image in opened)
@@ -116,6 +129,17 @@ class ImageClassifierHandler(BaseHandler):
         batch = torch.from_numpy(images).unsqueeze(1).to(self.device)
         return self.model(batch).float().cpu().numpy()
 
+    def saliency(self, images: np.ndarray, targets: np.ndarray) -> np.ndarray:
+        """uint8 [N, H, W], answers [N] -> float32 [N, H, W]: one forward and one backward pass."""
+        return explain(self.model, images, targets, device=self.device)
+
+    def explanation(self, image: np.ndarray, saliency: np.ndarray) -> dict:
+        return {
+            "saliency": [[float(f"{v:.4g}") for v in row] for row in saliency.tolist()],
+            "saliency_png": heatmap_png(image, saliency),
+            "canonical_png": canonical_png(image),
+        }
+
     def encode(self, probabilities: np.ndarray) -> dict:
         index = int(probabilities.argmax())
         return {
@@ -128,11 +152,12 @@ class ImageClassifierHandler(BaseHandler):
     # ---- TorchServe entry point -------------------------------------------------------------
     def handle(self, data, context):
         responses: list = [None] * len(data)
-        decoded: list[tuple[int, list[np.ndarray], bool]] = []
+        decoded: list[tuple[int, list[np.ndarray], bool, bool]] = []
         for idx, row in enumerate(data):
             try:
-                images, is_list = self.decode(row, _content_type(context, idx))
-                decoded.append((idx, images, is_list))
+                explain_it = _is_explanation(context, idx)
+                images, is_list = self.decode(row, _content_type(context, idx), explain_it)
+                decoded.append((idx, images, is_list, explain_it))
             except InputError as err:
                 responses[idx] = self._error(context, idx, err.status, err.body())
             except Exception:  # a bug of ours: this request gets a 500, the batch carries on
@@ -141,12 +166,25 @@ class ImageClassifierHandler(BaseHandler):
                     "error": "internal_error", "message": "The server failed on this request; see its log."})
 
         if decoded:
-            batch = np.stack([image for _, images, _ in decoded for image in images])
+            batch = np.stack([image for _, images, _, _ in decoded for image in images])
             probabilities = self.predict(batch)
+            wanted = np.concatenate([np.full(len(images), explain_it) for _, images, _, explain_it in decoded])
+            try:  # a failure here (a bug of ours) costs the explanations, not the predictions
+                saliency = iter(self.saliency(batch[wanted], probabilities[wanted].argmax(1)) if wanted.any() else [])
+            except Exception:
+                logger.exception("saliency failed for %d images", int(wanted.sum()))
+                saliency = None
             offset = 0
-            for idx, images, is_list in decoded:
+            for idx, images, is_list, explain_it in decoded:
                 results = [self.encode(p) for p in probabilities[offset : offset + len(images)]]
                 offset += len(images)
+                if explain_it and saliency is None:
+                    responses[idx] = self._error(context, idx, 500, {
+                        "error": "internal_error", "message": "The server failed to explain this request; see its log."})
+                    continue
+                if explain_it:
+                    for result, image in zip(results, images):
+                        result.update(self.explanation(image, next(saliency)))
                 responses[idx] = self._json(context, idx, results if is_list else results[0])
         return responses
 
@@ -158,6 +196,14 @@ class ImageClassifierHandler(BaseHandler):
     def _error(self, context, idx: int, status: int, body: dict) -> bytes:
         context.set_response_status(status, REASON_PHRASES.get(status, "Error"), idx)
         return self._json(context, idx, body)
+
+
+def _is_explanation(context, idx: int) -> bool:
+    """TorchServe's /explanations/ API marks its requests with the header `explain: True`."""
+    try:
+        return context.get_request_header(idx, "explain") == "True"
+    except (AttributeError, IndexError, TypeError):
+        return False
 
 
 def _content_type(context, idx: int) -> str | None:

@@ -105,6 +105,7 @@ class InputLimits:
     max_image_side: int = 8192                 # pixels, either side
     max_images_per_request: int = 64           # {"instances": [...]}
     max_pixels_per_request: int = 40_000_000   # all images of one request together (a worker's time)
+    max_images_per_explanation: int = 16       # /explanations/ costs the worker 1.0-1.5 ms per image (gradient x input, 2 PNGs, JSON; predictions 0.15-0.5, BENCHMARKS.md): 16 = ~25 ms
     # Decoding-cost limits, checked from the file's framing before decoding (handlers/image_decoding.py):
     # no file within the limits above should cost a worker more than ~0.5 s of CPU to decode. CPU
     # times from `python -m reliability.crafted [--raw]` on the 2-core development machine (RELIABILITY.md).
