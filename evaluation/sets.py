@@ -15,7 +15,6 @@ of every label spread evenly over the set, for seconds-long smoke runs.
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 import zipfile
 from concurrent.futures import ProcessPoolExecutor
@@ -23,7 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+
+from loadtest.images import png_bytes
 
 SEED = 12  # issue 12
 # Rendered photos are kept here between runs (minutes of CPU on 2 cores), keyed by the renderer's
@@ -76,12 +76,6 @@ SPECS: dict[str, SetSpec] = {s.name: s for s in (
             "export.datasets.load_raw('fashion_mnist') test part (official 10,000)"),
 )}
 SET_NAMES = tuple(SPECS)
-
-
-def png_bytes(image: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(image, dtype=np.uint8)).save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 def spread(count: int, limit: int | None) -> np.ndarray:

@@ -40,8 +40,9 @@ class HeldOutPNGs:
 
 
 def png_bytes(image: np.ndarray) -> bytes:
+    """A grey H x W array as the PNG file a client sends."""
     buffer = io.BytesIO()
-    Image.fromarray(image).save(buffer, format="PNG")
+    Image.fromarray(np.ascontiguousarray(image, dtype=np.uint8)).save(buffer, format="PNG")
     return buffer.getvalue()
 
 
@@ -62,7 +63,7 @@ def held_out(model: str, limit: int | None = None) -> HeldOutPNGs:
         images, labels = images[:limit], labels[:limit]
     return HeldOutPNGs(
         model=model, source=source,
-        pngs=tuple(png_bytes(np.ascontiguousarray(img, dtype=np.uint8)) for img in images),
+        pngs=tuple(png_bytes(img) for img in images),
         labels=tuple(spec.labels[int(y)] for y in labels),
         heldout_accuracy=_artifact_json(model, "metrics.json").get("heldout_accuracy"),
     )

@@ -18,6 +18,7 @@ from model_defs.preprocessing import canonicalize
 from model_defs.registry import MODELS, get_spec
 from serving import launcher
 from serving.settings import Ports
+from tests.handler_context import LoadedHandler, unpack_archive
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "artifacts"
@@ -63,6 +64,18 @@ def held_out():
         if name not in _held_out_cache:
             _held_out_cache[name] = HeldOut(name)
         return _held_out_cache[name]
+    return get
+
+
+@pytest.fixture(scope="module")
+def loaded(tmp_path_factory):
+    """The handler of each real archive, loaded as TorchServe loads it, without a server."""
+    cache = {}
+
+    def get(name):
+        if name not in cache:
+            cache[name] = LoadedHandler(unpack_archive(name, tmp_path_factory.mktemp(name)), name)
+        return cache[name]
     return get
 
 

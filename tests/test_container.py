@@ -15,7 +15,6 @@ session server (TEST_PORT_BASE+0..2) and every other test's. Timings: build/cont
 """
 from __future__ import annotations
 
-import io
 import json
 import os
 import shutil
@@ -30,8 +29,8 @@ import numpy as np
 import pytest
 import requests
 import yaml
-from PIL import Image
 
+from loadtest.images import png_bytes
 from model_defs.registry import MODELS
 from serving.settings import SERVING, Ports
 
@@ -64,12 +63,6 @@ def record(**figures) -> None:
     data = json.loads(MEASURED.read_text()) if MEASURED.is_file() else {}
     data.update(figures)
     MEASURED.write_text(json.dumps(data, indent=2) + "\n")
-
-
-def png(array: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(array).save(buf, format="PNG")
-    return buf.getvalue()
 
 
 def the_image() -> str:
@@ -195,7 +188,7 @@ def test_the_image_keeps_no_build_leftovers(container):
 @pytest.mark.parametrize("name", list(MODELS))
 def test_held_out_images_get_the_local_servers_probabilities(container, server, held_out, name):
     data = held_out(name)
-    bodies = [png(image) for image in data.raw[:IMAGES_PER_MODEL]]
+    bodies = [png_bytes(image) for image in data.raw[:IMAGES_PER_MODEL]]
 
     def answers(base: str) -> list[dict]:
         url = f"{base}/predictions/{name}"
@@ -279,7 +272,7 @@ def test_logs_go_to_stdout_only(container):
 def test_sigterm_with_requests_in_flight_exits_0_within_the_grace_period(container, held_out):
     """Last in this file: it stops the container. `podman stop -t <grace>` sends SIGTERM and
     would send SIGKILL after the pod's terminationGracePeriodSeconds."""
-    body = png(held_out("lenet5").raw[0])
+    body = png_bytes(held_out("lenet5").raw[0])
     url = f"{container['inference']}/predictions/lenet5"
     outcomes = {"ok": 0, "refused_or_cut": 0, "other": 0}
     lock, stop = threading.Lock(), threading.Event()

@@ -12,20 +12,15 @@ import pytest
 import requests
 from PIL import Image
 
+from loadtest.images import png_bytes
 from model_defs.registry import MODELS, get_spec
 
 pytestmark = pytest.mark.e2e
 
 
-def png(array: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(array).save(buf, format="PNG")
-    return buf.getvalue()
-
-
 @pytest.mark.parametrize("name", list(MODELS))
 def test_explanations_answer_with_the_prediction_and_saliency(server, held_out, name):
-    body = png(held_out(name).raw[0])
+    body = png_bytes(held_out(name).raw[0])
     headers = {"Content-Type": "image/png"}
     predicted = requests.post(f"{server.inference_url}/predictions/{name}", data=body, headers=headers, timeout=30)
     explained = requests.post(f"{server.inference_url}/explanations/{name}", data=body, headers=headers, timeout=30)
@@ -50,7 +45,7 @@ def test_explanations_refuse_like_predictions_and_mix_with_them(server, held_out
 
     def post(i):
         api = "explanations" if i % 2 else "predictions"
-        return api, requests.post(f"{url}/{api}/lenet5", data=png(raw[i]), headers={"Content-Type": "image/png"},
+        return api, requests.post(f"{url}/{api}/lenet5", data=png_bytes(raw[i]), headers={"Content-Type": "image/png"},
                                   timeout=30)
 
     with ThreadPoolExecutor(8) as pool:

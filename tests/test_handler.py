@@ -1,36 +1,18 @@
 """The handler, without a server: the archive's metadata drives it, one forward pass per batch,
 per-request errors never fail the batch."""
 import base64
-import io
 import json
 import math
 
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
+from loadtest.images import png_bytes
 from model_defs.registry import MODELS, get_spec
 from tests.handler_context import LoadedHandler, unpack_archive
 
 PNG = {"Content-Type": "image/png"}
-
-
-def png_bytes(array: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(array).save(buf, format="PNG")
-    return buf.getvalue()
-
-
-@pytest.fixture(scope="module")
-def loaded(tmp_path_factory):
-    cache = {}
-
-    def get(name):
-        if name not in cache:
-            cache[name] = LoadedHandler(unpack_archive(name, tmp_path_factory.mktemp(name)), name)
-        return cache[name]
-    return get
 
 
 @pytest.mark.parametrize("name", list(MODELS))

@@ -12,10 +12,10 @@ import torch
 from PIL import Image
 
 from handlers.saliency import gradient_x_input, ink_fraction, integrated_gradients
+from loadtest.images import png_bytes
 from model_defs.registry import MODELS, get_spec
 from serving.settings import LIMITS
 from tests.conftest import artifact
-from tests.handler_context import LoadedHandler, unpack_archive
 
 PNG = {"Content-Type": "image/png"}
 EXPLAIN = {**PNG, "explain": "True"}  # the header TorchServe's /explanations/ API sets
@@ -23,25 +23,8 @@ JSON_EXPLAIN = {"Content-Type": "application/json", "explain": "True"}
 DIGITS = [name for name in MODELS if get_spec(name).preprocessing == "digit"]
 
 
-def png_bytes(array: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(array).save(buf, format="PNG")
-    return buf.getvalue()
-
-
 def decode_png(text: str) -> Image.Image:
     return Image.open(io.BytesIO(base64.b64decode(text)))
-
-
-@pytest.fixture(scope="module")
-def loaded(tmp_path_factory):
-    cache = {}
-
-    def get(name):
-        if name not in cache:
-            cache[name] = LoadedHandler(unpack_archive(name, tmp_path_factory.mktemp(name)), name)
-        return cache[name]
-    return get
 
 
 @pytest.fixture(scope="module")
