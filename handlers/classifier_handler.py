@@ -34,7 +34,7 @@ from handlers.image_decoding import check_size, load_pixels, open_header
 from handlers.request_decoding import ImageSource, request_to_sources
 from handlers.saliency import canonical_png, explain, heatmap_png
 from model_defs.preprocessing import canonicalize
-from serving.settings import InputLimits
+from handlers.limits import InputLimits
 
 logger = logging.getLogger(__name__)
 

@@ -25,7 +25,7 @@ from typing import Union
 import numpy as np
 
 from handlers.errors import InputError
-from serving.settings import InputLimits
+from handlers.limits import InputLimits
 
 ImageSource = Union[bytes, np.ndarray]
 

@@ -17,8 +17,9 @@ from pathlib import Path
 
 import yaml
 
-from export import archive as ours
-from serving.settings import LIMITS, SERVING, ModelServing
+from pipeline import archive as ours
+from handlers.limits import LIMITS
+from pipeline.model_config import SERVING, ModelServing
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL_STORE = ROOT / "model_store"

@@ -44,11 +44,13 @@ from PIL import Image
 
 from loadtest import client
 from loadtest.archives import BUILD, ArchiveError, variant_store
-from loadtest.images import held_out
+from pipeline.heldout import held_out
 from model_defs.preprocessing import canonicalize
 from model_defs.registry import get_spec
 from serving import launcher
-from serving.settings import HOST, JOB_QUEUE_SIZE, LIMITS, SERVING, ModelServing, Ports
+from handlers.limits import LIMITS
+from serving.settings import HOST, JOB_QUEUE_SIZE, Ports
+from pipeline.model_config import SERVING, ModelServing
 
 ROOT = Path(__file__).resolve().parent.parent
 KEEP_MARKER = "<!-- notes below this line are written by hand; make bench keeps them -->"
@@ -705,7 +707,7 @@ def parse_args(argv=None):
         args.images_per_request = min(args.images_per_request, 8)
     if not 1 <= args.images_per_request <= LIMITS.max_images_per_request:
         parser.error(f"--images-per-request must be 1..{LIMITS.max_images_per_request} "
-                     "(InputLimits.max_images_per_request in serving/settings.py)")
+                     "(InputLimits.max_images_per_request in handlers/limits.py)")
     return args
 
 

@@ -108,7 +108,7 @@ def number(value, default=float("nan")) -> float:
 
 
 def expected_error_rates() -> dict[str, float]:
-    from loadtest.images import ARTIFACTS
+    from pipeline.artifacts import ARTIFACTS
     rates = {}
     for path in ARTIFACTS.glob("*/metrics.json"):
         try:

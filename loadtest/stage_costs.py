@@ -23,10 +23,11 @@ import numpy as np
 
 from handlers.classifier_handler import ImageClassifierHandler
 from handlers.image_decoding import load_pixels, open_header
-from loadtest.images import held_out
+from pipeline.heldout import held_out
 from model_defs.preprocessing import canonicalize
 from model_defs.registry import get_spec
-from serving.settings import LIMITS, SERVING
+from handlers.limits import LIMITS
+from pipeline.model_config import SERVING
 
 ROOT = Path(__file__).resolve().parent.parent
 # the one thing the handler's JSON encoder asks of TorchServe's context

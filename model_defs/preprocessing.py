@@ -3,7 +3,7 @@
 `canonicalize(image, spec)` turns any decoded picture (a PIL image or a 2-D array) into the
 canonical uint8 H x W array the exported model takes: light content on a dark background,
 0..255, framed the way the training data were. The training data sets go through this very
-function (see export/datasets.py), and so does every request the handler serves, so there is no
+function (see pipeline/datasets.py), and so does every request the handler serves, so there is no
 train/serve skew by construction.
 
 Rules, in order:

@@ -23,7 +23,7 @@ class TrainingPlan:
     epochs: int
     batch_size: int
     learning_rate: float
-    augment: float = 0.0   # strength of export/augment.py's digit augmentation: 0 none, 1 full
+    augment: float = 0.0   # strength of pipeline/augment.py's digit augmentation: 0 none, 1 full
     clean_epochs: int = 0  # the last epochs train on the images as they are (no augmentation)
 
 
@@ -33,7 +33,7 @@ class ModelSpec:
     architecture: type
     input_size: tuple[int, int]
     labels: tuple[str, ...]
-    dataset: str          # "digits" (the MNIST digits by default, see export/datasets.py) or "fashion_mnist"
+    dataset: str          # "digits" (the MNIST digits by default, see pipeline/datasets.py) or "fashion_mnist"
     preprocessing: str    # "digit" or "fashion"
     accuracy_floor: float
     training: TrainingPlan = field(repr=False, default=None)

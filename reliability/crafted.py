@@ -255,7 +255,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if not args.raw:
         from handlers.image_decoding import open_image
-        from serving.settings import LIMITS
+        from handlers.limits import LIMITS
     for name, make in CATALOGUE.items():
         if args.names and name not in args.names:
             continue

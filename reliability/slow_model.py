@@ -4,7 +4,7 @@
 
 writes lenet5_slow.mar beside links to model_store/'s archives (the launcher loads them all).
 
-The archive holds the real exported LeNet-5 and the production handler code (export/archive.py
+The archive holds the real exported LeNet-5 and the production handler code (pipeline/archive.py
 lays them out), plus the slow handler, and a model-config.yaml equal to LeNet-5's except for
 `responseTimeout` (short, so a test can exceed it in seconds). Tests use it for the
 responseTimeout, overload and shutdown-with-requests-in-flight cases.
@@ -18,8 +18,9 @@ from pathlib import Path
 
 import yaml
 
-from export.archive import ARCHIVE_VERSION, stage
-from serving.settings import LIMITS, SERVING
+from pipeline.archive import ARCHIVE_VERSION, stage
+from handlers.limits import LIMITS
+from pipeline.model_config import SERVING
 
 REPO = Path(__file__).resolve().parent.parent
 HANDLER = REPO / "reliability" / "slow_handler.py"

@@ -33,7 +33,8 @@ from model_defs.registry import get_spec
 from reliability import probe
 from reliability.hostile import png_bomb
 from serving import launcher
-from serving.settings import SERVING, Ports
+from serving.settings import Ports
+from pipeline.model_config import SERVING
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -23,7 +23,11 @@ import re
 import sys
 from pathlib import Path
 
-from serving.settings import HOST, JOB_QUEUE_SIZE, LIMITS, SERVING, Ports
+from handlers.limits import LIMITS
+
+from serving.settings import HOST, JOB_QUEUE_SIZE, Ports
+
+from pipeline.model_config import SERVING
 
 PROFILES = ("local", "production")
 

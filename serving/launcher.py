@@ -35,7 +35,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from serving.config import render
-from serving.settings import HOST, SERVING, Ports
+from serving.settings import HOST, Ports
+from pipeline.model_config import SERVING
 
 PID_FILE = ".model_server.pid"
 CONSOLE_LOG = "console.log"  # Java's stdout and stderr (start-up and JVM messages; log4j writes to files)

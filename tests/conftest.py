@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from export.datasets import load_held_out
+from pipeline.datasets import load_held_out
 from model_defs.preprocessing import canonicalize
 from model_defs.registry import MODELS, get_spec
 from serving import launcher

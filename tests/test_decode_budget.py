@@ -17,7 +17,7 @@ from PIL import Image
 from handlers.errors import InputError
 from handlers.image_decoding import open_image
 from reliability import crafted, probe
-from serving.settings import LIMITS
+from handlers.limits import LIMITS
 
 BUDGET_CPU_S = 0.5
 # What each crafted file must get: a 4xx code, or None (within every limit: decoded within budget).

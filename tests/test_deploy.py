@@ -36,7 +36,8 @@ import yaml
 
 from serving import launcher
 from serving.config import render
-from serving.settings import HOST, JOB_QUEUE_SIZE, SERVING, Ports
+from serving.settings import HOST, JOB_QUEUE_SIZE, Ports
+from pipeline.model_config import SERVING
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = ROOT / "docker" / "Dockerfile"

@@ -23,7 +23,9 @@ import requests
 import torch
 from PIL import Image
 
-from serving.settings import SERVING, Ports
+from serving.settings import Ports
+
+from pipeline.model_config import SERVING
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parent.parent

@@ -12,7 +12,7 @@ import pytest
 import requests
 from PIL import Image
 
-from loadtest.images import png_bytes
+from pipeline.heldout import png_bytes
 from model_defs.registry import MODELS, get_spec
 
 pytestmark = pytest.mark.e2e

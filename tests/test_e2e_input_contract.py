@@ -15,7 +15,7 @@ import pytest
 import requests
 from PIL import Image
 
-from serving.settings import LIMITS
+from handlers.limits import LIMITS
 from tests import sample_images as samples
 
 pytestmark = pytest.mark.e2e

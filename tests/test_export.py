@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from export import to_torchscript
-from export.to_torchscript import ExportError, export_model, sha256_of
+from pipeline import to_torchscript
+from pipeline.to_torchscript import ExportError, export_model, sha256_of
 from model_defs.registry import MODELS, get_spec
 from tests.conftest import artifact
 

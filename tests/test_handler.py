@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from loadtest.images import png_bytes
+from pipeline.heldout import png_bytes
 from model_defs.registry import MODELS, get_spec
 from tests.handler_context import LoadedHandler, unpack_archive
 
@@ -96,7 +96,7 @@ def test_archive_with_a_tampered_model_refuses_to_load(tmp_path):
 
 
 def test_limits_come_from_the_archive_config(loaded):
-    from serving.settings import LIMITS
+    from handlers.limits import LIMITS
     assert loaded("lenet5").handler.limits == LIMITS
 
 
@@ -106,7 +106,7 @@ JSON = {"Content-Type": "application/json"}
 def test_per_request_pixel_budget_is_checked_from_the_headers(loaded):
     """Each image within the per-image limit, together over the per-request one: 413 before any
     pixel is decoded (the PNGs below declare their size and carry almost no data)."""
-    from serving.settings import LIMITS
+    from handlers.limits import LIMITS
     from tests.sample_images import png_header_only
     side = math.isqrt(LIMITS.max_image_pixels)
     count = LIMITS.max_pixels_per_request // (side * side) + 1

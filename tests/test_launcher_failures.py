@@ -10,7 +10,8 @@ from collections import Counter
 import pytest
 
 from serving import launcher
-from serving.settings import SERVING, Ports
+from serving.settings import Ports
+from pipeline.model_config import SERVING
 from tests.conftest import MODEL_STORE, TEST_PORT_BASE
 
 OLD_RUN = "2020-01-01T00:00:00,000 [WARN ] main org.pytorch.serve.ModelServer - Failed to load model: /old/run/ancient.mar"

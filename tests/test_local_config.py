@@ -6,7 +6,9 @@ import pytest
 from reliability import probe
 from serving import launcher
 from serving.config import render
-from serving.settings import HOST, JOB_QUEUE_SIZE, LIMITS, SERVING, Ports
+from handlers.limits import LIMITS
+from serving.settings import HOST, JOB_QUEUE_SIZE, Ports
+from pipeline.model_config import SERVING
 from tests.conftest import MODEL_STORE, TEST_PORT_BASE
 
 

@@ -52,7 +52,7 @@ def test_the_registry_settings_and_makefile_list_the_same_models():
     import re
     from pathlib import Path
 
-    from serving.settings import SERVING
+    from pipeline.model_config import SERVING
 
     makefile = (Path(__file__).resolve().parent.parent / "Makefile").read_text()
     make_models = re.search(r"^MODELS := (.+)$", makefile, re.MULTILINE).group(1).split()

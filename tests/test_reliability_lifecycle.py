@@ -21,7 +21,8 @@ from reliability import probe
 from reliability.slow_handler import SLEEP_HEADER
 from reliability.slow_model import NAME as SLOW, store_with_slow_model
 from serving import launcher
-from serving.settings import HOST, SERVING, Ports
+from serving.settings import HOST, Ports
+from pipeline.model_config import SERVING
 from tests.conftest import MODEL_STORE, ROOT, TEST_PORT_BASE
 
 pytestmark = pytest.mark.e2e

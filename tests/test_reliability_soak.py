@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from serving import launcher
-from serving.settings import SERVING
+from pipeline.model_config import SERVING
 from tests.conftest import MODEL_STORE, ROOT, TEST_PORT_BASE
 
 pytestmark = pytest.mark.e2e

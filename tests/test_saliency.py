@@ -12,9 +12,9 @@ import torch
 from PIL import Image
 
 from handlers.saliency import gradient_x_input, ink_fraction, integrated_gradients
-from loadtest.images import png_bytes
+from pipeline.heldout import png_bytes
 from model_defs.registry import MODELS, get_spec
-from serving.settings import LIMITS
+from handlers.limits import LIMITS
 from tests.conftest import artifact
 
 PNG = {"Content-Type": "image/png"}

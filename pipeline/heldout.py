@@ -9,19 +9,15 @@ from __future__ import annotations
 
 import base64
 import io
-import json
 from dataclasses import dataclass
 from functools import lru_cache
-from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from export.datasets import load_held_out
 from model_defs.registry import MODELS, get_spec
-
-ROOT = Path(__file__).resolve().parent.parent
-ARTIFACTS = ROOT / "artifacts"
+from pipeline import artifacts
+from pipeline.datasets import load_held_out
 
 
 @dataclass(frozen=True)
@@ -46,26 +42,18 @@ def png_bytes(image: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def _artifact_json(model: str, filename: str) -> dict:
-    """artifacts/<model>/<filename> (the export manifest, the training metrics), or {}."""
-    try:
-        return json.loads((ARTIFACTS / model / filename).read_text())
-    except (OSError, ValueError):
-        return {}
-
-
 @lru_cache(maxsize=None)
 def held_out(model: str, limit: int | None = None) -> HeldOutPNGs:
     """The model's held-out images as PNG bytes (the first `limit`, or all)."""
     spec = get_spec(model)
-    source, images, labels = load_held_out(spec, _artifact_json(model, "manifest.json"))
+    source, images, labels = load_held_out(spec, artifacts.manifest(model))
     if limit is not None:
         images, labels = images[:limit], labels[:limit]
     return HeldOutPNGs(
         model=model, source=source,
         pngs=tuple(png_bytes(img) for img in images),
         labels=tuple(spec.labels[int(y)] for y in labels),
-        heldout_accuracy=_artifact_json(model, "metrics.json").get("heldout_accuracy"),
+        heldout_accuracy=artifacts.metrics(model).get("heldout_accuracy"),
     )
 
 

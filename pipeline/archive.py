@@ -1,9 +1,9 @@
 """Package each exported model with torch-model-archiver into model_store/<name>.mar.
 
-    python -m export.archive [--models ...] [--artifacts artifacts] [--store model_store]
+    python -m pipeline.archive [--models ...] [--artifacts artifacts] [--store model_store]
 
 An archive holds: model.pt (TorchScript), the handler (handlers/classifier_handler.py) with the
-code it imports (handlers/, model_defs/preprocessing.py, serving/settings.py), model_meta.json
+packages it imports (handlers/ and model_defs/, whole), model_meta.json
 (the export manifest: input size, labels, preprocessing, sha256) and model-config.yaml
 (batching, workers, timeouts, input limits and torch threads from serving/settings.py).
 """
@@ -18,17 +18,14 @@ from pathlib import Path
 import yaml
 
 from model_defs.registry import MODELS
-from serving.settings import LIMITS, SERVING
+from handlers.limits import LIMITS
+from pipeline.model_config import SERVING
 
 REPO = Path(__file__).resolve().parent.parent
 HANDLER = REPO / "handlers" / "classifier_handler.py"
-# (package, files) the handler imports at serving time; copied into the archive as packages.
-RUNTIME_CODE = {
-    "handlers": ["__init__.py", "classifier_handler.py", "errors.py", "image_decoding.py", "request_decoding.py",
-                 "saliency.py"],
-    "model_defs": ["__init__.py", "preprocessing.py"],
-    "serving": ["__init__.py", "settings.py"],
-}
+# The packages the handler imports at serving time, copied whole into the archive (the layers
+# below the handler: tests/test_layers.py holds that they import nothing above them).
+RUNTIME_PACKAGES = ("handlers", "model_defs")
 ARCHIVE_VERSION = "1.0"
 
 
@@ -37,10 +34,8 @@ def stage(name: str, artifacts: Path, build: Path) -> tuple[Path, Path]:
     extra = build / name / "extra"
     if extra.exists():
         shutil.rmtree(extra)
-    for package, files in RUNTIME_CODE.items():
-        (extra / package).mkdir(parents=True)
-        for file in files:
-            shutil.copy2(REPO / package / file, extra / package / file)
+    for package in RUNTIME_PACKAGES:
+        shutil.copytree(REPO / package, extra / package, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.md"))
     shutil.copy2(artifacts / name / "manifest.json", extra / "model_meta.json")
     config = build / name / "model-config.yaml"
     config.write_text(yaml.safe_dump(SERVING[name].model_config(LIMITS), sort_keys=False))

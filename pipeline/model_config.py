@@ -1,0 +1,43 @@
+"""What each archive's model-config.yaml tells TorchServe: batching, workers, timeout, threads, limits.
+
+Written into every archive by pipeline/archive.py; the handler reads its section back at initialize.
+One line per value with the measurement behind it: `make bench-tune` on the 2-core development
+machine, lenet5 with real held-out PNGs, variants interleaved in one run (figures in BENCHMARKS.md).
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from handlers.limits import InputLimits
+
+
+@dataclass(frozen=True)
+class ModelServing:
+    # 16 fills without waiting at 16 clients; 32 served +10% at 64 clients but -31% at 16 (2,631 vs 3,816 req/s).
+    batch_size: int = 16
+    # pure latency when few requests are in flight: 1 client 322 req/s p50 2.9 ms vs 161 req/s p50 6.1 ms at 5 ms.
+    max_batch_delay_ms: int = 2
+    # two 1-thread workers served +60% at 64 clients on CPU; one per GPU there; a busy CPU-only model: raise it.
+    workers: int = 1
+    # a batch of 16 small images takes milliseconds: 30 s only catches a stuck worker, which TorchServe restarts.
+    response_timeout_s: int = 30
+    # a second intra-op thread made one worker slower (16 clients 2,789 vs 3,816 req/s): the frontend needs the core.
+    torch_threads: int = 1
+
+    def model_config(self, limits: InputLimits) -> dict:
+        """The model-config.yaml TorchServe reads from the archive (handler section: ours)."""
+        return {
+            "minWorkers": self.workers,
+            "maxWorkers": self.workers,
+            "batchSize": self.batch_size,
+            "maxBatchDelay": self.max_batch_delay_ms,
+            "responseTimeout": self.response_timeout_s,
+            "handler": {"torch_threads": self.torch_threads, **asdict(limits)},
+        }
+
+
+SERVING: dict[str, ModelServing] = {
+    "lenet5": ModelServing(),
+    "mnist_net": ModelServing(),
+    "fashion_mlp": ModelServing(),
+}
