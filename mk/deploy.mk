@@ -1,11 +1,12 @@
-# Deployment: the container image (docker/) and the Kubernetes manifests (k8s/). README "Deployment".
-#   make docker [VARIANTS=cpu] [DOCKER=podman] [HOST_PIP=1] [DOCKER_BUILD_ARGS=...]
-#                                     build $(IMAGE_NAME):$(IMAGE_TAG) (CUDA) and/or :$(IMAGE_TAG)-cpu with docker or podman
-#   make push REGISTRY=reg.example.com/team        tag both for the registry and push them
-#   make k8s                          render k8s/overlays/gpu and cpu into build/k8s/<overlay>.yaml
-#   make deploy [OVERLAY=cpu] [REGISTRY=...]       render and `kubectl apply` one overlay (default gpu)
-#   make check-deploy                 hadolint, kustomize + Kubernetes 1.30 schemas, consistency and
-#                                     entrypoint tests (tests/test_deploy*.py; `make test` runs them too)
+# Deployment: the container image (docker/README.md) and the Kubernetes manifests (k8s/README.md).
+##@ Deployment: images and Kubernetes (mk/deploy.mk, docker/README.md, k8s/README.md)
+## REGISTRY=registry.example.com/team  where make push pushes and the cluster pulls
+## OVERLAY=gpu|cpu                     which overlay make deploy applies (default gpu)
+## VARIANTS="gpu cpu"                  which images make docker builds (default both)
+## DOCKER=docker|podman                the engine (default docker)
+## DOCKER_BUILD_ARGS=...               extra options for every build
+## HOST_PIP=1                          pip in the build uses this host's pip settings
+## KUBECTL=path  K8S_OUT=dir           kubectl (default the venv's); where make k8s renders (build/k8s)
 # The image name and tag here are the ones in k8s/ (a test holds them together).
 IMAGE_NAME := tinyserve
 IMAGE_TAG := 0.1.0
@@ -41,7 +42,7 @@ pushed_image = $(if $(REGISTRY),$(REGISTRY)/)$(IMAGE_NAME):$(call image_tag,$(1)
 .PHONY: docker docker-engine push k8s deploy check-deploy print-image
 
 # the engine is checked first, so a machine without one learns it before any archive is built
-docker: docker-engine $(ARCHIVES)
+docker: docker-engine $(ARCHIVES) ## build tinyserve:0.1.0 (GPU, CUDA) and tinyserve:0.1.0-cpu
 	@set -e; for v in $(VARIANTS); do \
 	  case $$v in gpu) variant=cuda;; cpu) variant=cpu;; *) echo "make docker: VARIANTS takes gpu and/or cpu, not '$$v'" >&2; exit 1;; esac; \
 	  pip_args=; if [ -n "$(HOST_PIP)" ]; then pip_args=$$($(PY) docker/pip_build_args.py --variant $$variant --torch-version $(TORCH_PIN)); fi; \
@@ -54,14 +55,14 @@ docker-engine:
 	@command -v $(DOCKER) >/dev/null 2>&1 || { echo "make docker: no '$(DOCKER)' command here. Install Docker (or set DOCKER=podman), or build on a machine that has it: docker build -f docker/Dockerfile -t $(call local_image,gpu) ." >&2; exit 1; }
 	@$(DOCKER_ENV) $(DOCKER) info >/dev/null 2>&1 || { echo "make docker: '$(DOCKER)' is installed but no Docker engine answers ('$(DOCKER) info' failed): start the daemon or point DOCKER_HOST at one, or build elsewhere with: docker build -f docker/Dockerfile -t $(call local_image,gpu) ." >&2; exit 1; }
 
-push:
+push: ## tag both images for REGISTRY and push them
 	@test -n "$(REGISTRY)" || { echo "make push: set REGISTRY, e.g. make push REGISTRY=registry.example.com/team (the cluster pulls $(IMAGE_NAME) from there)" >&2; exit 1; }
 	$(foreach o,$(OVERLAYS),$(DOCKER) tag $(call local_image,$(o)) $(call pushed_image,$(o)) && $(DOCKER) push $(call pushed_image,$(o)) &&) true
 
 # Rendered with the image name the cluster pulls: with REGISTRY set, a generated kustomization
 # under $(K8S_OUT) points the overlay's image at the registry (k8s/ itself stays unchanged).
 # kustomize takes only relative paths to the overlay, hence realpath --relative-to (K8S_OUT may be anywhere).
-k8s: $(VENV_STAMP)
+k8s: $(VENV_STAMP) ## render k8s/overlays/gpu and cpu into build/k8s/<overlay>.yaml
 	@mkdir -p $(K8S_OUT)
 	@set -e; for o in $(OVERLAYS); do \
 	  src=k8s/overlays/$$o; \
@@ -74,13 +75,13 @@ k8s: $(VENV_STAMP)
 	  echo "rendered k8s/overlays/$$o -> $(K8S_OUT)/$$o.yaml"; \
 	done
 
-deploy: k8s
+deploy: k8s ## render and kubectl apply one overlay, wait for the rollout
 	@case "$(OVERLAY)" in gpu|cpu) ;; *) echo "make deploy: OVERLAY must be gpu or cpu, not '$(OVERLAY)'" >&2; exit 1;; esac
 	@$(KUBECTL) config current-context >/dev/null 2>&1 || { echo "make deploy: kubectl has no current context: point KUBECONFIG at your cluster (kubectl config use-context NAME) and try again" >&2; exit 1; }
 	$(KUBECTL) apply -f $(K8S_OUT)/$(OVERLAY).yaml
 	$(KUBECTL) -n $(K8S_NAMESPACE) rollout status deployment/$(K8S_DEPLOYMENT) --timeout=10m
 
-check-deploy: $(ARCHIVES)
+check-deploy: $(ARCHIVES) ## offline: hadolint, kustomize + Kubernetes 1.30 schemas, consistency, entrypoint (in make test)
 	$(RUN) -m pytest -q tests/test_deploy.py tests/test_deploy_entrypoint.py
 
 # For tests and scripts: the image each overlay should run.

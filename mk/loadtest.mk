@@ -1,11 +1,12 @@
-# Load testing and benchmarks: loadtest/, BENCHMARKS.md. README "Load testing and benchmarks".
-#   make loadtest [USERS=16] [SPAWN_RATE=4] [DURATION=30s] [HOST=http://host:port] [LOADTEST_OUT=dir]
-#                        Locust, headless, against a running server (default: `make serve`'s, 127.0.0.1
-#                        on INFERENCE_PORT); results in LOADTEST_OUT (default results/loadtest/<date-time>/)
-#   make bench [BENCH_ARGS="--rounds 5"]   the five-row benchmark of lenet5; starts its own servers on
-#                        BENCH_PORT_BASE (38100)..+22 and rewrites BENCHMARKS.md and loadtest/benchmarks.png
-#   make bench-smoke [BENCH_SMOKE_OUT=results/bench-smoke]   the same, seconds long, into that folder
-#                        (tests/test_loadtest.py runs it in make test)
+# Load testing and benchmarks: loadtest/README.md, BENCHMARKS.md.
+##@ Load testing and benchmarks (mk/loadtest.mk, loadtest/README.md, BENCHMARKS.md)
+## USERS=16 SPAWN_RATE=4 DURATION=30s  make loadtest's Locust users, users started per second, run time
+## HOST=http://host:8080           the server make loadtest drives (default: make serve's, 127.0.0.1:INFERENCE_PORT)
+## LOADTEST_OUT=dir                make loadtest's results (default results/loadtest/<date-time>/)
+## BENCH_ARGS="--rounds 5"         more options for loadtest/bench.py
+## BENCH_PORT_BASE=38100           the benchmark's own servers use it..+22
+## BENCH_SMOKE_OUT=dir             where make bench-smoke writes (default results/bench-smoke)
+## TUNE='ours b32d5w1t1 noop'      make bench-tune's variants: ours, noop, b<batch>d<ms>w<workers>t<threads>[+async][+tslog]
 USERS ?= 16
 SPAWN_RATE ?= 4
 DURATION ?= 30s
@@ -19,14 +20,14 @@ LOADTEST_HOST := $(if $(filter command line,$(origin HOST)),$(HOST))
 
 .PHONY: loadtest bench bench-smoke
 
-loadtest: $(VENV_STAMP)
+loadtest: $(VENV_STAMP) ## Locust, headless, against a running server; checks every answer
 	$(RUN) -m loadtest.run_loadtest --users $(USERS) --spawn-rate $(SPAWN_RATE) --run-time $(DURATION) \
 	  $(if $(LOADTEST_HOST),--host $(LOADTEST_HOST)) $(if $(LOADTEST_OUT),--results $(LOADTEST_OUT))
 
-bench: $(ARCHIVES)
+bench: $(ARCHIVES) ## the five-row benchmark of lenet5 on its own servers; rewrites BENCHMARKS.md
 	$(RUN) -m loadtest.bench --command "make bench$(if $(BENCH_ARGS), BENCH_ARGS='$(BENCH_ARGS)')" $(BENCH_ARGS)
 
-bench-smoke: $(ARCHIVES)
+bench-smoke: $(ARCHIVES) ## the same, seconds long, into BENCH_SMOKE_OUT (make test runs it)
 	$(RUN) -m loadtest.bench --smoke --command "make bench-smoke" --out $(BENCH_SMOKE_OUT)/BENCHMARKS.md \
 	  --plot $(BENCH_SMOKE_OUT)/benchmarks.png --results $(BENCH_SMOKE_OUT) --build $(BENCH_SMOKE_OUT)/build
 
@@ -35,10 +36,10 @@ bench-smoke: $(ARCHIVES)
 # and/or +tslog (TorchServe's own log4j2.xml instead of the container's docker/log4j2.xml). Prints a table; writes results/bench/tune-<date>.json.
 TUNE ?= ours b16d5w1t1 b32d2w1t1 b16d2w1t2 b16d2w2t1 ours+tslog noop
 .PHONY: bench-tune
-bench-tune: $(ARCHIVES)
+bench-tune: $(ARCHIVES) ## our handler under the TUNE settings side by side, interleaved; prints a table
 	$(RUN) -m loadtest.bench --command "make bench-tune TUNE='$(TUNE)'$(if $(BENCH_ARGS), BENCH_ARGS='$(BENCH_ARGS)')" --tune $(TUNE) $(BENCH_ARGS)
 
 # What each stage of our handler costs per image, in process (the floor under rows 3 and 5).
 .PHONY: bench-stages
-bench-stages: $(EXPORTS)
+bench-stages: $(EXPORTS) ## what each stage of our handler costs per image, in process
 	$(RUN) -m loadtest.stage_costs --command "make bench-stages"
