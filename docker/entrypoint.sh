@@ -55,7 +55,7 @@ WORK_DIR=$(cd "$WORK_DIR" && pwd)
 
 # The worker environment, as serving/launcher.py sets it for `make serve`:
 # TorchServe's temp dir (pid file, sockets, unpacked archives) inside WORK_DIR; one intra-op thread
-# per worker (serving/settings.py torch_threads); JSON bodies reach the handler as bytes.
+# per worker (pipeline/model_config.py torch_threads); JSON bodies reach the handler as bytes.
 export TEMP=$WORK_DIR/tmp TMPDIR=$WORK_DIR/tmp
 export LOG_LOCATION=$WORK_DIR/logs METRICS_LOCATION=$WORK_DIR/logs
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} MKL_NUM_THREADS=${MKL_NUM_THREADS:-1}

@@ -1,8 +1,8 @@
-"""The three seed classifiers, as working PyTorch modules.
+"""The three classifiers served here, as PyTorch modules: LeNet-5, the classic pytorch/examples
+MNIST CNN and a Fashion-MNIST MLP.
 
-The seeds in ../shared/seeds are teaching texts with bugs in places (a `forward` nested inside
-`__init__`, `torch.functional` imported as `F`, `con1`/`conv1` mixed up). These are the
-working versions of exactly those architectures.
+The layer shapes are given (the project started from teaching versions of these three networks)
+and are kept exactly; model_defs/registry.py says which input size and labels each one takes.
 """
 import torch
 import torch.nn as nn
@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 
 class LeNet5(nn.Module):
-    """LeNet-5 from seed 000: 1x32x32 input, two 3x3 convolutions, 576->120->84->10 logits."""
+    """LeNet-5: 1x32x32 input, two 3x3 convolutions, 576->120->84->10 logits."""
 
     def __init__(self, num_classes: int = 10):
         super().__init__()
@@ -30,7 +30,7 @@ class LeNet5(nn.Module):
 
 
 class MnistNet(nn.Module):
-    """The classic pytorch/examples MNIST CNN from seed 004: 1x28x28 input, log-probabilities."""
+    """The classic pytorch/examples MNIST CNN: 1x28x28 input, log-probabilities."""
 
     def __init__(self, num_classes: int = 10):
         super().__init__()
@@ -51,7 +51,7 @@ class MnistNet(nn.Module):
 
 
 class FashionMLP(nn.Module):
-    """The Fashion-MNIST MLP from seed 003: Flatten, 784->512->512->10 with ReLU, logits."""
+    """The Fashion-MNIST MLP: Flatten, 784->512->512->10 with ReLU, logits."""
 
     def __init__(self, num_classes: int = 10):
         super().__init__()
