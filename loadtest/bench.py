@@ -43,7 +43,8 @@ import numpy as np
 from PIL import Image
 
 from loadtest import client
-from loadtest.archives import BUILD, ArchiveError, variant_store
+from loadtest.archives import BUILD, variant_store
+from pipeline.archive import ArchiveError
 from pipeline.heldout import held_out
 from model_defs.preprocessing import canonicalize
 from model_defs.registry import get_spec

@@ -5,7 +5,9 @@
 An archive holds: model.pt (TorchScript), the handler (handlers/classifier_handler.py) with the
 packages it imports (handlers/ and model_defs/, whole), model_meta.json
 (the export manifest: input size, labels, preprocessing, sha256) and model-config.yaml
-(batching, workers, timeouts, input limits and torch threads from serving/settings.py).
+(batching, workers, timeouts, torch threads from pipeline/model_config.py, input limits from
+handlers/limits.py). `build_archive` is the one caller of torch-model-archiver: the benchmark's
+variants (loadtest/archives.py) and the test-only slow model (reliability/slow_model.py) use it too.
 """
 from __future__ import annotations
 
@@ -13,57 +15,87 @@ import argparse
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
+from typing import Iterable
 
 import yaml
 
-from model_defs.registry import MODELS
 from handlers.limits import LIMITS
 from pipeline.model_config import SERVING
 
 REPO = Path(__file__).resolve().parent.parent
 HANDLER = REPO / "handlers" / "classifier_handler.py"
 # The packages the handler imports at serving time, copied whole into the archive (the layers
-# below the handler: tests/test_layers.py holds that they import nothing above them).
+# below the handler: import-linter, pyproject.toml, holds that they import nothing above them).
 RUNTIME_PACKAGES = ("handlers", "model_defs")
 ARCHIVE_VERSION = "1.0"
 
 
-def stage(name: str, artifacts: Path, build: Path) -> tuple[Path, Path]:
-    """Lay out the extra files and model-config.yaml of one archive under build/."""
-    extra = build / name / "extra"
+class ArchiveError(RuntimeError):
+    """An archive is missing or could not be built; the message says why and what to do."""
+
+
+def missing_archives(store: Path, models: Iterable[str] = SERVING) -> list[str]:
+    """The models without <store>/<model>.mar."""
+    return [name for name in models if not (Path(store) / f"{name}.mar").is_file()]
+
+
+def require_archives(store: Path, models: Iterable[str] = SERVING) -> None:
+    """ArchiveError naming the served models that have no archive in `store`, and `make archive`."""
+    missing = missing_archives(store, models)
+    if missing:
+        raise ArchiveError(f"no archive for {', '.join(missing)} in {store}: run `make archive` first.")
+
+
+def build_archive(*, name: str, handler: Path, store: Path, model_config: dict, model_file: Path | None = None,
+                  packages: Iterable[str] = RUNTIME_PACKAGES, files: dict[str, Path] | None = None,
+                  staging: Path | None = None) -> Path:
+    """Write <store>/<name>.mar: `handler`, the serialized `model_file` (if any), the repository's
+    `packages` whole, `files` ({name in the archive: source}) and `model_config` as model-config.yaml.
+    They are laid out under `staging` (a temporary folder when None) first."""
+    if model_file is not None and not Path(model_file).is_file():
+        raise ArchiveError(f"{model_file} is missing: run `make export` first")
+    if staging is None:
+        with tempfile.TemporaryDirectory(prefix=f"archive-{name}-") as temporary:
+            return build_archive(name=name, handler=handler, store=store, model_config=model_config,
+                                 model_file=model_file, packages=packages, files=files, staging=Path(temporary))
+    extra = staging / "extra"
     if extra.exists():
         shutil.rmtree(extra)
-    for package in RUNTIME_PACKAGES:
+    extra.mkdir(parents=True)
+    for package in packages:
         shutil.copytree(REPO / package, extra / package, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.md"))
-    shutil.copy2(artifacts / name / "manifest.json", extra / "model_meta.json")
-    config = build / name / "model-config.yaml"
-    config.write_text(yaml.safe_dump(SERVING[name].model_config(LIMITS), sort_keys=False))
-    return extra, config
+    for target, source in (files or {}).items():
+        shutil.copy2(source, extra / target)
+    config = staging / "model-config.yaml"
+    config.write_text(yaml.safe_dump(model_config, sort_keys=False))
+    command = [str(Path(sys.executable).parent / "torch-model-archiver"), "--model-name", name,
+               "--version", ARCHIVE_VERSION, "--handler", str(handler), "--config-file", str(config),
+               "--export-path", str(store), "--force"]
+    if model_file is not None:
+        command += ["--serialized-file", str(model_file)]
+    if any(extra.iterdir()):
+        command += ["--extra-files", str(extra)]
+    Path(store).mkdir(parents=True, exist_ok=True)
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise ArchiveError(f"torch-model-archiver failed for {name}:\n{result.stderr or result.stdout}")
+    return Path(store) / f"{name}.mar"
 
 
 def archive(name: str, artifacts: Path, store: Path, build: Path) -> Path:
-    model_file = artifacts / name / "model.pt"
-    if not model_file.is_file() or not (artifacts / name / "manifest.json").is_file():
-        raise FileNotFoundError(f"{model_file} or its manifest.json is missing: run `make export` first")
-    extra, config = stage(name, artifacts, build)
-    store.mkdir(parents=True, exist_ok=True)
-    archiver = Path(sys.executable).parent / "torch-model-archiver"
-    command = [
-        str(archiver), "--model-name", name, "--version", ARCHIVE_VERSION,
-        "--serialized-file", str(model_file), "--handler", str(HANDLER),
-        "--extra-files", str(extra), "--config-file", str(config),
-        "--export-path", str(store), "--force",
-    ]
-    result = subprocess.run(command, capture_output=True, text=True)
-    if result.returncode != 0:
-        raise RuntimeError(f"torch-model-archiver failed for {name}:\n{result.stderr or result.stdout}")
-    return store / f"{name}.mar"
+    """model_store/<name>.mar from artifacts/<name>/ (model.pt, manifest.json), staged under build/<name>/."""
+    model_file, manifest = artifacts / name / "model.pt", artifacts / name / "manifest.json"
+    if not model_file.is_file() or not manifest.is_file():
+        raise ArchiveError(f"{model_file} or its manifest.json is missing: run `make export` first")
+    return build_archive(name=name, handler=HANDLER, store=store, model_config=SERVING[name].model_config(LIMITS),
+                         model_file=model_file, files={"model_meta.json": manifest}, staging=build / name)
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    parser.add_argument("--models", nargs="+", default=list(SERVING), choices=list(SERVING))
     parser.add_argument("--artifacts", type=Path, default=Path("artifacts"))
     parser.add_argument("--store", type=Path, default=Path("model_store"))
     parser.add_argument("--build", type=Path, default=Path("build/archive"))
@@ -71,7 +103,7 @@ def main(argv=None) -> int:
     for name in args.models:
         try:
             path = archive(name, args.artifacts, args.store, args.build)
-        except (FileNotFoundError, RuntimeError) as err:
+        except ArchiveError as err:
             print(f"error: {err}", file=sys.stderr)
             return 1
         print(f"{name}: {path} ({path.stat().st_size / 1024:.0f} KiB)")

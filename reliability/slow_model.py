@@ -12,14 +12,11 @@ responseTimeout, overload and shutdown-with-requests-in-flight cases.
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
 from pathlib import Path
 
-import yaml
-
-from pipeline.archive import ARCHIVE_VERSION, stage
 from handlers.limits import LIMITS
+from pipeline.archive import ArchiveError, build_archive, require_archives
 from pipeline.model_config import SERVING
 
 REPO = Path(__file__).resolve().parent.parent
@@ -31,31 +28,18 @@ NAME = "lenet5_slow"
 def build(store: Path, response_timeout_s: int = 2, artifacts: Path = REPO / "artifacts",
           build_dir: Path = REPO / "build" / "reliability") -> Path:
     """Write <store>/lenet5_slow.mar and return its path."""
-    model_file = artifacts / BASE_MODEL / "model.pt"
-    if not model_file.is_file():
-        raise FileNotFoundError(f"{model_file} is missing: run `make export` (make test builds it)")
-    extra, config = stage(BASE_MODEL, artifacts, build_dir)
     settings = SERVING[BASE_MODEL].model_config(LIMITS)
     settings["responseTimeout"] = response_timeout_s
-    config.write_text(yaml.safe_dump(settings, sort_keys=False))
-    store.mkdir(parents=True, exist_ok=True)
-    archiver = Path(sys.executable).parent / "torch-model-archiver"
-    command = [str(archiver), "--model-name", NAME, "--version", ARCHIVE_VERSION,
-               "--serialized-file", str(model_file), "--handler", str(HANDLER),
-               "--extra-files", str(extra), "--config-file", str(config),
-               "--export-path", str(store), "--force"]
-    result = subprocess.run(command, capture_output=True, text=True)
-    if result.returncode != 0:
-        raise RuntimeError(f"torch-model-archiver failed for {NAME}:\n{result.stderr or result.stdout}")
-    return store / f"{NAME}.mar"
+    return build_archive(name=NAME, handler=HANDLER, store=store, model_config=settings,
+                         model_file=artifacts / BASE_MODEL / "model.pt",
+                         files={"model_meta.json": artifacts / BASE_MODEL / "manifest.json"},
+                         staging=build_dir / BASE_MODEL)
 
 
 def store_with_slow_model(store: Path, model_store: Path = REPO / "model_store", response_timeout_s: int = 2) -> dict:
     """A model store holding the served archives (linked from `model_store`) and lenet5_slow.mar;
     returns the launcher's `extra` settings that load all of them."""
-    missing = [n for n in SERVING if not (model_store / f"{n}.mar").is_file()]
-    if missing:
-        raise FileNotFoundError(f"no archive for {', '.join(missing)} in {model_store}: run `make archive`")
+    require_archives(model_store)
     store.mkdir(parents=True, exist_ok=True)
     for name in SERVING:
         link = store / f"{name}.mar"
@@ -73,7 +57,7 @@ def main(argv=None) -> int:
     try:
         store_with_slow_model(args.store, response_timeout_s=args.response_timeout)
         print(f"{args.store}: {', '.join(sorted(p.name for p in args.store.glob('*.mar')))}")
-    except (FileNotFoundError, RuntimeError) as err:
+    except ArchiveError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     return 0
