@@ -36,8 +36,10 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 from PIL import Image
@@ -48,7 +50,7 @@ from pipeline.archive import ArchiveError
 from pipeline.heldout import held_out
 from model_defs.preprocessing import canonicalize
 from model_defs.registry import get_spec
-from serving import launcher
+from serving.server import LaunchError, Server, running_together
 from handlers.limits import LIMITS
 from serving.settings import HOST, JOB_QUEUE_SIZE, Ports
 from pipeline.model_config import SERVING, ModelServing
@@ -237,7 +239,7 @@ def in_process(work: Workload, batch: int, duration_s: float, warmup_s: float) -
 class ServerCPU:
     """CPU seconds of one TorchServe: the Java frontend and its Python workers, sampled with psutil."""
 
-    def __init__(self, server: launcher.Server):
+    def __init__(self, server: Server):
         import psutil
         self.psutil = psutil
         self.java = psutil.Process(server.pid())
@@ -311,7 +313,7 @@ def server_extra(logging: str) -> dict:
     lines; stdout lands in <run dir>/logs/console.log), or TorchServe's own log4j2.xml
     ("torchserve": five log files, several lines per request) to measure what logging costs."""
     from serving.config import PRODUCTION
-    vmargs = next((line.split("=", 1)[1] for line in PRODUCTION if line.startswith("vmargs=")), "")
+    vmargs = PRODUCTION.get("vmargs", "")
     if logging == "container":
         if not CONTAINER_LOG4J.is_file():
             raise ArchiveError(f"{CONTAINER_LOG4J} is missing; run with --logging torchserve")
@@ -321,34 +323,26 @@ def server_extra(logging: str) -> dict:
     return {"vmargs": vmargs} if vmargs else {}
 
 
-def start_servers(variants: list[str], model: str, port_base: int, run_root: Path, build: Path,
-                  extra: dict, log=print) -> dict[str, launcher.Server]:
-    """One server per variant on port_base + 10 * i (+1 management, +2 metrics), started together."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    stores = {variant: variant_store(variant, model, build=build) for variant in variants}
-    ports = {variant: Ports(port_base + 10 * i, port_base + 10 * i + 1, port_base + 10 * i + 2)
-             for i, variant in enumerate(variants)}
-    for variant in variants:
-        log(f"  starting the {variant} server on {HOST}:{ports[variant].inference} (store {stores[variant]})")
-    with ThreadPoolExecutor(len(variants)) as pool:
-        futures = {v: pool.submit(launcher.start, run_root / v, stores[v], ports[v], 240, "local", False, extra)
-                   for v in variants}
-        servers, failures = {}, []
-        for variant, future in futures.items():
-            try:
-                servers[variant] = future.result()
-            except Exception as err:  # noqa: BLE001 - reported below, after the others are stopped
-                failures.append(f"{variant} server: {err}")
-    if failures:
-        stop_servers(servers)
-        raise launcher.LaunchError("; ".join(failures))
-    return servers
-
-
-def stop_servers(servers: dict[str, launcher.Server]) -> None:
-    for server in servers.values():
-        launcher.stop(server.run_dir, quiet=True)
+@contextmanager
+def servers_running(runs: dict[str, tuple[Path, dict | None]], port_base: int, run_root: Path, keep_logs: bool,
+                    log=print) -> Iterator[dict[str, Server]]:
+    """One server per run {name: (model store, extra config)} on port_base + 10 * i (+1 management,
+    +2 metrics) in run_root/<name>, started together and stopped at the end; run_root is removed
+    then unless keep_logs (and kept when a start fails: the error names its logs)."""
+    starts = {}
+    for i, (name, (store, extra)) in enumerate(runs.items()):
+        ports = Ports.at(port_base + 10 * i)
+        log(f"  starting the {name} server on {HOST}:{ports.inference} (store {store})")
+        starts[name] = dict(run_dir=run_root / re.sub(r"[^A-Za-z0-9_.-]", "_", name), model_store=store,
+                            ports=ports, timeout=240, extra=extra or None)
+    started = False
+    try:
+        with running_together(starts) as servers:
+            started = True
+            yield servers
+    finally:
+        if started and not keep_logs:
+            shutil.rmtree(run_root, ignore_errors=True)
 
 
 def run_bench(args, log=print) -> dict:
@@ -361,11 +355,11 @@ def run_bench(args, log=print) -> dict:
     run_root = Path(tempfile.mkdtemp(prefix="bench-", dir=args.results))
     build = Path(args.build)
     extra = server_extra(args.logging)
-    servers = start_servers(["noop", "ours", "batch1"], model, args.port_base, run_root, build, extra, log)
-    cells = {(row.key, c): Cell() for row in rows for c in args.concurrency}
-    started = dt.datetime.now(dt.timezone.utc)
-    load_before = load_average()
-    try:
+    variants = {variant: (variant_store(variant, model, build=build), extra) for variant in ("noop", "ours", "batch1")}
+    with servers_running(variants, args.port_base, run_root, args.keep_logs, log) as servers:
+        cells = {(row.key, c): Cell() for row in rows for c in args.concurrency}
+        started = dt.datetime.now(dt.timezone.utc)
+        load_before = load_average()
         requests = {}
         for variant, server in servers.items():
             host, port = client.split_url(server.inference_url)
@@ -396,10 +390,6 @@ def run_bench(args, log=print) -> dict:
                     log(f"  round {round_index + 1}/{args.rounds}  C={c:<3} {row.title[:48]:<48} "
                         f"{(result.images_per_s if row.unit == 'images/s' else result.rps):9.1f} {row.unit:<8} "
                         f"p99 {result.percentile_ms(99):7.1f} ms  errors {sum(result.errors.values())}")
-    finally:
-        stop_servers(servers)
-        if not args.keep_logs:
-            shutil.rmtree(run_root, ignore_errors=True)
     finished = dt.datetime.now(dt.timezone.utc)
     return {
         "model": model,
@@ -601,33 +591,16 @@ def parse_spec(spec: str, model: str):
 
 def run_tune(args, log=print) -> dict:
     """Our handler (or the no-op) under several settings, one image per request, rows interleaved."""
-    from concurrent.futures import ThreadPoolExecutor
-
     model = args.model
     specs = {spec: parse_spec(spec, model) for spec in args.tune}
     work = Workload.load(model, args.limit, SERVING[model].torch_threads)
     run_root = Path(tempfile.mkdtemp(prefix="tune-", dir=args.results))
     stores = {spec: variant_store(v, model, serving, build=Path(args.build) / "tune")
               for spec, (v, serving, _) in specs.items()}
-    servers: dict[str, launcher.Server] = {}
     cells = {(spec, c): Cell() for spec in specs for c in args.concurrency}
     load_before = load_average()
-    try:
-        with ThreadPoolExecutor(len(specs)) as pool:
-            futures = {}
-            for i, (spec, (_, _, extra)) in enumerate(specs.items()):
-                base = args.port_base + 10 * i
-                log(f"  starting {spec} on {HOST}:{base}")
-                futures[spec] = pool.submit(launcher.start, run_root / f"s{i}", stores[spec],
-                                            Ports(base, base + 1, base + 2), 240, "local", False, extra or None)
-            failures = []
-            for spec, future in futures.items():
-                try:
-                    servers[spec] = future.result()
-                except Exception as err:  # noqa: BLE001 - reported after the others are stopped
-                    failures.append(f"{spec}: {err}")
-            if failures:
-                raise launcher.LaunchError("; ".join(failures))
+    runs = {spec: (stores[spec], extra) for spec, (_, _, extra) in specs.items()}
+    with servers_running(runs, args.port_base, run_root, args.keep_logs, log) as servers:
         requests, checks, meters = {}, {}, {}
         for spec, server in servers.items():
             host, port = client.split_url(server.inference_url)
@@ -646,10 +619,6 @@ def run_tune(args, log=print) -> dict:
                     cells[(spec, c)].add(result, ServerCPU.diff(meters[spec].sample(), before))
                     log(f"  round {round_index + 1}/{args.rounds}  C={c:<3} {spec:<22} {result.rps:8.1f} req/s  "
                         f"p99 {result.percentile_ms(99):7.1f} ms  errors {sum(result.errors.values())}")
-    finally:
-        stop_servers(servers)
-        if not args.keep_logs:
-            shutil.rmtree(run_root, ignore_errors=True)
     return {"model": model, "variants": list(specs), "concurrency": list(args.concurrency),
             "rounds": args.rounds, "duration_s": args.duration, "load_average_before": load_before,
             "load_average_after": load_average(), "machine": machine(),
@@ -720,7 +689,7 @@ def main(argv=None) -> int:
     if args.tune:
         try:
             results = run_tune(args)
-        except (launcher.LaunchError, ArchiveError, ConnectionError, ValueError) as err:
+        except (LaunchError, ArchiveError, ConnectionError, ValueError) as err:
             print(f"error: {err}", file=sys.stderr)
             return 1
         (args.results / f"tune-{stamp}.json").write_text(json.dumps(results, indent=1))
@@ -728,7 +697,7 @@ def main(argv=None) -> int:
         return 0
     try:
         results = run_bench(args)
-    except (launcher.LaunchError, ArchiveError, ConnectionError, ValueError) as err:
+    except (LaunchError, ArchiveError, ConnectionError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     write_outputs(results, args.out, args.plot, results_dir)

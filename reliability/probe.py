@@ -12,11 +12,12 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
-import psutil
 import requests
 from PIL import Image
 
-from serving.launcher import Server, model_workers
+from serving import management
+from serving.processes import rss
+from serving.server import Server
 
 
 def png(array: np.ndarray) -> bytes:
@@ -63,26 +64,16 @@ def post(url: str, body: bytes, headers: dict | None = None, timeout: float = 30
 
 
 def worker_pids(server: Server, model: str) -> list[int]:
-    return [int(w["pid"]) for w in model_workers(server, model) if w.get("pid")]
+    return [int(w["pid"]) for w in server.management.workers(model) if w.get("pid")]
 
 
 def wait_ready(server: Server, model: str, timeout: float = 30.0, not_pid: int | None = None) -> float:
     """Seconds until `model` has a READY worker (other than `not_pid`); raises TimeoutError."""
-    started = time.monotonic()
-    while time.monotonic() - started < timeout:
-        for worker in model_workers(server, model):
-            if worker.get("status") == "READY" and worker.get("pid") and int(worker["pid"]) != not_pid:
-                return time.monotonic() - started
-        time.sleep(0.05)
-    raise TimeoutError(f"{model} has no READY worker after {timeout:.0f} s; see {server.log_dir}/ts_log.log")
-
-
-def rss(pid: int) -> int:
-    """Resident memory in bytes, 0 when the process is gone."""
     try:
-        return psutil.Process(pid).memory_info().rss
-    except psutil.Error:
-        return 0
+        return management.wait_ready(lambda: server.management, [model], timeout, interval=0.05,
+                                     accept=lambda worker: bool(worker.get("pid")) and int(worker["pid"]) != not_pid)
+    except TimeoutError:
+        raise TimeoutError(f"{model} has no READY worker after {timeout:.0f} s; see {server.log_dir}/ts_log.log") from None
 
 
 def server_memory(server: Server, models) -> dict[str, dict]:
@@ -125,29 +116,3 @@ class PeakRSS:
     @property
     def growth(self) -> dict[int, int]:
         return {pid: self.peak[pid] - self.before[pid] for pid in self.pids}
-
-
-def listening_addresses(port: int) -> set[str]:
-    """The local IP addresses with a TCP socket in LISTEN state on `port`, from /proc/net/tcp and
-    tcp6 (IPv4-mapped IPv6 addresses such as Java's [::ffff:127.0.0.1] are given as IPv4)."""
-    import ipaddress
-    from pathlib import Path
-
-    found = set()
-    for table, width in (("/proc/net/tcp", 8), ("/proc/net/tcp6", 32)):
-        try:
-            lines = Path(table).read_text().splitlines()[1:]
-        except OSError:
-            continue
-        for line in lines:
-            fields = line.split()
-            address, port_hex = fields[1].split(":")
-            if fields[3] != "0A" or int(port_hex, 16) != port:  # 0A: LISTEN
-                continue
-            # each 32-bit word is in host (little-endian) byte order
-            raw = b"".join(bytes.fromhex(address[i:i + 8])[::-1] for i in range(0, width, 8))
-            ip = ipaddress.ip_address(raw)
-            if ip.version == 6 and ip.ipv4_mapped:
-                ip = ip.ipv4_mapped
-            found.add(str(ip))
-    return found

@@ -32,7 +32,7 @@ import requests
 from model_defs.registry import get_spec
 from reliability import probe
 from reliability.hostile import png_bomb
-from serving import launcher
+from serving.server import LaunchError, Server, running
 from serving.settings import Ports
 from pipeline.model_config import SERVING
 
@@ -93,7 +93,7 @@ def check(request: Request, response: requests.Response) -> str | None:
 class Load:
     """`clients` threads that together send `rate` requests a second until `stop()` or `until`."""
 
-    def __init__(self, server: launcher.Server, mix: list[Request], rate: float, clients: int, until: float):
+    def __init__(self, server: Server, mix: list[Request], rate: float, clients: int, until: float):
         self.server, self.mix, self.until = server, mix, until
         self.interval = clients / rate
         self.counts: Counter = Counter()
@@ -142,11 +142,11 @@ class Load:
                         self.errors[problem] += 1
 
 
-def log_bytes(server: launcher.Server) -> int:
+def log_bytes(server: Server) -> int:
     return sum(p.stat().st_size for p in server.log_dir.glob("*") if p.is_file())
 
 
-def run(server: launcher.Server, duration: float, warmup: float, rate: float, clients: int,
+def run(server: Server, duration: float, warmup: float, rate: float, clients: int,
         sample_every: float = 10.0) -> dict:
     """Soak a running server; returns the report (see `summary`)."""
     mix = requests_mix()
@@ -229,7 +229,8 @@ def main(argv=None) -> int:
     parser.add_argument("--warmup", type=float, default=180.0, help="seconds before the start reading of memory")
     parser.add_argument("--rate", type=float, default=100.0, help="requests per second, all models together")
     parser.add_argument("--clients", type=int, default=8)
-    parser.add_argument("--port-base", type=int, default=28080, help="inference port; management +1, metrics +2")
+    parser.add_argument("--port-base", type=int, default=28080,
+                        help="inference port; management +1, metrics +2; 0: ports the OS says are free")
     parser.add_argument("--run-dir", type=Path, default=REPO / "build" / "soak")
     parser.add_argument("--model-store", type=Path, default=REPO / "model_store")
     parser.add_argument("--out", type=Path, default=REPO / "results" / "soak.json")
@@ -238,17 +239,14 @@ def main(argv=None) -> int:
     if args.duration <= 0 or args.rate <= 0 or args.clients <= 0:
         print("error: --duration, --rate and --clients must be positive", file=sys.stderr)
         return 2
-    ports = Ports(args.port_base, args.port_base + 1, args.port_base + 2)
     try:
-        server = launcher.start(args.run_dir, args.model_store, ports=ports, timeout=180)
-    except (launcher.LaunchError, ValueError) as err:
+        ports = Ports.at(args.port_base) if args.port_base else Ports.free()
+        with running(run_dir=args.run_dir, model_store=args.model_store, ports=ports, timeout=180) as server:
+            print(f"soaking {server.inference_url} for {args.duration:.0f} s at {args.rate:.0f} req/s ...", flush=True)
+            report = run(server, args.duration, args.warmup, args.rate, args.clients)
+    except (LaunchError, ValueError) as err:  # ValueError: --port-base is no port; run() raises neither
         print(f"error: the soak's server did not start: {err}", file=sys.stderr)
         return 1
-    try:
-        print(f"soaking {server.inference_url} for {args.duration:.0f} s at {args.rate:.0f} req/s ...", flush=True)
-        report = run(server, args.duration, args.warmup, args.rate, args.clients)
-    finally:
-        launcher.stop(server.run_dir, quiet=True)
     problems = verdict(report, args.max_growth)
     report["problems"] = problems
     args.out.parent.mkdir(parents=True, exist_ok=True)

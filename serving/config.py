@@ -1,4 +1,5 @@
-"""Render TorchServe's config.properties from serving/settings.py.
+"""Render TorchServe's config.properties from serving/settings.py (addresses, ports, job queue),
+handlers/limits.py (request size) and pipeline/model_config.py (the models, response timeout).
 
     python -m serving.config --profile local --model-store model_store > config.properties
 
@@ -10,7 +11,7 @@ Profiles:
   on 127.0.0.1 only (reachable from inside the pod, never from the network). Token auth is off on
   purpose: TorchServe's tokens are made per process at start and expire after 60 min, so every
   replica would have its own; access is controlled by the cluster instead (NetworkPolicy, ingress;
-  k8s/, README "Deployment"). Plus the PRODUCTION lines below (timeouts, JVM).
+  k8s/, README "Deployment"). Plus the PRODUCTION settings below (timeouts, JVM).
 Both: model-control API off, model URLs limited to archive files directly in the local model store
 (`allowed_urls`), Prometheus metrics.
 """
@@ -31,20 +32,19 @@ from pipeline.model_config import SERVING
 
 PROFILES = ("local", "production")
 
-# Production only (the container, docker/entrypoint.sh). Batching, workers and job_queue_size come
-# from serving/settings.py (each archive's model-config.yaml, and job_queue_size below for both
-# profiles); why each value is what it is, with the measurements, is in that module's docstring.
-# Scale out with more pods (k8s HPA), not more workers per GPU.
-PRODUCTION = [
-    # default_response_timeout: for a model without its own (ours set responseTimeout 30 s in
-    # model-config.yaml): a batch takes milliseconds, so only a stuck worker reaches it, and
-    # TorchServe then restarts that worker.
-    f"default_response_timeout={max(s.response_timeout_s for s in SERVING.values())}",
+# Production only (the container, docker/entrypoint.sh), property -> value. Batching, workers and
+# the response timeout of each model travel in its archive's model-config.yaml
+# (pipeline/model_config.py, one line per value with the measurement behind it); job_queue_size
+# (serving/settings.py) is in both profiles. Scale out with more pods (k8s HPA), not more workers per GPU.
+PRODUCTION: dict[str, str] = {
+    # for a model without its own responseTimeout (ours set 30 s in model-config.yaml): a batch takes
+    # milliseconds, so only a stuck worker reaches it, and TorchServe then restarts that worker.
+    "default_response_timeout": str(max(s.response_timeout_s for s in SERVING.values())),
     # The frontend's heap: a quarter of the container's memory limit (the Python workers need the
     # rest); a Java OutOfMemoryError ends the process so Kubernetes restarts the pod instead of a
     # half-working frontend; no hsperfdata file (the root filesystem is read-only).
-    "vmargs=-XX:MaxRAMPercentage=25 -XX:+ExitOnOutOfMemoryError -XX:-UsePerfData",
-]
+    "vmargs": "-XX:MaxRAMPercentage=25 -XX:+ExitOnOutOfMemoryError -XX:-UsePerfData",
+}
 
 
 def allowed_urls(model_store: Path | str) -> str:
@@ -97,7 +97,7 @@ def render(profile: str, model_store: Path | str, ports: Ports | None = None,
         "install_py_dep_per_model=false",
     ]
     if profile == "production":
-        lines += PRODUCTION
+        lines += [f"{key}={value}" for key, value in PRODUCTION.items()]
     if extra:
         lines = [l for l in lines if l.split("=", 1)[0] not in extra] + [f"{k}={v}" for k, v in extra.items()]
     return "\n".join(lines) + "\n"

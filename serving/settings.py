@@ -7,7 +7,9 @@ deployment files derive from this module; tests hold the copies together.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+import socket
+from contextlib import ExitStack
+from dataclasses import dataclass, fields
 
 # Local addresses. Overridable by environment (the Makefile forwards INFERENCE_PORT etc.).
 HOST = "127.0.0.1"
@@ -60,6 +62,24 @@ class Ports:
             grpc_inference=read("GRPC_INFERENCE_PORT", 0) or None,
             grpc_management=read("GRPC_MANAGEMENT_PORT", 0) or None,
         )
+
+    @classmethod
+    def at(cls, base: int) -> "Ports":
+        """Inference on `base`, management on base + 1, metrics on base + 2 (gRPC GRPC_OFFSET below):
+        the layout of the tools' --port-base options."""
+        return cls(base, base + 1, base + 2)
+
+    @classmethod
+    def free(cls, host: str = HOST) -> "Ports":
+        """Five ports the OS says are free on `host` now (each bound to port 0, all held at once so
+        they differ), gRPC included: for tests and tools that must not collide with anything."""
+        with ExitStack() as held:
+            numbers = []
+            for _ in fields(cls):
+                sock = held.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+                sock.bind((host, 0))
+                numbers.append(sock.getsockname()[1])
+        return cls(*numbers)
 
 
 # Requests queued per model before TorchServe answers 503 at once: 16 batches, ~60 ms at the ~4,100 req/s

@@ -1,12 +1,13 @@
 """Shared fixtures: exported models, held-out data, and one real TorchServe per test session.
 
-The session server runs from its own run directory on ports 18080-18082 (TEST_PORT_BASE to move
-them), so it never collides with a developer's `make serve` on 8080-8082.
+The session server runs from its own run directory on ports the OS says are free
+(serving.settings.Ports.free), so it never collides with a developer's `make serve` on 8080-8082
+or with another test's server. Paths: tests/support/paths.py.
 """
 from __future__ import annotations
 
 import json
-import os
+from contextlib import ExitStack
 from pathlib import Path
 
 import numpy as np
@@ -16,14 +17,11 @@ import torch
 from pipeline.datasets import load_held_out
 from model_defs.preprocessing import canonicalize
 from model_defs.registry import MODELS, get_spec
-from serving import launcher
+from serving.server import LaunchError, running
 from serving.settings import Ports
 from tests.handler_context import LoadedHandler, unpack_archive
+from tests.support.paths import ARTIFACTS, MODEL_STORE
 
-ROOT = Path(__file__).resolve().parent.parent
-ARTIFACTS = ROOT / "artifacts"
-MODEL_STORE = ROOT / "model_store"
-TEST_PORT_BASE = int(os.environ.get("TEST_PORT_BASE", "18080"))
 MODEL_NAMES = list(MODELS)
 
 
@@ -94,14 +92,10 @@ def scripted():
 @pytest.fixture(scope="session")
 def server(tmp_path_factory):
     """One real TorchServe on loopback for the whole session, stopped at the end."""
-    missing = [n for n in MODEL_NAMES if not (MODEL_STORE / f"{n}.mar").is_file()]
-    if missing:
-        pytest.fail(f"no archive for {missing} in {MODEL_STORE}: run `make archive` (make test does)")
-    ports = Ports(TEST_PORT_BASE, TEST_PORT_BASE + 1, TEST_PORT_BASE + 2)
-    run_dir = tmp_path_factory.mktemp("torchserve")
-    try:
-        srv = launcher.start(run_dir, MODEL_STORE, ports=ports, timeout=180)
-    except launcher.LaunchError as err:
-        pytest.fail(f"TorchServe did not start: {err}")
-    yield srv
-    launcher.stop(run_dir, quiet=True)
+    with ExitStack() as stack:
+        try:
+            srv = stack.enter_context(running(run_dir=tmp_path_factory.mktemp("torchserve"), model_store=MODEL_STORE,
+                                              ports=Ports.free(), timeout=180))
+        except LaunchError as err:
+            pytest.fail(f"TorchServe did not start: {err}")
+        yield srv

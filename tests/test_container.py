@@ -10,11 +10,12 @@ requests in flight ends it with exit status 0 within the pod's grace period.
 
 The image comes from `make container-image` (`make container-test` and `make test` run it).
 Where podman cannot be used (not Linux, not root) the tests skip and say why; with CI=true they
-fail instead. Host ports: TEST_PORT_BASE+100..+102 (inference, management, metrics), beside the
-session server (TEST_PORT_BASE+0..2) and every other test's. Timings: build/container/measured.json.
+fail instead. Host ports: three the OS says are free when the container starts (inference,
+management, metrics), beside every other test's. Timings: build/container/measured.json.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -37,9 +38,8 @@ from pipeline.model_config import SERVING
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parent.parent
-TEST_PORT_BASE = int(os.environ.get("TEST_PORT_BASE", "18080"))
-HOST_PORTS = Ports(TEST_PORT_BASE + 100, TEST_PORT_BASE + 101, TEST_PORT_BASE + 102)
-NAME = f"tinyserve-container-test-{TEST_PORT_BASE}"
+# one name per checkout: a container a crashed run left behind is removed by the next run
+NAME = f"tinyserve-container-test-{hashlib.sha256(str(ROOT).encode()).hexdigest()[:8]}"
 PODMAN_ENV = {**os.environ, "CONTAINERS_CONF": str(ROOT / "docker" / "containers.conf")}
 READY_TIMEOUT_S = 180
 IMAGES_PER_MODEL = 64
@@ -84,7 +84,7 @@ def pod():
             "grace_s": spec["terminationGracePeriodSeconds"]}
 
 
-def run_arguments(pod, image: str) -> list[str]:
+def run_arguments(pod, image: str, host_ports: Ports) -> list[str]:
     """`podman run` options that do what the pod's securityContext, volumes and env do."""
     spec, container = pod["spec"], pod["container"]
     security = container["securityContext"]
@@ -102,9 +102,9 @@ def run_arguments(pod, image: str) -> list[str]:
             # no systemd here to run the image's HEALTHCHECK on a timer: the test runs it itself
             "--health-interval", "disable",
             # the management port is published too: to show that nothing answers on it from outside
-            "-p", f"127.0.0.1:{HOST_PORTS.inference}:{ports.inference}",
-            "-p", f"127.0.0.1:{HOST_PORTS.management}:{ports.management}",
-            "-p", f"127.0.0.1:{HOST_PORTS.metrics}:{ports.metrics}"]
+            "-p", f"127.0.0.1:{host_ports.inference}:{ports.inference}",
+            "-p", f"127.0.0.1:{host_ports.management}:{ports.management}",
+            "-p", f"127.0.0.1:{host_ports.metrics}:{ports.metrics}"]
     for name, value in pod["env"].items():
         args += ["-e", f"{name}={value}"]
     return args + [image]
@@ -128,7 +128,8 @@ def container(pod):
         pytest.fail(f"no image {image}: run `make container-image` (make container-test and make test do)")
     podman("rm", "-f", "--time", "0", NAME, check=False)
     started = time.monotonic()
-    podman(*run_arguments(pod, image))
+    host_ports = Ports.free()
+    podman(*run_arguments(pod, image, host_ports))
     try:
         ready_s = None
         for _ in range(READY_TIMEOUT_S * 2):
@@ -148,9 +149,9 @@ def container(pod):
                         + podman("logs", NAME, check=False).stdout[-4000:])
         record(ready_s=round(ready_s, 1))
         yield {"image": image, "ready_s": ready_s, "grace_s": pod["grace_s"],
-               "inference": f"http://127.0.0.1:{HOST_PORTS.inference}",
-               "management": f"http://127.0.0.1:{HOST_PORTS.management}",
-               "metrics": f"http://127.0.0.1:{HOST_PORTS.metrics}"}
+               "inference": f"http://127.0.0.1:{host_ports.inference}",
+               "management": f"http://127.0.0.1:{host_ports.management}",
+               "metrics": f"http://127.0.0.1:{host_ports.metrics}"}
     finally:
         podman("rm", "-f", "--time", "0", NAME, check=False, timeout=120)
 

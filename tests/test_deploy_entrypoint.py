@@ -2,15 +2,14 @@
 overrides serves a real prediction, logs to stdout only, and stops cleanly on SIGTERM with no
 Java or worker process left behind (what Kubernetes does to a pod on every rollout and scale-in).
 
-Ports: TEST_PORT_BASE+20 .. +24 (inference, management, metrics, gRPC x2), so this runs beside
-the session server (TEST_PORT_BASE+0..2) and anyone else's tests.
+Ports: five the OS says are free (inference, management, metrics, gRPC x2), so this runs beside
+the session server and anyone else's tests.
 """
 from __future__ import annotations
 
 import io
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,13 +22,12 @@ import requests
 import torch
 from PIL import Image
 
-from serving.settings import Ports
-
 from pipeline.model_config import SERVING
+from serving.management import ManagementAPI, wait_ready
+from serving.settings import Ports
+from tests.support.paths import MODEL_STORE, REPO as ROOT
 
 pytestmark = pytest.mark.e2e
-ROOT = Path(__file__).resolve().parent.parent
-TEST_PORT_BASE = int(os.environ.get("TEST_PORT_BASE", "18080"))
 START_TIMEOUT_S = 180
 STOP_TIMEOUT_S = 60
 
@@ -49,28 +47,12 @@ def listening_addresses(pids: set[int]) -> set[tuple[str, int]]:
     return found
 
 
-def ready(management_url: str) -> bool:
-    for name in SERVING:
-        try:
-            workers = requests.get(f"{management_url}/models/{name}", timeout=2).json()[0]["workers"]
-        except (requests.RequestException, ValueError, KeyError, IndexError):
-            return False
-        if not any(w["status"] == "READY" for w in workers):
-            return False
-    return True
-
-
 def test_entrypoint_serves_a_prediction_and_stops_cleanly_on_sigterm(tmp_path, held_out, scripted):
-    ports = Ports(TEST_PORT_BASE + 20, TEST_PORT_BASE + 21, TEST_PORT_BASE + 22,
-                  TEST_PORT_BASE + 23, TEST_PORT_BASE + 24)
-    for port in (ports.inference, ports.management, ports.metrics, ports.grpc_inference, ports.grpc_management):
-        with socket.socket() as probe:
-            if probe.connect_ex(("127.0.0.1", port)) == 0:
-                pytest.fail(f"port {port} is taken; move this test with TEST_PORT_BASE")
+    ports = Ports.free()
     work_dir = tmp_path / "work"
     env = {**os.environ,
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-           "LISTEN_ADDRESS": "127.0.0.1", "MODEL_STORE": str(ROOT / "model_store"), "WORK_DIR": str(work_dir),
+           "LISTEN_ADDRESS": "127.0.0.1", "MODEL_STORE": str(MODEL_STORE), "WORK_DIR": str(work_dir),
            "INFERENCE_PORT": str(ports.inference), "MANAGEMENT_PORT": str(ports.management),
            "METRICS_PORT": str(ports.metrics), "GRPC_INFERENCE_PORT": str(ports.grpc_inference),
            "GRPC_MANAGEMENT_PORT": str(ports.grpc_management)}
@@ -82,11 +64,13 @@ def test_entrypoint_serves_a_prediction_and_stops_cleanly_on_sigterm(tmp_path, h
                                   stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
     descendants: list[psutil.Process] = []
     try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while not ready(management):
+        def entrypoint_runs():
             assert script.poll() is None, f"entrypoint exited ({script.returncode}):\n{stdout.read_text()[-3000:]}"
-            assert time.monotonic() < deadline, f"no READY workers in {START_TIMEOUT_S} s:\n{stdout.read_text()[-3000:]}"
-            time.sleep(0.5)
+
+        try:
+            wait_ready(lambda: ManagementAPI(management), SERVING, START_TIMEOUT_S, each=entrypoint_runs, interval=0.5)
+        except TimeoutError as err:
+            pytest.fail(f"{err}:\n{stdout.read_text()[-3000:]}")
 
         # the image's readiness script agrees
         check = subprocess.run([sys.executable, str(ROOT / "docker" / "healthcheck.py")], env=env,

@@ -54,7 +54,7 @@ def test_every_model_answers_with_the_contract(server, held_out, name):
 
 
 def test_models_are_listed_with_ready_batching_workers(server):
-    from serving.launcher import get_json
+    from serving.management import get_json
     for name in NAMES:
         description = get_json(f"{server.management_url}/models/{name}")[0]
         assert description["batchSize"] > 1

@@ -1,6 +1,6 @@
 """The launcher's start-up failures say what is wrong, quickly, and only about this run (issue 13):
 a truncated archive stops the wait as soon as TorchServe logs it, a second start names where the
-running server is, and TorchServe's log holds each line once. Its own server on TEST_PORT_BASE + 80."""
+running server is, and TorchServe's log holds each line once. Its own server, on free ports."""
 from __future__ import annotations
 
 import shutil
@@ -9,10 +9,10 @@ from collections import Counter
 
 import pytest
 
-from serving import launcher
-from serving.settings import Ports
 from pipeline.model_config import SERVING
-from tests.conftest import MODEL_STORE, TEST_PORT_BASE
+from serving.server import LaunchError, Server, preflight, running
+from serving.settings import Ports
+from tests.support.paths import MODEL_STORE
 
 OLD_RUN = "2020-01-01T00:00:00,000 [WARN ] main org.pytorch.serve.ModelServer - Failed to load model: /old/run/ancient.mar"
 
@@ -28,13 +28,11 @@ def test_truncated_archive_fails_fast_naming_it_and_this_runs_log_only(tmp_path)
     run = tmp_path / "run"
     (run / "logs").mkdir(parents=True)
     (run / "logs" / "ts_log.log").write_text(OLD_RUN + "\n" + "java.io.IOException: an older run's failure\n")
-    base = TEST_PORT_BASE + 80
+    ports = Ports.free()
     started = time.monotonic()
-    try:
-        with pytest.raises(launcher.LaunchError) as caught:
-            launcher.start(run, store, ports=Ports(base, base + 1, base + 2), timeout=120)
-    finally:
-        launcher.stop(run, quiet=True)
+    with pytest.raises(LaunchError) as caught:
+        with running(run_dir=run, model_store=store, ports=ports, timeout=120):
+            pass
     elapsed = time.monotonic() - started
     message = str(caught.value)
     print(f"failed after {elapsed:.1f} s:\n{message}")
@@ -44,16 +42,17 @@ def test_truncated_archive_fails_fast_naming_it_and_this_runs_log_only(tmp_path)
     log = (run / "logs" / "ts_log.log").read_text().splitlines()[2:]
     repeated = [line for line, n in Counter(log).items() if n > 1 and "org.pytorch.serve" in line]
     assert not repeated, repeated[:3]
-    assert launcher.Server(run.resolve(), Ports(base, base + 1, base + 2)).pid() is None
+    assert Server(run.resolve(), ports).pid() is None
+    assert Server(run.resolve(), ports).processes() == []
 
 
 def test_second_start_names_where_the_running_server_listens(tmp_path, monkeypatch):
     run = tmp_path / "run"
     run.mkdir()
     (run / "config.properties").write_text("inference_address=http://127.0.0.1:8080\n")
-    monkeypatch.setattr(launcher.Server, "pid", lambda self: 4242)
-    monkeypatch.setattr(launcher.shutil, "which", lambda name: "/usr/bin/java")
-    server = launcher.Server(run, Ports(9080, 9081, 9082))
-    with pytest.raises(launcher.LaunchError) as caught:
-        launcher.preflight(server, MODEL_STORE)
+    monkeypatch.setattr(Server, "pid", lambda self: 4242)
+    monkeypatch.setattr(shutil, "which", lambda name: "/usr/bin/java")
+    server = Server(run, Ports(9080, 9081, 9082))
+    with pytest.raises(LaunchError) as caught:
+        preflight(server, MODEL_STORE)
     assert "http://127.0.0.1:8080" in str(caught.value) and "9080" not in str(caught.value)

@@ -1,15 +1,21 @@
 """The local config and the launcher's pre-flight checks: clear messages instead of exit code 0."""
+import dataclasses
+import shutil
 import socket
+import xml.etree.ElementTree as ET
+import zipfile
+from pathlib import Path
 
 import pytest
 
-from reliability import probe
-from serving import launcher
-from serving.config import render
 from handlers.limits import LIMITS
-from serving.settings import HOST, JOB_QUEUE_SIZE, Ports
 from pipeline.model_config import SERVING
-from tests.conftest import MODEL_STORE, TEST_PORT_BASE
+from reliability import probe
+from serving.config import render
+from serving.logs import CONSOLE_LOG, LOG4J_CONFIG
+from serving.server import LaunchError, Server, running
+from serving.settings import HOST, JOB_QUEUE_SIZE, Ports
+from tests.support.paths import MODEL_STORE
 
 
 def parse(text: str) -> dict:
@@ -43,28 +49,31 @@ def test_ports_from_env_are_validated():
 
 
 def test_start_without_archives_says_make_archive(tmp_path):
-    with pytest.raises(launcher.LaunchError, match="make archive"):
-        launcher.start(tmp_path / "run", tmp_path / "empty_store", ports=Ports(9190, 9191, 9192))
+    with pytest.raises(LaunchError, match="make archive"):
+        with running(run_dir=tmp_path / "run", model_store=tmp_path / "empty_store", ports=Ports.free()):
+            pass
 
 
 def test_start_on_a_busy_port_names_the_port(tmp_path):
-    store = launcher.Path(__file__).resolve().parent.parent / "model_store"
     with socket.socket() as busy:
         busy.bind((HOST, 0))
         busy.listen()
         port = busy.getsockname()[1]
-        with pytest.raises(launcher.LaunchError, match=f"inference port {port}.*in use"):
-            launcher.start(tmp_path / "run", store, ports=Ports(port, port + 1, port + 2))
+        with pytest.raises(LaunchError, match=f"inference port {port}.*in use"):
+            with running(run_dir=tmp_path / "run", model_store=MODEL_STORE,
+                         ports=dataclasses.replace(Ports.free(), inference=port)):
+                pass
 
 
 def test_start_without_java_says_install_a_jre(tmp_path, monkeypatch):
-    monkeypatch.setattr(launcher.shutil, "which", lambda name: None)
-    with pytest.raises(launcher.LaunchError, match="Java is not on the PATH"):
-        launcher.start(tmp_path / "run", tmp_path, ports=Ports(9190, 9191, 9192))
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    with pytest.raises(LaunchError, match="Java is not on the PATH"):
+        with running(run_dir=tmp_path / "run", model_store=tmp_path, ports=Ports.free()):
+            pass
 
 
 def test_a_stale_pid_file_does_not_block_a_start(tmp_path):
-    server = launcher.Server(tmp_path, Ports())
+    server = Server(tmp_path, Ports())
     server.tmp_dir.mkdir(parents=True)
     server.pid_file.write_text("999999")  # no such process
     assert server.pid() is None
@@ -81,8 +90,8 @@ def test_grpc_is_on_loopback_and_follows_the_http_ports(tmp_path):
         Ports(9000, 9001, 9000)
 
 
-def test_the_log_config_writes_bounded_files_only(tmp_path):
-    text = launcher.log_config(launcher.Server(tmp_path, Ports())).read_text()
+def test_the_log_config_writes_bounded_files_only():
+    text = LOG4J_CONFIG.read_text()  # serving/log4j2.xml, which the launcher passes to TorchServe
     assert 'AppenderRef ref="STDOUT"' not in text
     for log in ("ts_log", "model_log", "access_log", "ts_metrics", "model_metrics"):
         assert f'AppenderRef ref="{log}"' in text, log
@@ -91,11 +100,30 @@ def test_the_log_config_writes_bounded_files_only(tmp_path):
     assert "%d{dd-MMM}" not in text and "TimeBased" not in text
 
 
+def test_the_log_config_is_torchserves_own_with_only_those_changes():
+    """serving/log4j2.xml was derived once from the installed TorchServe's default: same files and
+    loggers, so an upgrade that changes them shows here (re-derive it from the jar then)."""
+    import ts  # torchserve's package: its jar holds the default
+
+    def outline(root: ET.Element) -> tuple:
+        files = sorted((a.get("name"), a.get("fileName")) for a in root.iter("RollingFile"))
+        loggers = sorted((l.get("name"), l.get("level"), tuple(r.get("ref") for r in l.iter("AppenderRef")))
+                         for l in root.iter("Logger"))
+        return files, loggers
+
+    with zipfile.ZipFile(Path(ts.__file__).parent / "frontend" / "model-server.jar") as jar:
+        default = ET.fromstring(jar.read("log4j2.xml"))
+    ours = ET.parse(LOG4J_CONFIG).getroot()
+    assert outline(ours) == outline(default)
+    assert [l.get("additivity") for l in ours.iter("Logger") if l.get("name") == "org.pytorch.serve"] == ["false"]
+    assert [r.get("ref") for r in ours.find("Loggers/Root")] == ["ts_log"]
+
+
 @pytest.mark.e2e
 def test_console_log_does_not_grow_with_traffic(server):
     """Java's stdout (logs/console.log) used to repeat every log line, unrotated; now log4j writes
     only to its rolling files and console.log holds start-up output."""
-    console, ts_log = server.log_dir / launcher.CONSOLE_LOG, server.log_dir / "ts_log.log"
+    console, ts_log = server.log_dir / CONSOLE_LOG, server.log_dir / "ts_log.log"
     before = console.stat().st_size, ts_log.stat().st_size
     for _ in range(20):
         assert probe.post(f"{server.inference_url}/predictions/lenet5", probe.digit_png()).status == 200
@@ -106,7 +134,7 @@ def test_console_log_does_not_grow_with_traffic(server):
 @pytest.mark.e2e
 def test_a_java_that_cannot_start_is_quoted_from_its_console_log(tmp_path):
     """A JVM that fails before log4j starts says why only on its stdout: the launcher quotes it."""
-    base = TEST_PORT_BASE + 70
-    with pytest.raises(launcher.LaunchError, match="(?s)exited during start-up.*Too small maximum heap"):
-        launcher.start(tmp_path / "run", MODEL_STORE, ports=Ports(base, base + 1, base + 2), timeout=60,
-                       extra={"vmargs": "-Xmx1k"})
+    with pytest.raises(LaunchError, match="(?s)exited during start-up.*Too small maximum heap"):
+        with running(run_dir=tmp_path / "run", model_store=MODEL_STORE, ports=Ports.free(), timeout=60,
+                     extra={"vmargs": "-Xmx1k"}):
+            pass

@@ -1,4 +1,4 @@
-"""Faults while serving, end to end against a real TorchServe of its own (TEST_PORT_BASE + 10..12):
+"""Faults while serving, end to end against a real TorchServe of its own (on free ports):
 a killed worker, more requests than the queue holds, an inference slower than responseTimeout.
 
 The server loads the served models and `lenet5_slow` (reliability/slow_handler.py: the real
@@ -12,6 +12,7 @@ import signal
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 
 import pytest
 import requests
@@ -19,9 +20,10 @@ import requests
 from reliability import probe
 from reliability.slow_handler import SLEEP_HEADER
 from reliability.slow_model import NAME as SLOW, store_with_slow_model
-from serving import launcher
+from pipeline.archive import ArchiveError
+from serving.server import LaunchError, running
 from serving.settings import Ports
-from tests.conftest import MODEL_STORE, TEST_PORT_BASE
+from tests.support.paths import MODEL_STORE
 
 pytestmark = pytest.mark.e2e
 QUEUE = 8            # job_queue_size of this server
@@ -31,18 +33,16 @@ RECOVERY_TARGET_S = 10.0
 
 @pytest.fixture(scope="module")
 def faulty(tmp_path_factory):
-    base = TEST_PORT_BASE + 10
     root = tmp_path_factory.mktemp("reliability")
-    try:
-        extra = store_with_slow_model(root / "store", MODEL_STORE, SLOW_TIMEOUT_S)
-        srv = launcher.start(root / "run", root / "store", ports=Ports(base, base + 1, base + 2), timeout=180,
-                             extra={**extra, "job_queue_size": QUEUE})
-        probe.wait_ready(srv, SLOW)
-    except (launcher.LaunchError, FileNotFoundError, RuntimeError, TimeoutError) as err:
-        launcher.stop(root / "run", quiet=True)
-        pytest.fail(f"the reliability server did not start: {err}")
-    yield srv
-    launcher.stop(srv.run_dir, quiet=True)
+    with ExitStack() as stack:
+        try:
+            extra = store_with_slow_model(root / "store", MODEL_STORE, SLOW_TIMEOUT_S)
+            srv = stack.enter_context(running(run_dir=root / "run", model_store=root / "store", ports=Ports.free(),
+                                              timeout=180, extra={**extra, "job_queue_size": QUEUE}))
+            probe.wait_ready(srv, SLOW)
+        except (LaunchError, ArchiveError, TimeoutError) as err:
+            pytest.fail(f"the reliability server did not start: {err}")
+        yield srv
 
 
 def url(server, model: str) -> str:

@@ -1,7 +1,7 @@
 """Stop, SIGTERM and restart, end to end, through the commands people and containers run:
 `python -m serving.launcher stop` (what `make stop` runs), SIGTERM to docker/entrypoint.sh (the
 container's entrypoint), and `start` (what `make serve` runs) after kill -9 of the Java frontend.
-Servers on TEST_PORT_BASE + 20..22, one at a time. Afterwards nothing of the server may be left:
+One server at a time, on ports the OS says are free. Afterwards nothing of the server may be left:
 no Java, no worker, no pid file, and the next start must work.
 """
 from __future__ import annotations
@@ -20,42 +20,52 @@ import pytest
 from reliability import probe
 from reliability.slow_handler import SLEEP_HEADER
 from reliability.slow_model import NAME as SLOW, store_with_slow_model
-from serving import launcher
-from serving.settings import HOST, Ports
 from pipeline.model_config import SERVING
-from tests.conftest import MODEL_STORE, ROOT, TEST_PORT_BASE
+from serving import processes
+from serving.server import Server, running
+from serving.settings import HOST, Ports
+from tests.support.paths import MODEL_STORE, REPO as ROOT
 
 pytestmark = pytest.mark.e2e
-BASE = TEST_PORT_BASE + 20
-PORTS = Ports(BASE, BASE + 1, BASE + 2)
-ENV = {**os.environ, "PYTHONPATH": str(ROOT), "INFERENCE_PORT": str(BASE), "MANAGEMENT_PORT": str(BASE + 1),
-       "METRICS_PORT": str(BASE + 2)}
 
 
-def cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "serving.launcher", *args], cwd=ROOT, env=ENV,
+@pytest.fixture
+def ports() -> Ports:
+    return Ports.free()
+
+
+def port_env(ports: Ports) -> dict[str, str]:
+    """The environment that puts `python -m serving.launcher` and docker/entrypoint.sh on `ports`."""
+    return {**os.environ, "PYTHONPATH": str(ROOT), "INFERENCE_PORT": str(ports.inference),
+            "MANAGEMENT_PORT": str(ports.management), "METRICS_PORT": str(ports.metrics),
+            "GRPC_INFERENCE_PORT": str(ports.grpc_inference), "GRPC_MANAGEMENT_PORT": str(ports.grpc_management)}
+
+
+def cli(*args: str, ports: Ports, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "serving.launcher", *args], cwd=ROOT, env=port_env(ports),
                           capture_output=True, text=True, timeout=timeout)
 
 
-def assert_nothing_left(server: launcher.Server, pids: list[int]):
+def assert_nothing_left(server: Server, pids: list[int]):
     alive = [pid for pid in pids if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
     assert not alive, f"processes left after stop: {alive}"
-    assert launcher.server_processes(server) == []
+    assert server.processes() == []
     assert not server.pid_file.exists(), "stale pid file"
     # nothing blocks the next start: no pid file (above), every port free again
-    busy = [port for port in (PORTS.inference, PORTS.management, PORTS.metrics, PORTS.grpc_inference,
-                              PORTS.grpc_management) if launcher.port_in_use(port)]
+    ports = server.ports
+    busy = [port for port in (ports.inference, ports.management, ports.metrics, ports.grpc_inference,
+                              ports.grpc_management) if processes.port_in_use(port)]
     assert not busy, f"ports still held after stop: {busy}"
 
 
-def all_pids(server: launcher.Server) -> list[int]:
-    return [p.pid for p in launcher.server_processes(server)]
+def all_pids(server: Server) -> list[int]:
+    return [p.pid for p in server.processes()]
 
 
 class Traffic:
     """Clients sending requests in a loop until stopped; every answer recorded (bounded: 60 s)."""
 
-    def __init__(self, server: launcher.Server, model: str = "lenet5", clients: int = 2, headers=None):
+    def __init__(self, server: Server, model: str = "lenet5", clients: int = 2, headers=None):
         self.url = f"{server.inference_url}/predictions/{model}"
         self.headers = headers
         self.answers: list[probe.Answer] = []
@@ -91,42 +101,44 @@ def assert_finished_or_failed_cleanly(answers: list[probe.Answer], limit_s: floa
             assert answer.json()["code"] == answer.status
 
 
-def test_stop_lets_in_flight_requests_finish_or_fail_cleanly_and_leaves_nothing(tmp_path):
+def test_stop_lets_in_flight_requests_finish_or_fail_cleanly_and_leaves_nothing(tmp_path, ports):
     extra = store_with_slow_model(tmp_path / "store", MODEL_STORE)
-    server = launcher.start(tmp_path / "run", tmp_path / "store", ports=PORTS, timeout=180, extra=extra)
-    probe.wait_ready(server, SLOW)
-    pids = all_pids(server)
-    assert len(pids) == 5  # Java and four workers
-    slow_url = f"{server.inference_url}/predictions/{SLOW}"
-    slow: list[probe.Answer] = []
-    in_flight = threading.Thread(target=lambda: slow.append(
-        probe.post(slow_url, probe.digit_png(), {SLEEP_HEADER: "1.5"}, timeout=30)))
-    with Traffic(server) as traffic:
-        in_flight.start()
-        time.sleep(0.5)
-        started = time.monotonic()
-        result = cli("stop", "--run-dir", str(server.run_dir))
-        stop_s = time.monotonic() - started
-    in_flight.join(timeout=40)
-    assert result.returncode == 0 and "stopped TorchServe" in result.stdout, result.stdout + result.stderr
-    print(f"\nstop took {stop_s:.1f} s; in-flight 1.5 s request: {slow[0].status or slow[0].error} after "
-          f"{slow[0].seconds:.2f} s; traffic: {sum(a.status == 200 for a in traffic.answers)} answered, "
-          f"{sum(a.status is None for a in traffic.answers)} refused or reset")
-    assert stop_s < 30
-    assert_finished_or_failed_cleanly(traffic.answers + slow, limit_s=stop_s + 5)
-    assert_nothing_left(server, pids)
+    # the CLI stops it (what `make stop` runs); the with block only cleans up after a failure
+    with running(run_dir=tmp_path / "run", model_store=tmp_path / "store", ports=ports, timeout=180,
+                 extra=extra) as server:
+        probe.wait_ready(server, SLOW)
+        pids = all_pids(server)
+        assert len(pids) == 5  # Java and four workers
+        slow_url = f"{server.inference_url}/predictions/{SLOW}"
+        slow: list[probe.Answer] = []
+        in_flight = threading.Thread(target=lambda: slow.append(
+            probe.post(slow_url, probe.digit_png(), {SLEEP_HEADER: "1.5"}, timeout=30)))
+        with Traffic(server) as traffic:
+            in_flight.start()
+            time.sleep(0.5)
+            started = time.monotonic()
+            result = cli("stop", "--run-dir", str(server.run_dir), ports=ports)
+            stop_s = time.monotonic() - started
+        in_flight.join(timeout=40)
+        assert result.returncode == 0 and "stopped TorchServe" in result.stdout, result.stdout + result.stderr
+        print(f"\nstop took {stop_s:.1f} s; in-flight 1.5 s request: {slow[0].status or slow[0].error} after "
+              f"{slow[0].seconds:.2f} s; traffic: {sum(a.status == 200 for a in traffic.answers)} answered, "
+              f"{sum(a.status is None for a in traffic.answers)} refused or reset")
+        assert stop_s < 30
+        assert_finished_or_failed_cleanly(traffic.answers + slow, limit_s=stop_s + 5)
+        assert_nothing_left(server, pids)
 
 
-def test_sigterm_to_the_container_entrypoint_with_requests_in_flight(tmp_path):
+def test_sigterm_to_the_container_entrypoint_with_requests_in_flight(tmp_path, ports):
     """docker/entrypoint.sh (the image's ENTRYPOINT, run here on loopback) gets SIGTERM while two
     clients send requests: it exits 0, every request was answered or refused/reset at once, and
     no process of the server is left. (tests/test_deploy_entrypoint.py checks the rest of it.)"""
     work_dir = tmp_path / "work"
-    env = {**ENV, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+    env = {**port_env(ports), "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
            "LISTEN_ADDRESS": HOST, "MODEL_STORE": str(MODEL_STORE), "WORK_DIR": str(work_dir)}
     entry = subprocess.Popen([str(ROOT / "docker" / "entrypoint.sh")], cwd=ROOT, env=env, stdout=subprocess.PIPE,
                              stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True, start_new_session=True)
-    server = launcher.Server((work_dir).resolve(), PORTS)  # the entrypoint's TMPDIR is WORK_DIR/tmp
+    server = Server(work_dir.resolve(), ports)  # the entrypoint's TMPDIR is WORK_DIR/tmp
     pids: list[int] = []
     try:
         for name in SERVING:
@@ -142,7 +154,7 @@ def test_sigterm_to_the_container_entrypoint_with_requests_in_flight(tmp_path):
     finally:
         if entry.poll() is None:
             entry.kill()
-        launcher.end_processes(launcher.server_processes(server))
+        processes.end(server.processes())
     print(f"\nSIGTERM to the entrypoint: exited {entry.returncode} after {exit_s:.1f} s; traffic: "
           f"{sum(a.status == 200 for a in traffic.answers)} answered, "
           f"{sum(a.status is None for a in traffic.answers)} refused or reset")
@@ -152,41 +164,43 @@ def test_sigterm_to_the_container_entrypoint_with_requests_in_flight(tmp_path):
     assert_nothing_left(server, pids)
 
 
-def test_start_after_kill_9_of_the_frontend_ends_orphans_and_serves(tmp_path):
+def test_start_after_kill_9_of_the_frontend_ends_orphans_and_serves(tmp_path, ports):
     """A crash of the whole server (kill -9 of Java) while a worker is busy in a 20 s inference:
     that worker outlives its frontend (it notices the lost socket only when it answers), the pid
     file is stale. The next `start` (what `make serve` runs) ends the orphan and serves."""
     extra = store_with_slow_model(tmp_path / "store", MODEL_STORE)
-    server = launcher.start(tmp_path / "run", tmp_path / "store", ports=PORTS, timeout=180, extra=extra)
-    probe.wait_ready(server, SLOW)
-    old = all_pids(server)
-    [busy] = probe.worker_pids(server, SLOW)
-    slow: list[probe.Answer] = []
-    in_flight = threading.Thread(target=lambda: slow.append(probe.post(
-        f"{server.inference_url}/predictions/{SLOW}", probe.digit_png(), {SLEEP_HEADER: "20"}, timeout=30)))
-    in_flight.start()
-    time.sleep(0.5)
-    java = server.pid()
-    os.kill(java, signal.SIGKILL)
-    psutil.wait_procs([psutil.Process(java)], timeout=10)
-    in_flight.join(timeout=10)
-    assert slow and slow[0].status is None and slow[0].seconds < 5, slow  # reset, not a hang
-    time.sleep(0.5)
-    assert psutil.pid_exists(busy), "the busy worker should outlive its frontend"
-    assert server.pid_file.exists() and server.pid() is None  # stale: its Java is gone
-    try:
-        started = time.monotonic()
-        again = cli("start", "--run-dir", str(server.run_dir), "--model-store", str(MODEL_STORE))
-        restart_s = time.monotonic() - started
-        assert again.returncode == 0, again.stdout + again.stderr
-        print(f"\nrestart after kill -9 of the frontend: READY in {restart_s:.1f} s")
-        assert not psutil.pid_exists(busy) or psutil.Process(busy).status() == psutil.STATUS_ZOMBIE
-        assert not set(old) & set(all_pids(server)), "a process of the crashed server survived the restart"
-        for name in ("lenet5", "mnist_net", "fashion_mlp"):
-            answer = probe.post(f"{server.inference_url}/predictions/{name}", probe.digit_png())
-            assert answer.status == 200, answer.body[:200]
-        new = all_pids(server)
-    finally:
-        stopped = cli("stop", "--run-dir", str(server.run_dir))
-    assert stopped.returncode == 0, stopped.stdout + stopped.stderr
-    assert_nothing_left(server, old + new)
+    # the CLI restarts and stops it; the with block only cleans up after a failure
+    with running(run_dir=tmp_path / "run", model_store=tmp_path / "store", ports=ports, timeout=180,
+                 extra=extra) as server:
+        probe.wait_ready(server, SLOW)
+        old = all_pids(server)
+        [busy] = probe.worker_pids(server, SLOW)
+        slow: list[probe.Answer] = []
+        in_flight = threading.Thread(target=lambda: slow.append(probe.post(
+            f"{server.inference_url}/predictions/{SLOW}", probe.digit_png(), {SLEEP_HEADER: "20"}, timeout=30)))
+        in_flight.start()
+        time.sleep(0.5)
+        java = server.pid()
+        os.kill(java, signal.SIGKILL)
+        psutil.wait_procs([psutil.Process(java)], timeout=10)
+        in_flight.join(timeout=10)
+        assert slow and slow[0].status is None and slow[0].seconds < 5, slow  # reset, not a hang
+        time.sleep(0.5)
+        assert psutil.pid_exists(busy), "the busy worker should outlive its frontend"
+        assert server.pid_file.exists() and server.pid() is None  # stale: its Java is gone
+        try:
+            started = time.monotonic()
+            again = cli("start", "--run-dir", str(server.run_dir), "--model-store", str(MODEL_STORE), ports=ports)
+            restart_s = time.monotonic() - started
+            assert again.returncode == 0, again.stdout + again.stderr
+            print(f"\nrestart after kill -9 of the frontend: READY in {restart_s:.1f} s")
+            assert not psutil.pid_exists(busy) or psutil.Process(busy).status() == psutil.STATUS_ZOMBIE
+            assert not set(old) & set(all_pids(server)), "a process of the crashed server survived the restart"
+            for name in ("lenet5", "mnist_net", "fashion_mlp"):
+                answer = probe.post(f"{server.inference_url}/predictions/{name}", probe.digit_png())
+                assert answer.status == 200, answer.body[:200]
+            new = all_pids(server)
+        finally:
+            stopped = cli("stop", "--run-dir", str(server.run_dir), ports=ports)
+        assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+        assert_nothing_left(server, old + new)

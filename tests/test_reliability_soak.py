@@ -1,5 +1,6 @@
 """The soak runner, for seconds (`make soak` runs it for minutes, not in CI): it starts its own
-server (TEST_PORT_BASE + 50..52), sends its mix, reports memory per process and stops cleanly."""
+server (--port-base 0: on ports the OS says are free), sends its mix, reports memory per process
+and stops cleanly."""
 from __future__ import annotations
 
 import json
@@ -9,9 +10,10 @@ import sys
 
 import pytest
 
-from serving import launcher
 from pipeline.model_config import SERVING
-from tests.conftest import MODEL_STORE, ROOT, TEST_PORT_BASE
+from serving.server import Server
+from serving.settings import Ports
+from tests.support.paths import MODEL_STORE, REPO as ROOT
 
 pytestmark = pytest.mark.e2e
 
@@ -20,7 +22,7 @@ def test_soak_smoke_runs_clean_and_reports_memory(tmp_path):
     out = tmp_path / "soak.json"
     run_dir = tmp_path / "run"
     command = [sys.executable, "-m", "reliability.soak", "--duration", "6", "--warmup", "2", "--rate", "40",
-               "--clients", "4", "--max-growth", "1.0", "--port-base", str(TEST_PORT_BASE + 50),
+               "--clients", "4", "--max-growth", "1.0", "--port-base", "0",
                "--run-dir", str(run_dir), "--model-store", str(MODEL_STORE), "--out", str(out)]
     result = subprocess.run(command, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
                             capture_output=True, text=True, timeout=300)
@@ -35,4 +37,4 @@ def test_soak_smoke_runs_clean_and_reports_memory(tmp_path):
         assert process["rss_start"] > 10 * 2**20 and process["rss_end"] > 10 * 2**20
         assert process["pid_start"] == process["pid_end"]
     assert "frontend" in result.stdout and "growth" in result.stdout
-    assert launcher.server_processes(launcher.Server(run_dir.resolve(), launcher.Ports())) == []
+    assert Server(run_dir.resolve(), Ports()).processes() == []

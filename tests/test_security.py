@@ -3,11 +3,12 @@ key rotation, hostile requests refused in bounded time and memory. Figures go to
 
 Servers (all traffic to 127.0.0.1 only):
 - the session `server` (local profile, tests/conftest.py);
-- `shipped`: the production profile with token auth on, TEST_PORT_BASE + 30..32 (it binds
-  inference and metrics to 0.0.0.0 as in the container; the test only talks to 127.0.0.1);
-- `model_api_on`: local profile with the model API turned on (never shipped), TEST_PORT_BASE
-  + 40..42, to check that `allowed_urls` refuses the URLs too, with a loopback HTTP server on
-  TEST_PORT_BASE + 45 that records whether TorchServe ever fetched anything.
+- `shipped`: the production profile with token auth on (it binds inference and metrics to
+  0.0.0.0 as in the container; the test only talks to 127.0.0.1);
+- `model_api_on`: local profile with the model API turned on (never shipped), to check that
+  `allowed_urls` refuses the URLs too, with a loopback HTTP server that records whether
+  TorchServe ever fetched anything.
+Each on ports the OS says are free.
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import re
 import shutil
 import stat
 import threading
-import time
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
@@ -25,11 +26,12 @@ import yaml
 
 from reliability import hostile, probe
 from reliability.slow_model import store_with_slow_model
-from serving import launcher
 from serving.config import PROFILES, render
+from serving.processes import listening_addresses
+from serving.server import LaunchError, running
 from serving.settings import HOST, Ports
 from pipeline.model_config import SERVING
-from tests.conftest import MODEL_STORE, ROOT, TEST_PORT_BASE
+from tests.support.paths import MODEL_STORE, REPO as ROOT
 
 TOKEN_REFUSED = "InvalidKeyException"
 
@@ -83,8 +85,7 @@ def service_manifests() -> list[tuple[Path, dict]]:
 
 def test_no_kubernetes_service_exposes_the_management_port():
     services = service_manifests()
-    if not services:
-        pytest.skip("no Kubernetes Service manifest in the repository yet")
+    assert services, "no Kubernetes Service manifest found (k8s/base/service.yaml has one)"
     management = Ports().management
     for path, service in services:
         for port in service.get("spec", {}).get("ports", []):
@@ -95,15 +96,13 @@ def test_no_kubernetes_service_exposes_the_management_port():
 # ---- live servers ------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def shipped(tmp_path_factory):
-    base = TEST_PORT_BASE + 30
-    run_dir = tmp_path_factory.mktemp("shipped")
-    try:
-        srv = launcher.start(run_dir, MODEL_STORE, ports=Ports(base, base + 1, base + 2), timeout=180,
-                             profile="production", token_auth=True)
-    except launcher.LaunchError as err:
-        pytest.fail(f"the production-profile server did not start: {err}")
-    yield srv
-    launcher.stop(run_dir, quiet=True)
+    with ExitStack() as stack:
+        try:
+            srv = stack.enter_context(running(run_dir=tmp_path_factory.mktemp("shipped"), model_store=MODEL_STORE,
+                                              ports=Ports.free(), timeout=180, profile="production", token_auth=True))
+        except LaunchError as err:
+            pytest.fail(f"the production-profile server did not start: {err}")
+        yield srv
 
 
 class Recorder(http.server.BaseHTTPRequestHandler):
@@ -121,11 +120,11 @@ class Recorder(http.server.BaseHTTPRequestHandler):
 @pytest.fixture(scope="module")
 def bait():
     """A loopback HTTP server that records every request: TorchServe must never fetch from it."""
-    httpd = http.server.HTTPServer((HOST, TEST_PORT_BASE + 45), Recorder)
+    httpd = http.server.HTTPServer((HOST, 0), Recorder)  # a port the OS says is free
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
     Recorder.hits.clear()
-    yield f"http://{HOST}:{TEST_PORT_BASE + 45}"
+    yield f"http://{HOST}:{httpd.server_address[1]}"
     httpd.shutdown()
     httpd.server_close()
 
@@ -138,13 +137,13 @@ def registration_attempts(bait_url: str, store: Path) -> list[str]:
 @pytest.mark.e2e
 def test_management_port_listens_on_loopback_only(server, shipped):
     for srv, profile in ((server, "local"), (shipped, "production")):
-        assert probe.listening_addresses(srv.ports.management) == {"127.0.0.1"}, profile
-        assert probe.listening_addresses(srv.ports.grpc_management) == {"127.0.0.1"}, profile
-        assert probe.listening_addresses(srv.ports.grpc_inference) == {"127.0.0.1"}, profile
-    assert probe.listening_addresses(server.ports.inference) == {"127.0.0.1"}
+        assert listening_addresses(srv.ports.management) == {"127.0.0.1"}, profile
+        assert listening_addresses(srv.ports.grpc_management) == {"127.0.0.1"}, profile
+        assert listening_addresses(srv.ports.grpc_inference) == {"127.0.0.1"}, profile
+    assert listening_addresses(server.ports.inference) == {"127.0.0.1"}
     # production serves inference on every address (the container's Service routes to it); Java
     # binds that as the dual-stack "::"
-    public = probe.listening_addresses(shipped.ports.inference)
+    public = listening_addresses(shipped.ports.inference)
     assert public and public <= {"0.0.0.0", "::"}, public
 
 
@@ -167,15 +166,13 @@ def test_allowed_urls_refuses_them_even_with_the_model_api_on(tmp_path, bait):
     network, read /etc or leave the model store, even for a real archive one `..` outside it;
     an archive directly in the store passes the rule (it does not simply refuse everything).
     Keep the model API off all the same: it is the first line."""
-    base = TEST_PORT_BASE + 40
     store = (tmp_path / "store").resolve()
     store_with_slow_model(store, MODEL_STORE)  # a private store: a registration could write to it
     slow = store / "lenet5_slow.mar"           # in the store, not loaded
     shutil.copy(slow, tmp_path / "evil.mar")   # the target of file://<store>/../evil.mar and its %2e form
     in_store = sorted(p.name for p in store.iterdir())
-    srv = launcher.start(tmp_path / "run", store, ports=Ports(base, base + 1, base + 2), timeout=180,
-                         extra={"enable_model_api": "true"})
-    try:
+    with running(run_dir=tmp_path / "run", model_store=store, ports=Ports.free(), timeout=180,
+                 extra={"enable_model_api": "true"}) as srv:
         models = f"{srv.management_url}/models"
         for url in registration_attempts(bait, store):
             # requests encodes '%' as %25: TorchServe receives the literal %2e%2e, as a hand-built URL would
@@ -194,8 +191,6 @@ def test_allowed_urls_refuses_them_even_with_the_model_api_on(tmp_path, bait):
         # where it already is (ArchiveUtils.downloadArchive checks the URL first)
         admitted = requests.post(models, params={"url": f"file://{slow}", "initial_workers": 0}, timeout=60)
         assert "Model file already exists lenet5_slow.mar" in admitted.json()["message"], admitted.text[:300]
-    finally:
-        launcher.stop(srv.run_dir, quiet=True)
     assert Recorder.hits == []
 
 

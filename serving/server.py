@@ -1,0 +1,285 @@
+"""One local TorchServe per run directory: start it, wait until every model is READY, stop it.
+
+    with running(run_dir=Path("build/x"), model_store=Path("model_store"), ports=Ports.free()) as server:
+        requests.post(f"{server.inference_url}/predictions/lenet5", data=png)
+
+`torchserve --start` exits 0 even when start-up fails, so `start` checks what it can first (Java,
+archives, ports, a server already running), then polls the management API until every model has
+a READY worker, and on failure raises LaunchError with the reason from TorchServe's log; whatever
+it started is stopped again. `running` (and `running_together`, several at once) always stop the
+server at the end; serving/launcher.py is the command line over `start` and `stop`.
+
+Each run directory is a separate server: its config.properties, logs/ and tmp/ (TorchServe's
+pid file and worker sockets live in the temp dir, so TEMP/TMPDIR=<run-dir>/tmp keeps two
+checkouts, or the tests and a developer's server, from colliding).
+
+`stop` also ends what a crash left behind: workers of a frontend killed with -9 (a worker busy
+in an inference outlives its frontend), a stale pid file or key file; `start` does the same
+before it starts.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import psutil
+
+from pipeline.archive import ArchiveError, require_archives
+from pipeline.model_config import SERVING
+from serving import logs, processes
+from serving.config import render
+from serving.management import ManagementAPI, wait_ready as wait_all_ready
+from serving.settings import HOST, Ports
+
+PID_FILE = ".model_server.pid"
+KEY_FILE = "key_file.json"  # TorchServe writes it in its working directory (the run dir) with token auth on
+CONSOLE_LOG = logs.CONSOLE_LOG
+
+
+class LaunchError(RuntimeError):
+    """Start-up failed; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class Server:
+    """Where one TorchServe runs: its run directory and ports, and what follows from them."""
+    run_dir: Path
+    ports: Ports
+
+    @property
+    def inference_url(self) -> str:
+        return f"http://{HOST}:{self.ports.inference}"
+
+    @property
+    def management_url(self) -> str:
+        return f"http://{HOST}:{self.ports.management}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://{HOST}:{self.ports.metrics}"
+
+    @property
+    def tmp_dir(self) -> Path:
+        return self.run_dir / "tmp"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.run_dir / "logs"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.tmp_dir / PID_FILE
+
+    @property
+    def key_file(self) -> Path:
+        return self.run_dir / KEY_FILE
+
+    @property
+    def management(self) -> ManagementAPI:
+        """The management API client, with the current token auth key if there is one."""
+        return ManagementAPI(self.management_url, self.auth("management"))
+
+    def env(self) -> dict:
+        env = dict(os.environ)
+        env.update({
+            "TEMP": str(self.tmp_dir), "TMPDIR": str(self.tmp_dir),
+            "LOG_LOCATION": str(self.log_dir), "METRICS_LOCATION": str(self.log_dir),
+            # one intra-op thread per worker: see pipeline/model_config.py (torch_threads)
+            "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+            # hand JSON bodies to the handler as bytes: it parses them with limits and clear errors
+            "TS_DECODE_INPUT_REQUEST": "false",
+        })
+        return env
+
+    def keys(self) -> dict[str, str]:
+        """Token auth keys by kind ("management", "inference", "API"); empty when token auth is off."""
+        try:
+            document = json.loads(self.key_file.read_text())
+        except (OSError, ValueError):
+            return {}
+        return {kind: entry["key"] for kind, entry in document.items() if isinstance(entry, dict) and "key" in entry}
+
+    def auth(self, kind: str = "management") -> dict[str, str]:
+        """The Authorization header for one API ("management" or "inference"), {} without token auth."""
+        key = self.keys().get(kind)
+        return {"Authorization": f"Bearer {key}"} if key else {}
+
+    def pid(self) -> int | None:
+        """The live Java frontend of this run dir, from its pid file; None when there is none."""
+        try:
+            pid = int(self.pid_file.read_text().strip())
+        except (OSError, ValueError):
+            return None
+        # this run dir's Java only: a recycled pid, even another server's Java, is not ours
+        return pid if processes.alive(pid, f"-Djava.io.tmpdir={self.tmp_dir}") else None
+
+    def processes(self) -> list[psutil.Process]:
+        """Java and the workers of this run dir, orphans of a crashed frontend included."""
+        return processes.server_processes(self.tmp_dir)
+
+
+def torchserve_bin() -> str:
+    return str(Path(sys.executable).parent / "torchserve")
+
+
+def running_address(server: Server) -> str:
+    """Where the server of this run dir listens, from the config.properties it was started with
+    (not this invocation's ports: a second `make serve INFERENCE_PORT=...` must not name its own)."""
+    try:
+        for line in (server.run_dir / "config.properties").read_text().splitlines():
+            key, _, value = line.partition("=")
+            if key.strip() == "inference_address":
+                return value.strip().replace("\\:", ":")
+    except OSError:
+        pass
+    return "ports unknown (its config.properties is gone)"
+
+
+def preflight(server: Server, model_store: Path) -> None:
+    """LaunchError when this server cannot start: no Java, no archives, already running, a port taken."""
+    if shutil.which("java") is None:
+        raise LaunchError("Java is not on the PATH; TorchServe's frontend needs it. Install a JRE 11+ "
+                          "(Debian/Ubuntu: sudo apt-get install openjdk-17-jre-headless) and try again.")
+    try:
+        require_archives(model_store)
+    except ArchiveError as err:
+        raise LaunchError(str(err)) from None
+    running = server.pid()
+    if running:
+        raise LaunchError(f"TorchServe is already running from {server.run_dir} (pid {running}) on "
+                          f"{running_address(server)}. Stop it first with `make stop`.")
+    for label, port in (("inference", server.ports.inference), ("management", server.ports.management),
+                        ("metrics", server.ports.metrics), ("grpc_inference", server.ports.grpc_inference),
+                        ("grpc_management", server.ports.grpc_management)):
+        if processes.port_in_use(port):
+            raise LaunchError(f"{label.replace('_', ' ')} port {port} on {HOST} is already in use (another "
+                              f"server?). Stop whatever holds it (`ss -ltnp 'sport = :{port}'` shows it) or "
+                              f"choose another port: make serve {label.upper()}_PORT=<port>.")
+
+
+def start(*, run_dir: Path, model_store: Path, ports: Ports | None = None, timeout: float = 120.0,
+          profile: str = "local", token_auth: bool = False, extra: dict | None = None) -> Server:
+    """Start TorchServe from `run_dir` and wait until every model has a READY worker. `extra`:
+    config.properties settings that replace the profile's (tests and benchmarks). LaunchError
+    says what went wrong; anything this call started is stopped again by then."""
+    server = Server(Path(run_dir).resolve(), ports or Ports.from_env())
+    model_store = Path(model_store).resolve()
+    preflight(server, model_store)
+    server.tmp_dir.mkdir(parents=True, exist_ok=True)
+    server.log_dir.mkdir(parents=True, exist_ok=True)
+    processes.end(server.processes())  # workers a frontend killed with -9 left behind
+    server.pid_file.unlink(missing_ok=True)
+    server.key_file.unlink(missing_ok=True)  # a dead server's keys; TorchServe writes new ones
+    since = {**logs.offsets(server.log_dir), CONSOLE_LOG: 0}  # ts_log keeps earlier runs: quote only this one's
+    config = server.run_dir / "config.properties"
+    config.write_text(render(profile, model_store, server.ports, token_auth, extra))
+    command = [torchserve_bin(), "--start", "--ncs", "--ts-config", str(config), "--model-store", str(model_store)]
+    if "-Dlog4j.configurationFile=" not in (extra or {}).get("vmargs", ""):  # else the caller's logging
+        command += ["--log-config", str(logs.LOG4J_CONFIG)]
+    try:
+        # Java inherits our stdout/stderr: a pipe would never reach EOF, so use a file, new for
+        # each start (the log4j files keep the history).
+        console = server.log_dir / CONSOLE_LOG
+        with console.open("wb") as out:
+            result = subprocess.run(command, cwd=server.run_dir, env=server.env(), stdout=out,
+                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+        if result.returncode != 0:
+            tail = console.read_text(errors="replace").splitlines()[-10:]
+            raise LaunchError(f"torchserve --start failed ({result.returncode}):\n" + "\n".join(tail))
+        wait_ready(server, timeout, since)
+    except BaseException:
+        stop(server.run_dir, quiet=True)
+        raise
+    return server
+
+
+def wait_ready(server: Server, timeout: float, since: dict[str, int] | None = None) -> None:
+    """Poll until every model has a READY worker. Fails at once when TorchServe exits, or logs
+    that it failed to load an archive (it would serve the others and never load that one)."""
+    seen_pid = False
+
+    def still_starting() -> None:
+        nonlocal seen_pid
+        pid = server.pid()
+        # torchserve writes the pid file once Java runs (start() removed the old one): a pid file
+        # without a live Java means it exited, even before the first look
+        seen_pid = seen_pid or pid is not None or server.pid_file.is_file()
+        if seen_pid and pid is None:
+            raise LaunchError("TorchServe exited during start-up. From its log:\n"
+                              + logs.reason(server.log_dir, since=since))
+        failures = logs.load_failures(server.log_dir, since)
+        if failures:
+            raise LaunchError("TorchServe failed to load " + "; ".join(failures) + ". Rebuild the archive "
+                              "with `make archive` (a truncated or damaged .mar, or one built by another "
+                              f"version). From its log:\n{logs.reason(server.log_dir, since=since)}")
+
+    try:
+        wait_all_ready(lambda: server.management, SERVING, timeout, each=still_starting)
+    except TimeoutError as err:
+        raise LaunchError(f"{err}. From TorchServe's log:\n{logs.reason(server.log_dir, since=since)}") from None
+
+
+def stop(run_dir: Path, *, quiet: bool = False, timeout: float = 30.0) -> bool:
+    """Stop the server of `run_dir`; True when one was running. Waits until Java and workers exit,
+    and ends whatever a crashed server left behind (orphaned workers, stale pid and key files)."""
+    server = Server(Path(run_dir).resolve(), Ports())
+    pid = server.pid()
+    if pid is not None:
+        try:  # SIGTERM to Java: TorchServe's own shutdown, which stops its workers
+            subprocess.run([torchserve_bin(), "--stop", "--foreground"], cwd=server.run_dir, env=server.env(),
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            pass
+    leftovers = server.processes()  # Java that did not stop in time, orphaned workers
+    processes.end(leftovers)
+    server.pid_file.unlink(missing_ok=True)  # a stale pid file must not block the next start
+    server.key_file.unlink(missing_ok=True)
+    if not quiet:
+        if pid is not None:
+            print(f"stopped TorchServe (pid {pid}) from {server.run_dir}")
+        elif leftovers:
+            print(f"no TorchServe frontend was running from {server.run_dir}; ended {len(leftovers)} "
+                  f"leftover process(es) of a crashed one: {', '.join(str(p.pid) for p in leftovers)}")
+        else:
+            print(f"no TorchServe running from {server.run_dir}")
+    return pid is not None
+
+
+@contextmanager
+def running(*, run_dir: Path, model_store: Path, ports: Ports | None = None, timeout: float = 120.0,
+            profile: str = "local", token_auth: bool = False, extra: dict | None = None) -> Iterator[Server]:
+    """A READY server for the `with` block (start()'s arguments), always stopped afterwards."""
+    server = start(run_dir=run_dir, model_store=model_store, ports=ports, timeout=timeout, profile=profile,
+                   token_auth=token_auth, extra=extra)
+    try:
+        yield server
+    finally:
+        stop(server.run_dir, quiet=True)
+
+
+@contextmanager
+def running_together(runs: dict[str, dict]) -> Iterator[dict[str, Server]]:
+    """Several servers started at once, {name: start()'s keywords} -> {name: Server}, all stopped
+    afterwards. When any fails, the others are stopped and LaunchError names every failure."""
+    with ExitStack() as stack:
+        with ThreadPoolExecutor(max(1, len(runs))) as pool:
+            futures = {name: pool.submit(start, **kwargs) for name, kwargs in runs.items()}
+        servers, failures = {}, []
+        for name, future in futures.items():
+            try:
+                servers[name] = future.result()
+            except Exception as err:  # noqa: BLE001 - reported together below, after the others stop
+                failures.append(f"{name}: {err}")
+                continue
+            stack.callback(stop, servers[name].run_dir, quiet=True)
+        if failures:
+            raise LaunchError("; ".join(failures))
+        yield servers

@@ -1,0 +1,1 @@
+"""What tests share besides fixtures: paths in the repository (tests/support/paths.py)."""
