@@ -53,7 +53,7 @@ MODEL_STORE=$(cd "$MODEL_STORE" && pwd)
 mkdir -p "$WORK_DIR/tmp" || fail "cannot create $WORK_DIR/tmp: set WORK_DIR to a writable folder (an emptyDir in Kubernetes)."
 WORK_DIR=$(cd "$WORK_DIR" && pwd)
 
-# The worker environment, as serving/launcher.py sets it for `make serve`:
+# The worker environment, as serving/server.py (Server.env) sets it for `make serve`:
 # TorchServe's temp dir (pid file, sockets, unpacked archives) inside WORK_DIR; one intra-op thread
 # per worker (pipeline/model_config.py torch_threads); JSON bodies reach the handler as bytes.
 export TEMP=$WORK_DIR/tmp TMPDIR=$WORK_DIR/tmp
