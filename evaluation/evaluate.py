@@ -37,6 +37,7 @@ import numpy as np
 import requests
 
 from evaluation import sets as eval_sets
+from handlers import contract
 from evaluation.fonts import FAMILIES
 from model_defs.registry import get_spec
 from serving.settings import HOST, Ports
@@ -110,7 +111,8 @@ class _Poster:
         self.timeout = timeout
         self.local = threading.local()
 
-    def post(self, url: str, body: bytes, content_type: str):
+    def post(self, url: str, body: bytes, content_type: str, labels: tuple[str, ...]):
+        """POST one picture -> ((index, probability of the label), None), or (None, what went wrong)."""
         session = getattr(self.local, "session", None)
         if session is None:
             session = self.local.session = requests.Session()
@@ -125,10 +127,11 @@ class _Poster:
                 code = None
             return None, f"HTTP {response.status_code}" + (f" {code}" if code else "")
         try:
-            body = response.json()
-            return (int(body["index"]), float(max(body["probabilities"].values()))), None
-        except (ValueError, KeyError, TypeError):
+            answer = response.json()
+            label = contract.check_prediction(answer, labels)
+        except ValueError:  # not JSON, or a contract.ContractError
             return None, "bad answer"
+        return (answer["index"], float(answer["probabilities"][label])), None
 
 
 def run_model(url: str, model: str, evalset: eval_sets.EvalSet, workers: int, timeout: float,
@@ -143,12 +146,13 @@ def run_model(url: str, model: str, evalset: eval_sets.EvalSet, workers: int, ti
     poster = _Poster(timeout)
     endpoint = f"{url}/predictions/{model}"
     content_type = evalset.spec.content_type
+    labels = get_spec(model).labels
 
     def one(i: int):
         if time.monotonic() >= deadline:
             return i, None, None
         sent[i] = True
-        return (i, *poster.post(endpoint, evalset.items[i][0], content_type))
+        return (i, *poster.post(endpoint, evalset.items[i][0], content_type, labels))
 
     start = time.monotonic()
     bar = None

@@ -9,7 +9,8 @@ input limits and torch threads (from serving/settings.py). The stages of `handle
   batch        the good requests' canonical images -> one uint8 tensor [N, 1, H, W]
   predict      one forward pass of the TorchScript model (softmax baked in) on the worker's device
   unbatch      probabilities back to the request that sent each image
-  encode       compact JSON per request: {"model", "label", "index", "probabilities"}
+  encode       compact JSON per request: {"model", "label", "index", "probabilities"}, the
+               answer contract of handlers/contract.py (errors: {"error", "message"})
 
 POST /explanations/<model> reaches `handle` too (TorchServe sets the request header
 `explain: True`, per request, and may batch explanations with predictions): the same decoding and
@@ -20,18 +21,20 @@ explanations.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 import os
+from http import HTTPStatus
 
 import numpy as np
 import torch
 from ts.torch_handler.base_handler import BaseHandler
 
-from handlers.errors import REASON_PHRASES, InputError
+from handlers import contract
+from handlers.digest import sha256_of
+from handlers.errors import InputError
 from handlers.image_decoding import check_size, load_pixels, open_header
-from handlers.request_decoding import ImageSource, request_to_sources
+from handlers.request_decoding import ImageSource, request_header, request_to_sources
 from handlers.saliency import canonical_png, explain, heatmap_png
 from model_defs.preprocessing import canonicalize
 from handlers.limits import InputLimits
@@ -40,11 +43,6 @@ logger = logging.getLogger(__name__)
 
 METADATA_FILE = "model_meta.json"
 JSON_CONTENT_TYPE = "application/json"
-
-
-def _sha256(path: str) -> str:
-    with open(path, "rb") as f:
-        return hashlib.sha256(f.read()).hexdigest()
 
 
 class ImageClassifierHandler(BaseHandler):
@@ -66,7 +64,7 @@ class ImageClassifierHandler(BaseHandler):
         with open(meta_path) as f:
             self.metadata = json.load(f)
         serialized = os.path.join(model_dir, context.manifest["model"]["serializedFile"])
-        if _sha256(serialized) != self.metadata["sha256"]:
+        if sha256_of(serialized) != self.metadata["sha256"]:
             raise RuntimeError(f"{serialized} does not match the sha256 in {METADATA_FILE}; "
                                "the archive is inconsistent, rebuild it with `make archive`")
         self.labels = list(self.metadata["labels"])
@@ -133,21 +131,13 @@ class ImageClassifierHandler(BaseHandler):
         """uint8 [N, H, W], answers [N] -> float32 [N, H, W]: one forward and one backward pass."""
         return explain(self.model, images, targets, device=self.device)
 
-    def explanation(self, image: np.ndarray, saliency: np.ndarray) -> dict:
-        return {
-            "saliency": [[float(f"{v:.4g}") for v in row] for row in saliency.tolist()],
-            "saliency_png": heatmap_png(image, saliency),
-            "canonical_png": canonical_png(image),
-        }
+    def explain_answer(self, answer: dict, image: np.ndarray, saliency: np.ndarray) -> dict:
+        """A prediction answer + the saliency of its canonical image [H, W] -> the explanation answer."""
+        return contract.explanation(answer, saliency.tolist(), heatmap_png(image, saliency), canonical_png(image))
 
     def encode(self, probabilities: np.ndarray) -> dict:
-        index = int(probabilities.argmax())
-        return {
-            "model": self.metadata["name"],
-            "label": self.labels[index],
-            "index": index,
-            "probabilities": {label: float(p) for label, p in zip(self.labels, probabilities)},
-        }
+        """probabilities [classes] -> the prediction answer (handlers/contract.py)."""
+        return contract.prediction(self.metadata["name"], self.labels, probabilities.tolist())
 
     # ---- TorchServe entry point -------------------------------------------------------------
     def handle(self, data, context):
@@ -156,14 +146,14 @@ class ImageClassifierHandler(BaseHandler):
         for idx, row in enumerate(data):
             try:
                 explain_it = _is_explanation(context, idx)
-                images, is_list = self.decode(row, _content_type(context, idx), explain_it)
+                images, is_list = self.decode(row, request_header(context, idx, "Content-Type"), explain_it)
                 decoded.append((idx, images, is_list, explain_it))
             except InputError as err:
                 responses[idx] = self._error(context, idx, err.status, err.body())
             except Exception:  # a bug of ours: this request gets a 500, the batch carries on
                 logger.exception("unexpected error decoding request %d", idx)
-                responses[idx] = self._error(context, idx, 500, {
-                    "error": "internal_error", "message": "The server failed on this request; see its log."})
+                responses[idx] = self._error(context, idx, 500, contract.error(
+                    "internal_error", "The server failed on this request; see its log."))
 
         if decoded:
             batch = np.stack([image for _, images, _, _ in decoded for image in images])
@@ -179,12 +169,12 @@ class ImageClassifierHandler(BaseHandler):
                 results = [self.encode(p) for p in probabilities[offset : offset + len(images)]]
                 offset += len(images)
                 if explain_it and saliency is None:
-                    responses[idx] = self._error(context, idx, 500, {
-                        "error": "internal_error", "message": "The server failed to explain this request; see its log."})
+                    responses[idx] = self._error(context, idx, 500, contract.error(
+                        "internal_error", "The server failed to explain this request; see its log."))
                     continue
                 if explain_it:
-                    for result, image in zip(results, images):
-                        result.update(self.explanation(image, next(saliency)))
+                    results = [self.explain_answer(result, image, next(saliency))
+                               for result, image in zip(results, images)]
                 responses[idx] = self._json(context, idx, results if is_list else results[0])
         return responses
 
@@ -194,7 +184,7 @@ class ImageClassifierHandler(BaseHandler):
         return json.dumps(body, separators=(",", ":")).encode("utf-8")
 
     def _error(self, context, idx: int, status: int, body: dict) -> bytes:
-        context.set_response_status(status, REASON_PHRASES.get(status, "Error"), idx)
+        context.set_response_status(status, HTTPStatus(status).phrase, idx)
         return self._json(context, idx, body)
 
 
@@ -204,14 +194,3 @@ def _is_explanation(context, idx: int) -> bool:
         return context.get_request_header(idx, "explain") == "True"
     except (AttributeError, IndexError, TypeError):
         return False
-
-
-def _content_type(context, idx: int) -> str | None:
-    try:
-        headers = context.get_all_request_header(idx) or {}
-    except (AttributeError, IndexError, TypeError):
-        return None
-    for key, value in headers.items():
-        if key.lower() == "content-type":
-            return value
-    return None

@@ -134,6 +134,9 @@ def load_pixels(image: Image.Image) -> Image.Image:
             image.seek(0)
             image.load()
             decoded = ImageOps.exif_transpose(image)
+    except Image.DecompressionBombError as err:  # a frame larger than its header said (GIF, WebP)
+        raise InputError(413, "image_too_large", f"The {image.format} image holds a frame with too many "
+                         f"pixels ({err}). Downscale it before sending.") from None
     except Exception as err:  # truncated data, bad chunks, broken EXIF...
         raise InputError(400, "corrupt_image", f"The {image.format} image could not be decoded "
                          f"({type(err).__name__}: {err}). It may be truncated or corrupt; "

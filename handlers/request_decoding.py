@@ -205,3 +205,13 @@ def request_to_sources(row: dict, content_type: str | None, limits: InputLimits)
     if is_json or (not value.startswith(b"\x89PNG") and looks_like_json(value)):
         return json_to_sources(parse_json(value), limits)
     return [value], False
+
+
+def request_header(context, idx: int, name: str) -> str | None:
+    """Request `idx`'s header `name`, in any letter case, from TorchServe's context; None if absent."""
+    try:
+        headers = context.get_all_request_header(idx) or {}
+    except (AttributeError, IndexError, TypeError):
+        return None
+    wanted = name.lower()
+    return next((value for key, value in headers.items() if key.lower() == wanted), None)

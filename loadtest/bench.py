@@ -44,6 +44,7 @@ from typing import Iterator
 import numpy as np
 from PIL import Image
 
+from handlers import contract
 from loadtest import client
 from loadtest.archives import BUILD, variant_store
 from pipeline.archive import ArchiveError
@@ -81,22 +82,11 @@ def rows_for(model: str, images_per_request: int) -> list[Row]:
 
 
 # ---- answers ---------------------------------------------------------------------------------
-def _check_one(answer, model: str, expected: str) -> str | None:
-    if not isinstance(answer, dict) or set(answer) != {"model", "label", "index", "probabilities"}:
-        return "contract: fields"
-    if answer["model"] != model:
-        return "contract: model name"
-    if answer["label"] != expected:
-        return "top-1 differs from the model"
-    probabilities = answer["probabilities"]
-    if not isinstance(probabilities, dict) or abs(sum(probabilities.values()) - 1.0) > 1e-3:
-        return "contract: probabilities"
-    return None
-
-
 def checker(model: str, kind: str):
-    """kind "full": the contract and top-1 of one answer; "list": of a list of answers;
-    "status": only 200 and a JSON object (the no-op handler's constant answer)."""
+    """kind "full": the contract (handlers/contract.py) and top-1 of one answer; "list": of a list
+    of answers; "status": only 200 and a JSON object (the no-op handler's constant answer)."""
+    labels = get_spec(model).labels
+
     def check(status: int, body: bytes, expected):
         if status != 200:
             return f"HTTP {status}"
@@ -106,15 +96,14 @@ def checker(model: str, kind: str):
             return "contract: not JSON"
         if kind == "status":
             return None if isinstance(answer, dict) else "contract: not an object"
-        if kind == "list":
-            if not isinstance(answer, list) or len(answer) != len(expected):
-                return "contract: list length"
-            for item, label in zip(answer, expected):
-                problem = _check_one(item, model, label)
-                if problem:
-                    return problem
-            return None
-        return _check_one(answer, model, expected)
+        try:
+            if kind == "list":
+                top, expected = contract.check_predictions(answer, labels, len(expected), model), list(expected)
+            else:
+                top = contract.check_prediction(answer, labels, model)
+        except contract.ContractError as err:
+            return f"contract: {err.part}"
+        return None if top == expected else "top-1 differs from the model"
     return check
 
 

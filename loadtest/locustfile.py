@@ -9,11 +9,11 @@ The mix (weights, from what a digit-recognition front end with a fashion catalog
   (browsers) 15%, a JSON batch of 8 base64 PNGs ({"instances": [...]}) 5%.
 Images are the models' real held-out images as PNG (pipeline/heldout.py), picked at random.
 
-Every answer is checked: status 200, the JSON contract ({"model","label","index","probabilities"},
-probabilities summing to 1), and top-1 against the image's true label. A wrong answer is a
-failure ("wrong top-1 label"), so the failure rate includes the models' own held-out error
-(about 1% for the digit models, 10% for fashion_mlp; `python -m loadtest.run_loadtest` prints the
-expected rate beside the measured one). Environment: LOADTEST_WAIT_MAX (seconds a user waits
+Every answer is checked: status 200, the answer contract (handlers/contract.py: {"model", "label",
+"index", "probabilities"}, probabilities summing to 1), and top-1 against the image's true label.
+A wrong answer is a failure ("wrong top-1 label"), so the failure rate includes the models' own
+held-out error (about 1% for the digit models, 10% for fashion_mlp; `python -m
+loadtest.run_loadtest` prints the expected rate beside the measured one). Environment: LOADTEST_WAIT_MAX (seconds a user waits
 between requests, uniform from 0, default 0.1), LOADTEST_MODELS (comma-separated subset).
 """
 from __future__ import annotations
@@ -26,6 +26,7 @@ import random
 import gevent
 from locust import FastHttpUser, between, events, task
 
+from handlers import contract
 from pipeline.heldout import held_out
 
 MODEL_WEIGHTS = {"lenet5": 5, "mnist_net": 3, "fashion_mlp": 2}
@@ -57,16 +58,13 @@ gevent.get_hub().loop.update_now()
 
 
 def check_answer(answer, model: str, labels: list[str], expected: str) -> str | None:
-    """None when the answer keeps the contract and names the expected label, else what is wrong."""
-    if not isinstance(answer, dict) or set(answer) != {"model", "label", "index", "probabilities"}:
-        return "contract: not {model, label, index, probabilities}"
-    probabilities = answer["probabilities"]
-    if (answer["model"] != model or not isinstance(probabilities, dict) or list(probabilities) != labels
-            or abs(sum(probabilities.values()) - 1.0) > 1e-3):
-        return "contract: model name, labels or probabilities"
-    if not isinstance(answer["index"], int) or labels[answer["index"]] != answer["label"]:
-        return "contract: index does not match label"
-    return None if answer["label"] == expected else WRONG_LABEL
+    """None when the answer keeps the contract (handlers/contract.py) and names the expected label,
+    else what is wrong."""
+    try:
+        label = contract.check_prediction(answer, labels, model)
+    except contract.ContractError as err:
+        return f"contract: {err.part}"
+    return None if label == expected else WRONG_LABEL
 
 
 def check_response(response, model: str, expected: list[str] | str) -> str | None:

@@ -42,7 +42,11 @@ class LoadTestError(RuntimeError):
 
 
 def parse_duration(text: str) -> float:
-    """Locust's run-time syntax (30s, 2m, 1h30m, 45) in seconds."""
+    """Locust's run-time syntax (30s, 2m, 1h30m, 45) in seconds.
+
+    Not locust.util.timespan.parse_timespan: importing anything from locust runs locust/__init__.py,
+    which gevent-monkey-patches the importing process (this runner, and pytest, which imports
+    this function). Locust parses --run-time again itself when it starts."""
     total, number = 0.0, ""
     units = {"h": 3600, "m": 60, "s": 1}
     for ch in text.strip():

@@ -12,7 +12,6 @@ archive as the handler's metadata.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import sys
 from pathlib import Path
@@ -20,6 +19,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from handlers.digest import sha256_of
 from pipeline.datasets import DataSetMissing, load_split
 from model_defs.registry import MODELS, ModelSpec
 
@@ -50,14 +50,6 @@ def load_serving_model(spec: ModelSpec, checkpoint_path: Path) -> tuple[ServingM
     net = spec.build()
     net.load_state_dict(checkpoint["state_dict"])
     return ServingModel(net, checkpoint["mean"], checkpoint["std"]).eval(), checkpoint
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 @torch.no_grad()

@@ -242,6 +242,9 @@ def cpu_seconds(function, *args) -> tuple[float, object]:
 
 
 def raw_decode(data: bytes):
+    """--raw only: what Pillow alone spends on the file. Switches Pillow's decompression-bomb guard
+    off for this measuring process only; the handlers keep it on (handlers/image_decoding.py maps
+    DecompressionBombError to 413 image_too_large) and never set Image.MAX_IMAGE_PIXELS."""
     Image.MAX_IMAGE_PIXELS = None
     image = Image.open(io.BytesIO(data))
     image.load()

@@ -10,23 +10,18 @@ from __future__ import annotations
 import time
 
 from handlers.classifier_handler import ImageClassifierHandler
+from handlers.request_decoding import request_header
 
 SLEEP_HEADER = "X-Test-Sleep-S"
 MAX_SLEEP_S = 60.0
 
 
 def requested_sleep(context, idx: int) -> float:
+    """Seconds request `idx` asks the worker to sleep (0 without the header), at most MAX_SLEEP_S."""
     try:
-        headers = context.get_all_request_header(idx) or {}
-    except (AttributeError, IndexError, TypeError):
+        return min(max(float(request_header(context, idx, SLEEP_HEADER)), 0.0), MAX_SLEEP_S)
+    except (TypeError, ValueError):  # no header (None), or not a number
         return 0.0
-    for key, value in headers.items():
-        if key.lower() == SLEEP_HEADER.lower():
-            try:
-                return min(max(float(value), 0.0), MAX_SLEEP_S)
-            except (TypeError, ValueError):
-                return 0.0
-    return 0.0
 
 
 class SlowClassifierHandler(ImageClassifierHandler):

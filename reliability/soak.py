@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import requests
 
+from handlers import contract
 from model_defs.registry import get_spec
 from reliability import probe
 from reliability.hostile import png_bomb
@@ -82,11 +83,13 @@ def check(request: Request, response: requests.Response) -> str | None:
         body = response.json()
     except ValueError:
         return f"{request.model}: {response.status_code} without a JSON body"
-    if request.status == 200:
-        if body.get("model") != request.model or abs(sum(body.get("probabilities", {}).values()) - 1) > 1e-3:
-            return f"{request.model}: answer breaks the contract: {str(body)[:120]}"
-    elif body.get("error") != request.error:
-        return f"{request.model}: error {body.get('error')!r} instead of {request.error!r}"
+    try:
+        if request.status == 200:
+            contract.check_prediction(body, get_spec(request.model).labels, request.model)
+        elif contract.check_error(body, response.status_code) != request.error:
+            return f"{request.model}: error {body.get('error')!r} instead of {request.error!r}"
+    except contract.ContractError as err:
+        return f"{request.model}: {err}"
     return None
 
 

@@ -7,11 +7,11 @@ import base64
 import io
 from concurrent.futures import ThreadPoolExecutor
 
-import numpy as np
 import pytest
 import requests
 from PIL import Image
 
+from handlers.contract import check_error, check_explanation, check_prediction
 from pipeline.heldout import png_bytes
 from model_defs.registry import MODELS, get_spec
 
@@ -29,7 +29,7 @@ def test_explanations_answer_with_the_prediction_and_saliency(server, held_out, 
     answer = explained.json()
     assert {k: answer[k] for k in predicted.json()} == predicted.json()
     height, width = get_spec(name).input_size
-    assert np.array(answer["saliency"]).shape == (height, width)
+    check_explanation(answer, get_spec(name).labels, (height, width), model=name)  # saliency H x W, 2 PNGs
     for key in ("saliency_png", "canonical_png"):
         assert Image.open(io.BytesIO(base64.b64decode(answer[key]))).size == (width, height)
 
@@ -42,6 +42,7 @@ def test_explanations_refuse_like_predictions_and_mix_with_them(server, held_out
                                  timeout=30) for api in ("predictions", "explanations")]
         assert answers[0].status_code == answers[1].status_code and 400 <= answers[0].status_code < 500
         assert answers[0].json() == answers[1].json()
+        check_error(answers[1].json(), answers[1].status_code)
 
     def post(i):
         api = "explanations" if i % 2 else "predictions"
@@ -51,4 +52,6 @@ def test_explanations_refuse_like_predictions_and_mix_with_them(server, held_out
     with ThreadPoolExecutor(8) as pool:
         results = list(pool.map(post, range(32)))
     assert all(r.status_code == 200 for _, r in results), [r.text for _, r in results if r.status_code != 200][:2]
-    assert all(("saliency" in r.json()) == (api == "explanations") for api, r in results)
+    labels = get_spec("lenet5").labels
+    for api, r in results:  # exact fields: saliency in every explanation and in no prediction
+        (check_explanation if api == "explanations" else check_prediction)(r.json(), labels)

@@ -9,13 +9,16 @@ import shutil
 import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import urlsplit
 
 import numpy as np
 import pytest
 import requests
 from PIL import Image
 
+from handlers.contract import check_error, check_prediction, check_predictions
 from handlers.limits import LIMITS
+from model_defs.registry import get_spec
 from tests import sample_images as samples
 
 pytestmark = pytest.mark.e2e
@@ -34,9 +37,17 @@ def url(server):
     return f"{server.inference_url}/predictions/lenet5"
 
 
+def labels_of(response) -> tuple[str, ...]:
+    """The labels of the model a /predictions/<model> response came from."""
+    return get_spec(urlsplit(response.url).path.rsplit("/", 1)[-1]).labels
+
+
 def probabilities(response) -> np.ndarray:
+    """A 200 answer that keeps the contract (handlers/contract.py) -> its probabilities [classes]."""
     assert response.status_code == 200, response.text
-    return np.array(list(response.json()["probabilities"].values()))
+    answer = response.json()
+    check_prediction(answer, labels_of(response))
+    return np.array(list(answer["probabilities"].values()))
 
 
 # ---- transports --------------------------------------------------------------------------------
@@ -105,7 +116,7 @@ def test_instances_answer_in_order(server, held_out):
     response = requests.post(f"{server.inference_url}/predictions/mnist_net", json={"instances": instances}, timeout=30)
     assert response.status_code == 200, response.text
     answers = response.json()
-    assert isinstance(answers, list) and len(answers) == 10
+    check_predictions(answers, labels_of(response), 10)  # a list of 10 answers, each the contract
     singles = [requests.post(f"{server.inference_url}/predictions/mnist_net", data=p,
                              headers={"Content-Type": "image/png"}, timeout=30).json() for p in pngs]
     assert [a["index"] for a in answers] == [s["index"] for s in singles]
@@ -224,8 +235,7 @@ def test_every_mistake_gets_its_own_4xx_json(url, picture):
         response = requests.post(url, timeout=30, **kwargs)
         assert response.status_code == status, (name, response.status_code, response.text[:300])
         body = response.json()
-        assert set(body) == {"error", "message"}, name
-        assert body["error"] == code, (name, body)
+        assert check_error(body, response.status_code) == code, (name, body)  # exactly {"error", "message"}
         assert len(body["message"]) > 20 and "Traceback" not in body["message"], name
 
 
@@ -245,7 +255,7 @@ def test_decompression_bomb_is_refused_from_its_header(url):
     started = time.perf_counter()
     response = requests.post(url, data=bomb, headers={"Content-Type": "image/png"}, timeout=30)
     elapsed = time.perf_counter() - started
-    assert response.status_code == 413 and response.json()["error"] == "image_too_large"
+    assert response.status_code == 413 and check_error(response.json(), 413) == "image_too_large"
     assert elapsed < 2.0, f"took {elapsed:.2f} s: the pixels were decoded"
 
 
@@ -283,9 +293,10 @@ def test_bad_requests_never_fail_their_batch(server, held_out):
         assert response.status_code == status, (status, response.status_code, response.text[:200])
         if status == 200:
             good += 1
+            check_prediction(response.json(), labels_of(response))
             correct += response.json()["index"] == expected
         else:
-            assert response.json()["error"] == expected, (expected, response.text[:200])
+            assert check_error(response.json(), status) == expected, (expected, response.text[:200])
     assert good == 64 and correct >= 60
     description = requests.get(f"{server.management_url}/models/lenet5", timeout=10).json()[0]
     assert description["batchSize"] > 1

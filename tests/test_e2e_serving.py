@@ -12,6 +12,7 @@ import requests
 import torch
 from PIL import Image
 
+from handlers.contract import check_prediction
 from model_defs.registry import MODELS, get_spec
 
 pytestmark = pytest.mark.e2e
@@ -43,14 +44,8 @@ def test_every_model_answers_with_the_contract(server, held_out, name):
                              data=png(held_out(name).raw[0]), headers={"Content-Type": "image/png"}, timeout=30)
     assert response.status_code == 200, response.text
     assert response.headers["content-type"].startswith("application/json")
-    body = response.json()
-    assert set(body) == {"model", "label", "index", "probabilities"}
-    assert body["model"] == name
-    assert list(body["probabilities"]) == list(spec.labels)
-    total = sum(body["probabilities"].values())
-    assert abs(total - 1.0) <= 1e-4
-    assert body["label"] == spec.labels[body["index"]]
-    assert body["probabilities"][body["label"]] == max(body["probabilities"].values())
+    # fields, model name, every label in order, sum 1 +- 1e-4, index of the label, label most probable
+    check_prediction(response.json(), spec.labels, model=name)
 
 
 def test_models_are_listed_with_ready_batching_workers(server):

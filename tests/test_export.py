@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import torch
 
+from handlers.digest import sha256_of
 from pipeline import to_torchscript
-from pipeline.to_torchscript import ExportError, export_model, sha256_of
+from pipeline.to_torchscript import ExportError, export_model
 from model_defs.registry import MODELS, get_spec
 from tests.conftest import artifact
 

@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 import torch
 
+from handlers import contract
+from handlers.contract import ContractError, check_error, check_prediction
 from pipeline.heldout import png_bytes
 from model_defs.registry import MODELS, get_spec
 from tests.handler_context import LoadedHandler, unpack_archive
@@ -21,15 +23,30 @@ def test_png_gets_the_contract_and_the_model_probabilities(name, loaded, held_ou
     status, body = loaded(name).one({"body": png_bytes(data.raw[0])}, PNG)
     assert status == 200
     spec = get_spec(name)
-    assert set(body) == {"model", "label", "index", "probabilities"}
-    assert body["model"] == name
-    assert list(body["probabilities"]) == list(spec.labels)
+    label = check_prediction(body, spec.labels, model=name)  # fields, labels in order, sum 1 +- 1e-4
     probs = np.array(list(body["probabilities"].values()))
-    assert abs(probs.sum() - 1) <= 1e-4
-    assert body["index"] == int(probs.argmax()) and body["label"] == spec.labels[body["index"]]
+    assert body["index"] == int(probs.argmax()) and label == spec.labels[body["index"]]
     with torch.inference_mode():
         expected = scripted(name)(torch.from_numpy(data.canonical[:1]).unsqueeze(1))[0].numpy()
     assert np.abs(probs - expected).max() <= 1e-5
+
+
+def test_the_answer_contract_names_what_an_answer_breaks():
+    labels = tuple("0123456789")
+    good = contract.prediction("lenet5", labels, [0.02] * 7 + [0.82] + [0.02] * 2)
+    assert (good["label"], good["index"], list(good["probabilities"])) == ("7", 7, list(labels))
+    assert check_prediction(good, labels, model="lenet5") == "7"
+    reversed_labels = dict(reversed(list(good["probabilities"].items())))
+    for part, broken in [("fields", {**good, "extra": 1}), ("model name", {**good, "model": "mnist_net"}),
+                         ("labels", {**good, "probabilities": reversed_labels}),
+                         ("probabilities", {**good, "probabilities": {**good["probabilities"], "7": 0.5}}),
+                         ("index", {**good, "index": 3}), ("label", {**good, "label": "3", "index": 3})]:
+        with pytest.raises(ContractError, match="handlers/contract.py") as caught:
+            check_prediction(broken, labels, model="lenet5")
+        assert caught.value.part == part
+    assert check_error(contract.error("not_an_image", "Send a PNG."), 415) == "not_an_image"
+    with pytest.raises(ContractError, match="HTTP 200 is not an error status"):
+        check_error(contract.error("not_an_image", "Send a PNG."), 200)
 
 
 def test_one_forward_pass_per_batch(loaded, held_out, monkeypatch):
@@ -66,7 +83,7 @@ def test_bad_requests_get_their_own_4xx_and_good_ones_still_answer(loaded, held_
     for i, (status, body) in enumerate(answers):
         if status == 200:
             continue
-        assert set(body) == {"error", "message"} and body["message"]
+        check_error(body, status)  # exactly {"error", "message"}, a message there
     assert [answers[i][1]["error"] for i in (1, 3, 4, 5)] == ["not_an_image", "missing_content_type",
                                                               "corrupt_image", "bad_base64"]
     assert "Content-Type" in answers[3][1]["message"]
