@@ -5,4 +5,6 @@ Stages, in the order a request meets them:
   image_decoding.py    image bytes -> PIL image, with size limits checked before decoding
   model_defs/preprocessing.py  PIL image -> canonical uint8 H x W (shared with training)
   classifier_handler.py  batch -> one forward pass -> per-request JSON (or per-request 4xx)
+Beside them: contract.py (what an answer is), errors.py (InputError), limits.py (InputLimits),
+saliency.py (explanations), digest.py (sha256 of a file).
 """
