@@ -3,10 +3,10 @@
 ## USERS=16 SPAWN_RATE=4 DURATION=30s  make loadtest's Locust users, users started per second, run time
 ## HOST=http://host:8080           the server make loadtest drives (default: make serve's, 127.0.0.1:INFERENCE_PORT)
 ## LOADTEST_OUT=dir                make loadtest's results (default results/loadtest/<date-time>/)
-## BENCH_ARGS="--rounds 5"         more options for loadtest/bench.py
-## BENCH_PORT_BASE=38100           the benchmark's own servers use it..+22
+## BENCH_ARGS="--rounds 5"         more options for python -m loadtest.bench (loadtest/bench/cli.py)
+## BENCH_PORT_BASE=38100           the benchmark's own servers use it..+22 (0: ports the OS says are free)
 ## BENCH_SMOKE_OUT=dir             where make bench-smoke writes (default results/bench-smoke)
-## TUNE='ours b32d5w1t1 noop'      make bench-tune's variants: ours, noop, b<batch>d<ms>w<workers>t<threads>[+async][+tslog]
+## TUNE='handler b32d5w1t1 noop'   make bench-tune's variants: handler (as served; alias ours), noop, b<batch>d<ms>w<workers>t<threads>[+async][+tslog]
 USERS ?= 16
 SPAWN_RATE ?= 4
 DURATION ?= 30s
@@ -32,9 +32,9 @@ bench-smoke: $(ARCHIVES) ## the same, seconds long, into BENCH_SMOKE_OUT (make t
 	  --plot $(BENCH_SMOKE_OUT)/benchmarks.png --results $(BENCH_SMOKE_OUT) --build $(BENCH_SMOKE_OUT)/build
 
 # Tuning sweep behind serving/settings.py's values: our handler under other settings, interleaved.
-# Variants: ours, noop, b<batch>d<delay ms>w<workers>t<threads>, each optionally +async (async_logging)
+# Variants: handler (our production handler as served; "ours" still works), noop, b<batch>d<delay ms>w<workers>t<threads>, each optionally +async (async_logging)
 # and/or +tslog (TorchServe's own log4j2.xml instead of the container's docker/log4j2.xml). Prints a table; writes results/bench/tune-<date>.json.
-TUNE ?= ours b16d5w1t1 b32d2w1t1 b16d2w1t2 b16d2w2t1 ours+tslog noop
+TUNE ?= handler b16d5w1t1 b32d2w1t1 b16d2w1t2 b16d2w2t1 handler+tslog noop
 .PHONY: bench-tune
 bench-tune: $(ARCHIVES) ## our handler under the TUNE settings side by side, interleaved; prints a table
 	$(RUN) -m loadtest.bench --command "make bench-tune TUNE='$(TUNE)'$(if $(BENCH_ARGS), BENCH_ARGS='$(BENCH_ARGS)')" --tune $(TUNE) $(BENCH_ARGS)

@@ -2,12 +2,11 @@
 outputs, and the pieces they are built from count correctly. Nothing here asserts on speed.
 
 The end-to-end tests run the real make targets: the load test against the session server, the
-benchmark smoke with its own three servers on TEST_PORT_BASE+40 .. +62.
+benchmark smoke with its own three servers on ports the OS says are free (BENCH_PORT_BASE=0).
 """
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -17,12 +16,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from loadtest import bench, client
+from loadtest import client
+from loadtest.bench.report import KEEP_MARKER, kept_notes, render_markdown, targets
+from loadtest.bench.workload import checker
 from loadtest.run_loadtest import images_in, parse_duration
 
 ROOT = Path(__file__).resolve().parent.parent
-TEST_PORT_BASE = int(os.environ.get("TEST_PORT_BASE", "18080"))
-BENCH_PORT_BASE = TEST_PORT_BASE + 40
 
 
 def make(*args: str, timeout: float) -> subprocess.CompletedProcess:
@@ -100,25 +99,25 @@ def _results(throughputs: dict[str, float], errors: int = 0, p99: float = 50.0) 
 
 
 def test_targets_are_ratios_of_the_right_rows():
-    met = {t["target"].split(" (")[0]: t for t in bench.targets(_results(
-        {"model": 9000, "noop": 1000, "ours": 900, "batch1": 400, "multi": 9000}))}
+    met = {t["target"].split(" (")[0]: t for t in targets(_results(
+        {"model": 9000, "noop": 1000, "handler": 900, "batch1": 400, "multi": 9000}))}
     assert met["row 3 >= 0.85 x row 2 at C=64"]["value"] == pytest.approx(0.9)
     assert met["row 3 >= 2 x row 4 at C=64"]["value"] == pytest.approx(2.25)
     assert met["row 5 >= 10 x row 3 in images/s at C=64"]["value"] == pytest.approx(10.0)
     assert all(t["met"] for t in met.values())
-    missed = bench.targets(_results({"model": 1, "noop": 1000, "ours": 800, "batch1": 500, "multi": 10},
-                                    errors=1, p99=150.0))
+    missed = targets(_results({"model": 1, "noop": 1000, "handler": 800, "batch1": 500, "multi": 10},
+                              errors=1, p99=150.0))
     assert [t["met"] for t in missed] == [False, False, False, False, False]
 
 
 def test_report_keeps_the_hand_written_notes(tmp_path):
     out = tmp_path / "BENCHMARKS.md"
-    out.write_text("old table\n" + bench.KEEP_MARKER + "\n## Tuning\nkept by hand\n")
-    text = bench.render_markdown(_results({"model": 1, "noop": 2, "ours": 3, "batch1": 1, "multi": 30}),
-                                 "plot.png", bench.kept_notes(out))
-    assert "old table" not in text and text.count(bench.KEEP_MARKER) == 1
+    out.write_text("old table\n" + KEEP_MARKER + "\n## Tuning\nkept by hand\n")
+    text = render_markdown(_results({"model": 1, "noop": 2, "handler": 3, "batch1": 1, "multi": 30}),
+                           "plot.png", kept_notes(out))
+    assert "old table" not in text and text.count(KEEP_MARKER) == 1
     assert text.rstrip().endswith("## Tuning\nkept by hand")
-    assert "| ours | req/s | 64 | 3 |" in text and "![throughput and p99 latency per row](plot.png)" in text
+    assert "| handler | req/s | 64 | 3 |" in text and "![throughput and p99 latency per row](plot.png)" in text
 
 
 def test_duration_and_entry_parsing():
@@ -130,15 +129,15 @@ def test_duration_and_entry_parsing():
 
 
 def test_bench_checker_judges_contract_and_label():
-    check = bench.checker("lenet5", "full")
+    check = checker("lenet5", "full")
     good = {"model": "lenet5", "label": "7", "index": 7, "probabilities": {str(d): 0.1 for d in range(10)}}
     assert check(200, json.dumps(good).encode(), "7") is None
     assert check(200, json.dumps(good).encode(), "3") == "top-1 differs from the model"
     assert check(503, b"{}", "7") == "HTTP 503"
     assert check(200, b"<html>", "7") == "contract: not JSON"
     assert check(200, json.dumps({**good, "extra": 1}).encode(), "7") == "contract: fields"
-    assert bench.checker("lenet5", "list")(200, json.dumps([good, good]).encode(), ["7", "7"]) is None
-    assert bench.checker("lenet5", "list")(200, json.dumps([good]).encode(), ["7", "7"]) == "contract: list length"
+    assert checker("lenet5", "list")(200, json.dumps([good, good]).encode(), ["7", "7"]) is None
+    assert checker("lenet5", "list")(200, json.dumps([good]).encode(), ["7", "7"]) == "contract: list length"
 
 
 # ---- the make targets, for real ----------------------------------------------------------------
@@ -170,13 +169,13 @@ def test_make_loadtest_says_what_to_do_when_no_server_answers(tmp_path):
 @pytest.mark.e2e
 def test_make_bench_smoke_runs_every_row_and_writes_its_outputs(tmp_path):
     out = tmp_path / "bench"
-    result = make("bench-smoke", f"BENCH_SMOKE_OUT={out}", f"BENCH_PORT_BASE={BENCH_PORT_BASE}", timeout=600)
+    result = make("bench-smoke", f"BENCH_SMOKE_OUT={out}", "BENCH_PORT_BASE=0", timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     report = (out / "BENCHMARKS.md").read_text()
     runs = sorted(out.glob("*/bench.json"))
     assert runs, f"no bench.json under {out}"
     results = json.loads(runs[-1].read_text())
-    assert [r["key"] for r in results["rows"]] == ["model", "noop", "ours", "batch1", "multi"]
+    assert [r["key"] for r in results["rows"]] == ["model", "noop", "handler", "batch1", "multi"]
     for row in results["rows"]:
         for c, cell in row["cells"].items():
             assert cell["requests"] > 0, f"{row['title']} at C={c} completed no request"

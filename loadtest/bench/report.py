@@ -1,0 +1,173 @@
+"""What a benchmark run is judged by and how it is shown: the targets (ratios within one run),
+BENCHMARKS.md (rewritten above the marker line, the hand-written notes below it kept) and the plot."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+KEEP_MARKER = "<!-- notes below this line are written by hand; make bench keeps them -->"
+
+
+def targets(results: dict) -> list[dict]:
+    """The targets of BENCHMARKS.md at the highest C (and p99 at C=16): [{target, value, bound, met, shown}]."""
+    rows = {r["key"]: r for r in results["rows"]}
+    conc = [str(c) for c in results["concurrency"]]
+    top = str(max(results["concurrency"]))
+    mid = "16" if "16" in conc else conc[len(conc) // 2]
+
+    def tp(key, c):
+        return rows[key]["cells"][c]["throughput"]
+
+    def ratio(a, b):
+        return a / b if b else float("nan")
+
+    out = [
+        {"target": f"row 3 >= 0.85 x row 2 at C={top} (our handler costs little over the stack)",
+         "value": ratio(tp("handler", top), tp("noop", top)), "bound": 0.85},
+        {"target": f"row 3 >= 2 x row 4 at C={top} (batching earns its keep)",
+         "value": ratio(tp("handler", top), tp("batch1", top)), "bound": 2.0},
+        {"target": f"row 5 >= 10 x row 3 in images/s at C={top}",
+         "value": ratio(tp("multi", top), tp("handler", top)), "bound": 10.0},
+    ]
+    for t in out:
+        t["met"] = bool(t["value"] >= t["bound"])
+        t["shown"] = f"{t['value']:.2f}"
+    errors = sum(sum(cell["errors"].values()) for r in results["rows"] for cell in r["cells"].values())
+    out.append({"target": "zero errors in every row", "value": errors, "bound": 0, "met": errors == 0,
+                "shown": f"{errors} errors"})
+    p99 = rows["handler"]["cells"][mid]["p99_ms"]
+    out.append({"target": f"row 3 p99 at C={mid} under 100 ms", "value": p99, "bound": 100.0,
+                "met": bool(p99 < 100.0), "shown": f"{p99:.1f} ms"})
+    return out
+
+
+def render_markdown(results: dict, plot_name: str | None, kept: str) -> str:
+    """BENCHMARKS.md: the run, the rows, the targets, the CPU per request, the plot (plot_name), then `kept`."""
+    m = results["machine"]
+    s = results["settings"]
+    conc = [str(c) for c in results["concurrency"]]
+    lines = [
+        "# Benchmarks",
+        "",
+        f"Written by `make bench` ({results['finished']}); do not edit above the marker line at the end,",
+        "the next run rewrites it. What the rows mean and how they are measured: `loadtest/bench/`;",
+        "why the serving settings are what they are: the docstring of `serving/settings.py`.",
+        "",
+        f"- **model**: `{results['model']}`; {results['images']} real held-out images sent as PNG "
+        f"(rows 2-4 one per request, row 5 {results['images_per_request']} per request as base64 JSON)",
+        f"- **settings** (serving/settings.py): batchSize {s['batch_size']}, "
+        f"maxBatchDelay {s['max_batch_delay_ms']} ms, "
+        f"{s['workers']} worker, {s['torch_threads']} torch thread(s) per worker, job queue {s['job_queue_size']}",
+        "- **servers**: " + ("the local profile of serving/config.py (127.0.0.1) with the production "
+                             "container's JVM options and logging (docker/log4j2.xml: stdout only, no "
+                             "per-request lines)" if results.get("logging", "container") == "container" else
+                             "the local profile of serving/config.py (127.0.0.1) with TorchServe's own "
+                             "log4j2.xml (log files, several lines per request)") + "; three servers, one per "
+                             "variant, the other two models loaded but idle",
+        f"- **machine**: {m.get('cpu_model', '?')}, {m.get('cpus')} CPUs, {m.get('memory_gib', '?')} GiB; "
+        f"{m.get('platform')}; Python {m.get('python')}, torch {m.get('torch', '?')}, TorchServe "
+        f"{m.get('torchserve', '?')}, {m.get('java', 'java ?')}",
+        f"- **load average** (1/5/15 min) before {results['load_average_before']}, after "
+        f"{results['load_average_after']}: other work on the machine shares its cores, compare rows as ratios",
+        f"- **run**: {results['started']} to {results['finished']}, {results['rounds']} interleaved round(s) of "
+        f"{results['duration_s']:g} s per cell after {results['warmup_s']:g} s warm-up; "
+        f"client and servers on the same machine",
+        f"- **command**: `{results['command']}`",
+        "",
+        "## Results",
+        "",
+        "Throughput is the median over rounds (req/s, or images/s where the unit says); latency",
+        "percentiles pool every request of every round. C = requests in flight (closed loop; for",
+        "row 1, the batch size of one forward pass is min(C, batchSize)).",
+        "",
+        "| row | unit | C | throughput | p50 ms | p95 ms | p99 ms | errors | rounds |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in results["rows"]:
+        for c in conc:
+            cell = row["cells"][c]
+            errors = sum(cell["errors"].values())
+            error_text = f"{errors} ({cell['error_rate']:.2%})" if errors else "0"
+            if errors:
+                error_text += ": " + ", ".join(f"{k} x{v}" for k, v in cell["errors"].items())
+            lines.append(f"| {row['title']} | {row['unit']} | {c} | {cell['throughput']:,.0f} | "
+                         f"{cell['p50_ms']:.2f} | {cell['p95_ms']:.2f} | {cell['p99_ms']:.2f} | {error_text} | "
+                         f"{' / '.join(f'{v:,.0f}' for v in cell['throughput_rounds'])} |")
+    lines += ["", "## Targets (ratios within this run)", "", "| target | measured | met |", "|---|---|---|"]
+    for t in targets(results):
+        lines.append(f"| {t['target']} | {t['shown']} | {'yes' if t['met'] else '**no**'} |")
+    lines += [
+        "",
+        "## Where the CPU goes (per request, all rounds)",
+        "",
+        "CPU time of the TorchServe frontend (Java), its Python worker(s) and this client, divided by",
+        "the requests sent; on 2 cores the three compete, so their sum bounds the throughput.",
+        "",
+        "| row | C | frontend us | worker us | client us |",
+        "|---|---|---|---|---|",
+    ]
+    for row in results["rows"]:
+        if row["key"] == "model":
+            continue
+        for c in conc:
+            cell = row["cells"][c]
+            lines.append(f"| {row['title']} | {c} | {cell['frontend_cpu_us_per_req']:,.0f} | "
+                         f"{cell['worker_cpu_us_per_req']:,.0f} | {cell['client_cpu_us_per_req']:,.0f} |")
+    if plot_name:
+        lines += ["", f"![throughput and p99 latency per row]({plot_name})"]
+    lines += ["", KEEP_MARKER, kept.rstrip("\n")]
+    return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def plot(results: dict, path: Path) -> None:
+    """Throughput and p99 latency per row over concurrency, as a PNG at `path`."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    conc = results["concurrency"]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    for row in results["rows"]:
+        label = f"{row['title']} ({row['unit']})"
+        left.plot(conc, [row["cells"][str(c)]["throughput"] for c in conc], marker="o", label=label)
+        if row["key"] != "model":
+            right.plot(conc, [row["cells"][str(c)]["p99_ms"] for c in conc], marker="o", label=row["title"])
+    for axis in (left, right):
+        axis.set_xscale("log", base=2)
+        axis.set_xticks(conc, [str(c) for c in conc])
+        axis.set_xlabel("concurrency (requests in flight)")
+        axis.grid(True, alpha=0.3)
+    left.set_yscale("log")
+    left.set_ylabel("throughput (req/s or images/s, see legend)")
+    right.set_ylabel("p99 latency (ms)")
+    left.set_title("throughput")
+    right.set_title("p99 latency")
+    left.legend(fontsize=7, loc="lower right")
+    fig.suptitle(f"{results['model']}: {results['started']} on {results['machine'].get('cpus')} CPUs "
+                 f"({results['machine'].get('cpu_model', '')})", fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def kept_notes(path: Path) -> str:
+    """The hand-written notes below KEEP_MARKER in `path` ("" when there are none)."""
+    if not path.is_file():
+        return ""
+    text = path.read_text()
+    return text.split(KEEP_MARKER, 1)[1].lstrip("\n") if KEEP_MARKER in text else ""
+
+
+def write_outputs(results: dict, out: Path, plot_path: Path, results_dir: Path) -> None:
+    """results_dir/bench.json, the plot (copied into results_dir too) and `out` (BENCHMARKS.md)."""
+    results_dir.mkdir(parents=True, exist_ok=True)
+    (results_dir / "bench.json").write_text(json.dumps(results, indent=1))
+    plot(results, plot_path)
+    if plot_path.parent.resolve() != (results_dir.resolve()):
+        shutil.copy2(plot_path, results_dir / plot_path.name)
+    relative = os.path.relpath(plot_path.resolve(), out.resolve().parent)
+    out.write_text(render_markdown(results, relative, kept_notes(out)))
+
+

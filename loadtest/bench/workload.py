@@ -1,0 +1,115 @@
+"""What the benchmark sends and expects: held-out PNGs, the five rows, and the answer checks."""
+from __future__ import annotations
+
+import base64
+import io
+import json
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+from handlers import contract
+from loadtest import client
+from model_defs.preprocessing import canonicalize
+from model_defs.registry import get_spec
+from pipeline import artifacts
+from pipeline.heldout import held_out
+from pipeline.model_config import SERVING
+
+# the server variants (servers.py builds their stores)
+HANDLER = "handler"  # our production handler and archive, as `make archive` built it
+NOOP = "noop"        # loadtest/noop_handler.py with the same model-config
+BATCH1 = "batch1"    # our handler with batchSize 1
+
+
+@dataclass(frozen=True)
+class Row:
+    """One row of BENCHMARKS.md: its key in bench.json, its title, its unit and where it runs."""
+    key: str
+    title: str
+    unit: str           # "images/s" or "req/s"
+    server: str | None  # the server variant it runs against; None: in process
+
+
+def rows_for(model: str, images_per_request: int) -> list[Row]:
+    """The five rows, in BENCHMARKS.md's order."""
+    s = SERVING[model]
+    return [
+        Row("model", f"1. {model} alone, in process, batch min(C, {s.batch_size}), {s.torch_threads} thread(s)",
+            "images/s", None),
+        Row("noop", "2. TorchServe, no-op handler, same settings", "req/s", NOOP),
+        Row("handler", f"3. our handler, batch {s.batch_size} / {s.max_batch_delay_ms} ms", "req/s", HANDLER),
+        Row("batch1", "4. our handler, batch size 1", "req/s", BATCH1),
+        Row("multi", f"5. our handler, {images_per_request} images per request", "images/s", HANDLER),
+    ]
+
+
+def checker(model: str, kind: str) -> client.Check:
+    """kind "full": the contract (handlers/contract.py) and top-1 of one answer; "list": of a list
+    of answers; "status": only 200 and a JSON object (the no-op handler's constant answer)."""
+    labels = get_spec(model).labels
+
+    def check(status: int, body: bytes, expected) -> str | None:
+        if status != 200:
+            return f"HTTP {status}"
+        try:
+            answer = json.loads(body)
+        except ValueError:
+            return "contract: not JSON"
+        if kind == "status":
+            return None if isinstance(answer, dict) else "contract: not an object"
+        try:
+            if kind == "list":
+                top, expected = contract.check_predictions(answer, labels, len(expected), model), list(expected)
+            else:
+                top = contract.check_prediction(answer, labels, model)
+        except contract.ContractError as err:
+            return f"contract: {err.part}"
+        return None if top == expected else "top-1 differs from the model"
+    return check
+
+
+@dataclass
+class Workload:
+    """One model's held-out images as sent, as the model sees them, and what the model answers."""
+    model: str
+    pngs: tuple[bytes, ...]
+    canonical: np.ndarray        # [N, H, W] uint8, what the handler feeds the model
+    model_labels: list[str]      # the exported model's own top-1 for each image
+    true_labels: tuple[str, ...]
+    scripted: object             # the exported TorchScript model
+
+    @classmethod
+    def load(cls, model: str, limit: int | None, threads: int) -> "Workload":
+        """The first `limit` held-out images (all: None); `threads` torch threads for row 1."""
+        import torch
+        torch.set_num_threads(threads)
+        spec = get_spec(model)
+        data = held_out(model, limit)
+        raw = [np.asarray(Image.open(io.BytesIO(p))) for p in data.pngs]  # exactly what is sent
+        canonical = np.stack([canonicalize(img, spec.preprocessing, spec.input_size) for img in raw])
+        scripted = artifacts.scripted_model(model)
+        with torch.inference_mode():
+            probabilities = scripted(torch.from_numpy(canonical).unsqueeze(1)).numpy()
+        labels = [spec.labels[i] for i in probabilities.argmax(axis=1)]
+        return cls(model, data.pngs, canonical, labels, data.labels, scripted)
+
+    def single_requests(self, host: str, port: int) -> list[client.Request]:
+        """One PNG per request (raw body), each expecting the model's own top-1."""
+        path = f"/predictions/{self.model}"
+        return [client.build_request(host, port, path, png, "image/png", label)
+                for png, label in zip(self.pngs, self.model_labels)]
+
+    def multi_requests(self, host: str, port: int, per_request: int, count: int = 32) -> list[client.Request]:
+        """`count` requests of `per_request` base64 PNGs ({"instances": [...]}), expecting a list of top-1s."""
+        path = f"/predictions/{self.model}"
+        b64 = [base64.b64encode(p).decode("ascii") for p in self.pngs]
+        n = len(b64)
+        requests = []
+        for r in range(count):
+            picks = [(r * per_request + i) % n for i in range(per_request)]
+            body = json.dumps({"instances": [b64[i] for i in picks]}).encode("utf-8")
+            requests.append(client.build_request(host, port, path, body, "application/json",
+                                                 [self.model_labels[i] for i in picks], per_request))
+        return requests
