@@ -53,11 +53,11 @@ def render_markdown(results: dict, plot_name: str | None, kept: str) -> str:
         "",
         f"Written by `make bench` ({results['finished']}); do not edit above the marker line at the end,",
         "the next run rewrites it. What the rows mean and how they are measured: `loadtest/bench/`;",
-        "why the serving settings are what they are: the docstring of `serving/settings.py`.",
+        "why the serving settings are what they are: one line per value in `pipeline/model_config.py`.",
         "",
         f"- **model**: `{results['model']}`; {results['images']} real held-out images sent as PNG "
         f"(rows 2-4 one per request, row 5 {results['images_per_request']} per request as base64 JSON)",
-        f"- **settings** (serving/settings.py): batchSize {s['batch_size']}, "
+        f"- **settings** (pipeline/model_config.py, job queue: serving/settings.py): batchSize {s['batch_size']}, "
         f"maxBatchDelay {s['max_batch_delay_ms']} ms, "
         f"{s['workers']} worker, {s['torch_threads']} torch thread(s) per worker, job queue {s['job_queue_size']}",
         "- **servers**: " + ("the local profile of serving/config.py (127.0.0.1) with the production "
