@@ -7,7 +7,7 @@ packages it imports (handlers/ and model_defs/, whole), model_meta.json
 (the export manifest: input size, labels, preprocessing, sha256) and model-config.yaml
 (batching, workers, timeouts, torch threads from pipeline/model_config.py, input limits from
 handlers/limits.py). `build_archive` is the one caller of torch-model-archiver: the benchmark's
-variants (loadtest/archives.py) and the test-only slow model (reliability/slow_model.py) use it too.
+variants (loadtest/archives.py) and the test-only slow model (tests/support/slow_model.py) use it too.
 """
 from __future__ import annotations
 

@@ -19,17 +19,10 @@ from model_defs.preprocessing import canonicalize
 from model_defs.registry import MODELS, get_spec
 from serving.server import LaunchError, running
 from serving.settings import Ports
-from tests.handler_context import LoadedHandler, unpack_archive
-from tests.support.paths import ARTIFACTS, MODEL_STORE
+from tests.support.handler_context import LoadedHandler, unpack_archive
+from tests.support.paths import MODEL_STORE, artifact
 
 MODEL_NAMES = list(MODELS)
-
-
-def artifact(name: str, filename: str) -> Path:
-    path = ARTIFACTS / name / filename
-    if not path.is_file():
-        pytest.fail(f"{path} is missing: run `make export` (or `make test`, which builds it)")
-    return path
 
 
 class HeldOut:

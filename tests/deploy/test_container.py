@@ -24,7 +24,6 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -35,9 +34,9 @@ from pipeline.heldout import png_bytes
 from model_defs.registry import MODELS
 from serving.settings import Ports
 from pipeline.model_config import SERVING
+from tests.support.paths import REPO as ROOT
 
 pytestmark = pytest.mark.e2e
-ROOT = Path(__file__).resolve().parent.parent
 # one name per checkout: a container a crashed run left behind is removed by the next run
 NAME = f"tinyserve-container-test-{hashlib.sha256(str(ROOT).encode()).hexdigest()[:8]}"
 PODMAN_ENV = {**os.environ, "CONTAINERS_CONF": str(ROOT / "docker" / "containers.conf")}

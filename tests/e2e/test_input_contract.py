@@ -19,7 +19,7 @@ from PIL import Image
 from handlers.contract import check_error, check_prediction, check_predictions
 from handlers.limits import LIMITS
 from model_defs.registry import get_spec
-from tests import sample_images as samples
+from tests.support import sample_images as samples
 
 pytestmark = pytest.mark.e2e
 JSON = {"Content-Type": "application/json"}

@@ -1,6 +1,6 @@
-"""TEST ONLY: build `lenet5_slow.mar`, LeNet-5 served by reliability/slow_handler.py.
+"""TEST ONLY: build `lenet5_slow.mar`, LeNet-5 served by tests/support/slow_handler.py.
 
-    python -m reliability.slow_model [--store build/reliability/store] [--response-timeout 2]
+    python -m tests.support.slow_model [--store build/reliability/store] [--response-timeout 2]
 
 writes lenet5_slow.mar beside links to model_store/'s archives (the launcher loads them all).
 
@@ -18,14 +18,14 @@ from pathlib import Path
 from handlers.limits import LIMITS
 from pipeline.archive import ArchiveError, build_archive, require_archives
 from pipeline.model_config import SERVING
+from tests.support.paths import ARTIFACTS, MODEL_STORE, REPO
 
-REPO = Path(__file__).resolve().parent.parent
-HANDLER = REPO / "reliability" / "slow_handler.py"
+HANDLER = Path(__file__).resolve().with_name("slow_handler.py")
 BASE_MODEL = "lenet5"
 NAME = "lenet5_slow"
 
 
-def build(store: Path, response_timeout_s: int = 2, artifacts: Path = REPO / "artifacts",
+def build(store: Path, response_timeout_s: int = 2, artifacts: Path = ARTIFACTS,
           build_dir: Path = REPO / "build" / "reliability") -> Path:
     """Write <store>/lenet5_slow.mar and return its path."""
     settings = SERVING[BASE_MODEL].model_config(LIMITS)
@@ -36,7 +36,7 @@ def build(store: Path, response_timeout_s: int = 2, artifacts: Path = REPO / "ar
                          staging=build_dir / BASE_MODEL)
 
 
-def store_with_slow_model(store: Path, model_store: Path = REPO / "model_store", response_timeout_s: int = 2) -> dict:
+def store_with_slow_model(store: Path, model_store: Path = MODEL_STORE, response_timeout_s: int = 2) -> dict:
     """A model store holding the served archives (linked from `model_store`) and lenet5_slow.mar;
     returns the launcher's `extra` settings that load all of them."""
     require_archives(model_store)

@@ -1,6 +1,7 @@
 """The launcher's start-up failures say what is wrong, quickly, and only about this run (issue 13):
-a truncated archive stops the wait as soon as TorchServe logs it, a second start names where the
-running server is, and TorchServe's log holds each line once. Its own server, on free ports."""
+a truncated archive stops the wait as soon as TorchServe logs it, and TorchServe's log holds each
+line once. Its own server, on free ports. A second start (no server needed):
+tests/unit/test_launcher_failures.py."""
 from __future__ import annotations
 
 import shutil
@@ -10,7 +11,7 @@ from collections import Counter
 import pytest
 
 from pipeline.model_config import SERVING
-from serving.server import LaunchError, Server, preflight, running
+from serving.server import LaunchError, Server, running
 from serving.settings import Ports
 from tests.support.paths import MODEL_STORE
 
@@ -44,15 +45,3 @@ def test_truncated_archive_fails_fast_naming_it_and_this_runs_log_only(tmp_path)
     assert not repeated, repeated[:3]
     assert Server(run.resolve(), ports).pid() is None
     assert Server(run.resolve(), ports).processes() == []
-
-
-def test_second_start_names_where_the_running_server_listens(tmp_path, monkeypatch):
-    run = tmp_path / "run"
-    run.mkdir()
-    (run / "config.properties").write_text("inference_address=http://127.0.0.1:8080\n")
-    monkeypatch.setattr(Server, "pid", lambda self: 4242)
-    monkeypatch.setattr(shutil, "which", lambda name: "/usr/bin/java")
-    server = Server(run, Ports(9080, 9081, 9082))
-    with pytest.raises(LaunchError) as caught:
-        preflight(server, MODEL_STORE)
-    assert "http://127.0.0.1:8080" in str(caught.value) and "9080" not in str(caught.value)

@@ -9,10 +9,10 @@ import torch
 from pipeline.datasets import load_held_out, load_sklearn_digits
 from pipeline.to_torchscript import export_model
 from model_defs.registry import get_spec
-from tests.conftest import artifact
-from tests.test_datasets import write_idx
+from tests.support.paths import artifact
+from tests.support.idx_files import write_idx
+from tests.support.paths import REPO as ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def write_mnist_folder(folder: Path) -> tuple[np.ndarray, np.ndarray]:

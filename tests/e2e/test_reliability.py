@@ -18,8 +18,8 @@ import pytest
 import requests
 
 from reliability import probe
-from reliability.slow_handler import SLEEP_HEADER
-from reliability.slow_model import NAME as SLOW, store_with_slow_model
+from tests.support.slow_handler import SLEEP_HEADER
+from tests.support.slow_model import NAME as SLOW, store_with_slow_model
 from pipeline.archive import ArchiveError
 from serving.server import LaunchError, running
 from serving.settings import Ports

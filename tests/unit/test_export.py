@@ -12,7 +12,7 @@ from handlers.digest import sha256_of
 from pipeline import to_torchscript
 from pipeline.to_torchscript import ExportError, export_model
 from model_defs.registry import MODELS, get_spec
-from tests.conftest import artifact
+from tests.support.paths import artifact
 
 NAMES = list(MODELS)
 

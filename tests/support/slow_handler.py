@@ -2,7 +2,7 @@
 
 A request with the header `X-Test-Sleep-S: <seconds>` makes the worker sleep that long before it
 answers the batch, as a stuck or very slow inference would. Every other request is handled by the
-production handler unchanged. Packed by reliability/slow_model.py into an archive under build/,
+production handler unchanged. Packed by tests/support/slow_model.py into an archive under build/,
 never into model_store/.
 """
 from __future__ import annotations

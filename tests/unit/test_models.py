@@ -50,11 +50,11 @@ def test_registry_is_complete_and_consistent():
 def test_the_registry_settings_and_makefile_list_the_same_models():
     """The registry is the source of truth; serving settings and the Makefile's MODELS follow it."""
     import re
-    from pathlib import Path
 
     from pipeline.model_config import SERVING
+    from tests.support.paths import REPO
 
-    makefile = (Path(__file__).resolve().parent.parent / "Makefile").read_text()
+    makefile = (REPO / "Makefile").read_text()
     make_models = re.search(r"^MODELS := (.+)$", makefile, re.MULTILINE).group(1).split()
     assert make_models == list(MODELS)
     assert list(SERVING) == list(MODELS)

@@ -14,12 +14,12 @@ import yaml
 from ts.context import Context, RequestProcessor
 
 from handlers.classifier_handler import ImageClassifierHandler
+from tests.support.paths import MODEL_STORE
 
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def unpack_archive(name: str, dest: Path) -> Path:
-    mar = ROOT / "model_store" / f"{name}.mar"
+    mar = MODEL_STORE / f"{name}.mar"
     if not mar.is_file():
         pytest.fail(f"{mar} is missing: run `make archive`")
     with zipfile.ZipFile(mar) as zf:

@@ -16,7 +16,7 @@ from handlers.saliency import gradient_x_input, ink_fraction, integrated_gradien
 from pipeline.heldout import png_bytes
 from model_defs.registry import MODELS, get_spec
 from handlers.limits import LIMITS
-from tests.conftest import artifact
+from tests.support.paths import artifact
 
 PNG = {"Content-Type": "image/png"}
 EXPLAIN = {**PNG, "explain": "True"}  # the header TorchServe's /explanations/ API sets

@@ -8,14 +8,13 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from evaluation import evaluate, fonts, sets
+from tests.support.paths import REPO as ROOT
 
 pytestmark = pytest.mark.e2e
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_evaluate_smoke_over_http(server, tmp_path):

@@ -12,7 +12,7 @@ from handlers import contract
 from handlers.contract import ContractError, check_error, check_prediction
 from pipeline.heldout import png_bytes
 from model_defs.registry import MODELS, get_spec
-from tests.handler_context import LoadedHandler, unpack_archive
+from tests.support.handler_context import LoadedHandler, unpack_archive
 
 PNG = {"Content-Type": "image/png"}
 
@@ -124,7 +124,7 @@ def test_per_request_pixel_budget_is_checked_from_the_headers(loaded):
     """Each image within the per-image limit, together over the per-request one: 413 before any
     pixel is decoded (the PNGs below declare their size and carry almost no data)."""
     from handlers.limits import LIMITS
-    from tests.sample_images import png_header_only
+    from tests.support.sample_images import png_header_only
     side = math.isqrt(LIMITS.max_image_pixels)
     count = LIMITS.max_pixels_per_request // (side * side) + 1
     image = base64.b64encode(png_header_only(side, side)).decode()

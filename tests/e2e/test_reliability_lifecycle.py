@@ -18,8 +18,8 @@ import psutil
 import pytest
 
 from reliability import probe
-from reliability.slow_handler import SLEEP_HEADER
-from reliability.slow_model import NAME as SLOW, store_with_slow_model
+from tests.support.slow_handler import SLEEP_HEADER
+from tests.support.slow_model import NAME as SLOW, store_with_slow_model
 from pipeline.model_config import SERVING
 from serving import processes
 from serving.server import Server, running

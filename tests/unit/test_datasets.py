@@ -1,18 +1,11 @@
 """Data sets: one IDX reader (Fashion-MNIST and real MNIST), the seeded digits split, clear errors."""
-import gzip
-import struct
 
 import numpy as np
 import pytest
 
 from pipeline import datasets
 from pipeline.datasets import DataSetMissing, load_raw, load_sklearn_digits, read_idx
-
-
-def write_idx(path, array, compress=False):
-    header = struct.pack(">BBBB", 0, 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
-    data = header + array.astype(np.uint8).tobytes()
-    (gzip.open if compress else open)(path, "wb").write(data)
+from tests.support.idx_files import write_idx
 
 
 @pytest.mark.parametrize("compress", [False, True])

@@ -1,4 +1,5 @@
-"""The local config and the launcher's pre-flight checks: clear messages instead of exit code 0."""
+"""The local config and the launcher's pre-flight checks: clear messages instead of exit code 0.
+The console log of a real server: tests/e2e/test_console_log.py."""
 import dataclasses
 import shutil
 import socket
@@ -10,9 +11,8 @@ import pytest
 
 from handlers.limits import LIMITS
 from pipeline.model_config import SERVING
-from reliability import probe
 from serving.config import render
-from serving.logs import CONSOLE_LOG, LOG4J_CONFIG
+from serving.logs import LOG4J_CONFIG
 from serving.server import LaunchError, Server, running
 from serving.settings import HOST, JOB_QUEUE_SIZE, Ports
 from tests.support.paths import MODEL_STORE
@@ -117,24 +117,3 @@ def test_the_log_config_is_torchserves_own_with_only_those_changes():
     assert outline(ours) == outline(default)
     assert [l.get("additivity") for l in ours.iter("Logger") if l.get("name") == "org.pytorch.serve"] == ["false"]
     assert [r.get("ref") for r in ours.find("Loggers/Root")] == ["ts_log"]
-
-
-@pytest.mark.e2e
-def test_console_log_does_not_grow_with_traffic(server):
-    """Java's stdout (logs/console.log) used to repeat every log line, unrotated; now log4j writes
-    only to its rolling files and console.log holds start-up output."""
-    console, ts_log = server.log_dir / CONSOLE_LOG, server.log_dir / "ts_log.log"
-    before = console.stat().st_size, ts_log.stat().st_size
-    for _ in range(20):
-        assert probe.post(f"{server.inference_url}/predictions/lenet5", probe.digit_png()).status == 200
-    assert console.stat().st_size == before[0] and before[0] < 64 * 1024, console.read_text()[-500:]
-    assert ts_log.stat().st_size > before[1]
-
-
-@pytest.mark.e2e
-def test_a_java_that_cannot_start_is_quoted_from_its_console_log(tmp_path):
-    """A JVM that fails before log4j starts says why only on its stdout: the launcher quotes it."""
-    with pytest.raises(LaunchError, match="(?s)exited during start-up.*Too small maximum heap"):
-        with running(run_dir=tmp_path / "run", model_store=MODEL_STORE, ports=Ports.free(), timeout=60,
-                     extra={"vmargs": "-Xmx1k"}):
-            pass
