@@ -16,9 +16,9 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from pipeline.model_config import SERVING  # noqa: E402
 from serving.management import ManagementAPI  # noqa: E402
 from serving.settings import HOST, Ports  # noqa: E402
-from pipeline.model_config import SERVING  # noqa: E402
 
 
 def main() -> int:

@@ -27,7 +27,7 @@ import shlex
 import sys
 import threading
 import time
-from collections import Counter, defaultdict
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,8 +37,8 @@ import numpy as np
 import requests
 
 from evaluation import sets as eval_sets
-from handlers import contract
 from evaluation.fonts import FAMILIES
+from handlers import contract
 from model_defs.registry import get_spec
 from serving.settings import HOST, Ports
 
@@ -92,7 +92,8 @@ def check_url(url: str) -> str:
         except ValueError:
             loopback = False
     if not loopback:
-        raise ValueError(f"{url!r}: this evaluation only talks to a server on this machine (127.0.0.0/8, ::1, localhost)")
+        raise ValueError(f"{url!r}: this evaluation only talks to a server on this machine "
+                         "(127.0.0.0/8, ::1, localhost)")
     return url.rstrip("/")
 
 
@@ -222,9 +223,11 @@ def worst_mistakes(outcome: Outcome, k: int) -> list[int]:
     return [int(i) for i in wrong[np.argsort(-outcome.confidence[wrong], kind="stable")][:k]]
 
 
-def plot_mistakes(model: str, outcomes: list[Outcome], sets_by_name: dict, path: Path, k: int = MISTAKES_PER_SET) -> int:
+def plot_mistakes(model: str, outcomes: list[Outcome], sets_by_name: dict, path: Path,
+                  k: int = MISTAKES_PER_SET) -> int:
     """Per set, the k most confident wrong answers: the picture as sent beside the canonical input."""
     from PIL import Image
+
     from model_defs.preprocessing import canonicalize
     plt = _pyplot()
     spec = get_spec(model)
@@ -265,8 +268,8 @@ def plot_mistakes(model: str, outcomes: list[Outcome], sets_by_name: dict, path:
             a_canon.set_title(f"{true}\u2192{pred} {outcome.confidence[i]:.2f}"[:22], fontsize=7, color="firebrick")
         axes[r, 0].text(-0.1, 0.5, outcome.set_name, transform=axes[r, 0].transAxes, rotation=90,
                         ha="right", va="center", fontsize=8)
-    fig.suptitle(f"{model}: most confident mistakes per set (picture sent | canonical input; true\u2192answer, confidence)",
-                 fontsize=9)
+    fig.suptitle(f"{model}: most confident mistakes per set "
+                 "(picture sent | canonical input; true\u2192answer, confidence)", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
@@ -284,7 +287,8 @@ def machine() -> str:
                 break
     except OSError:
         pass
-    return f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}, Python {platform.python_version()}"
+    return (f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}, "
+            f"Python {platform.python_version()}")
 
 
 def model_provenance(model: str) -> str:
@@ -337,7 +341,8 @@ def write_report(out: Path, figures: Path, outcomes: list[Outcome], sets_by_name
         f"- Command: `{command}`",
         f"- Machine: {machine()}",
         f"- Server: {url} (each picture one POST of its bytes to /predictions/<model>)",
-        f"- Sets: seed {seed}" + (f", at most {limit} pictures a set (a smoke run: not the measurement)" if limit else ", every picture"),
+        f"- Sets: seed {seed}" + (f", at most {limit} pictures a set (a smoke run: not the measurement)"
+                                  if limit else ", every picture"),
         "- Models in artifacts/ at the time:",
         *[f"  - {model_provenance(m)}" for m in models],
         "",
@@ -377,7 +382,8 @@ def write_report(out: Path, figures: Path, outcomes: list[Outcome], sets_by_name
     lines += ["", "Phone photos (`evaluation/photos.py`): 640x480 JPEG at quality 70-90, the digit's ink 140-260 px",
               "tall anywhere on the page, rotated within 10 degrees; paper colour and texture, brightness gradients,",
               "vignetting, soft shadows of varied direction and depth, specks, ink from black and blue ballpoint to",
-              "pencil (never pure black), defocus or hand-shake blur, sensor noise. Typed digits (`evaluation/typed.py`):",
+              "pencil (never pure black), defocus or hand-shake blur, sensor noise. "
+              "Typed digits (`evaluation/typed.py`):",
               "18-160 px fonts, regular/bold/italic faces, anywhere on pages of varied size, rotated within 6 degrees,",
               "dark ink on white or slightly tinted paper, JPEG at quality 70-95.", ""]
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -429,7 +435,8 @@ def evaluate(url: str, set_names, models=None, limit=None, seed=eval_sets.SEED, 
                 "met": bool(o.accuracy >= eval_sets.SPECS[o.set_name].target), "errors": dict(o.errors),
                 "not_sent": o.not_sent} for o in outcomes]
     (figures / "results.json").write_text(json.dumps({"date": started.isoformat(timespec="seconds"), "url": url,
-                                                      "seed": seed, "limit": limit, "results": summary}, indent=2) + "\n")
+                                                      "seed": seed, "limit": limit, "results": summary},
+                                                     indent=2) + "\n")
     print(f"wrote {out} and {len(figure_files)} figures in {figures} ({seconds:.0f} s)")
     return outcomes
 
@@ -441,7 +448,8 @@ def main(argv=None) -> int:
     parser.add_argument("--sets", default=",".join(eval_sets.SET_NAMES),
                         help=f"comma-separated, of: {', '.join(eval_sets.SET_NAMES)}")
     parser.add_argument("--models", default=None, help="comma-separated; default every model a set applies to")
-    parser.add_argument("--limit", type=int, default=None, help="at most this many pictures a set, an even share of every label")
+    parser.add_argument("--limit", type=int, default=None,
+                        help="at most this many pictures a set, an even share of every label")
     parser.add_argument("--seed", type=int, default=eval_sets.SEED)
     parser.add_argument("--workers", type=int, default=4, help="requests in flight at once")
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds per request")
@@ -464,7 +472,8 @@ def main(argv=None) -> int:
     unknown = [s for s in set_names if s not in eval_sets.SPECS]
     if unknown:
         parser.error(f"unknown set(s) {unknown}; known: {', '.join(eval_sets.SET_NAMES)}")
-    command = args.command or "python -m evaluation.evaluate " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
+    command = args.command or "python -m evaluation.evaluate " + " ".join(
+        shlex.quote(a) for a in (argv or sys.argv[1:]))
     try:
         outcomes = evaluate(args.url or default_url(), set_names,
                             models=args.models.split(",") if args.models else None, limit=args.limit,

@@ -71,7 +71,8 @@ def _stroke_mask(digit28: np.ndarray, height: int, angle: float, rng: np.random.
     mask = mask[ink_rows[0]: ink_rows[-1] + 1, ink_cols[0]: ink_cols[-1] + 1]
     scale = height / mask.shape[0]
     width = max(1, round(mask.shape[1] * scale))
-    resized = Image.fromarray(np.ascontiguousarray(mask, dtype=np.float32), mode="F").resize((width, height), Image.Resampling.BILINEAR)
+    resized = Image.fromarray(np.ascontiguousarray(mask, dtype=np.float32), mode="F").resize(
+        (width, height), Image.Resampling.BILINEAR)
     return np.clip(np.asarray(resized, dtype=np.float32), 0.0, 1.0)
 
 
@@ -90,7 +91,8 @@ def _illumination(rng: np.random.Generator) -> tuple[np.ndarray, float]:
     # a gradient in a random direction, strength up to 45% across the page
     theta = rng.uniform(0, 2 * np.pi)
     strength = rng.uniform(0.05, 0.45)
-    light = np.float32(1.0) + np.float32(strength * 1.6) * (np.float32(np.cos(theta)) * cx + np.float32(np.sin(theta)) * cy)
+    light = np.float32(1.0) + np.float32(strength * 1.6) * (np.float32(np.cos(theta)) * cx
+                                                          + np.float32(np.sin(theta)) * cy)
     # a lamp's hot spot or a window's glow somewhere
     if rng.random() < 0.5:
         hx, hy = rng.uniform(-0.5, 0.5), rng.uniform(-0.4, 0.4)
@@ -170,7 +172,8 @@ def render_photo_with_info(digit28: np.ndarray, rng: np.random.Generator) -> tup
     opacity = rng.uniform(0.8, 0.97)
     # ink density varies along the stroke (pressure, a drying pen)
     cell = max(8, h // 6)
-    coverage = mask * opacity * (1.0 - rng.uniform(0, 0.15) * np.clip(0.5 + 0.5 * _smooth_noise(rng, mask.shape, cell), 0, 1))
+    coverage = mask * opacity * (1.0 - rng.uniform(0, 0.15)
+                                 * np.clip(0.5 + 0.5 * _smooth_noise(rng, mask.shape, cell), 0, 1))
     region = reflectance[top: top + h, left: left + w]
     region[:] = region * (1.0 - coverage[..., None]) + ink[None, None, :] * coverage[..., None]
     _specks(rng, reflectance)

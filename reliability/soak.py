@@ -31,11 +31,11 @@ import requests
 
 from handlers import contract
 from model_defs.registry import get_spec
+from pipeline.model_config import SERVING
 from reliability import probe
 from reliability.hostile import png_bomb
 from serving.server import LaunchError, Server, running
 from serving.settings import Ports
-from pipeline.model_config import SERVING
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -162,11 +162,13 @@ def run(server: Server, duration: float, warmup: float, rate: float, clients: in
         time.sleep(warmup)
         start_memory = probe.server_memory(server, SERVING)
         start_logs = log_bytes(server)
-        timeline.append({"t": round(time.monotonic() - started, 1), "rss": {k: v["rss"] for k, v in start_memory.items()}})
+        timeline.append({"t": round(time.monotonic() - started, 1),
+                         "rss": {k: v["rss"] for k, v in start_memory.items()}})
         while time.monotonic() < started + duration:
             time.sleep(min(sample_every, max(0.0, started + duration - time.monotonic())))
             memory = probe.server_memory(server, SERVING)
-            timeline.append({"t": round(time.monotonic() - started, 1), "rss": {k: v["rss"] for k, v in memory.items()}})
+            timeline.append({"t": round(time.monotonic() - started, 1),
+                             "rss": {k: v["rss"] for k, v in memory.items()}})
     finally:
         load.stop()
     end_memory = probe.server_memory(server, SERVING)
@@ -214,13 +216,15 @@ def summary(report: dict) -> str:
     lines = [f"soak: {report['duration_s']} s ({report['warmup_s']:.0f} s warm-up), {report['requests']} requests "
              f"at {report['achieved_rate']}/s (target {report['rate']}/s, {report['clients']} clients): "
              f"{report['good']} good, {report['expected_4xx']} expected 4xx, {report['errors']} errors; latency "
-             f"p50 {report['latency_ms']['p50']} ms, p99 {report['latency_ms']['p99']} ms, max {report['latency_ms']['max']} ms",
+             f"p50 {report['latency_ms']['p50']} ms, p99 {report['latency_ms']['p99']} ms, "
+             f"max {report['latency_ms']['max']} ms",
              f"{'process':<14} {'pid':>8} {'RSS after warm-up':>18} {'RSS at end':>12} {'growth':>8} {'last half':>10}"]
     for name, p in report["processes"].items():
         growth = "n/a" if p["growth"] is None else f"{p['growth']:+.1%}"
         late = "n/a" if p["growth_last_half"] is None else f"{p['growth_last_half']:+.1%}"
         pid = str(p["pid_end"]) if p["pid_start"] == p["pid_end"] else f"{p['pid_start']}->{p['pid_end']}"
-        lines.append(f"{name:<14} {pid:>8} {p['rss_start'] / mb:>15.1f} MB {p['rss_end'] / mb:>9.1f} MB {growth:>8} {late:>10}")
+        lines.append(f"{name:<14} {pid:>8} {p['rss_start'] / mb:>15.1f} MB {p['rss_end'] / mb:>9.1f} MB "
+                     f"{growth:>8} {late:>10}")
     logs = report["log_bytes"]
     lines.append(f"TorchServe logs: {logs['after_warmup'] / mb:.1f} MB after warm-up, {logs['end'] / mb:.1f} MB at end")
     return "\n".join(lines)

@@ -25,10 +25,8 @@ import sys
 from pathlib import Path
 
 from handlers.limits import LIMITS
-
-from serving.settings import HOST, JOB_QUEUE_SIZE, Ports
-
 from pipeline.model_config import SERVING
+from serving.settings import HOST, JOB_QUEUE_SIZE, Ports
 
 PROFILES = ("local", "production")
 
@@ -99,7 +97,7 @@ def render(profile: str, model_store: Path | str, ports: Ports | None = None,
     if profile == "production":
         lines += [f"{key}={value}" for key, value in PRODUCTION.items()]
     if extra:
-        lines = [l for l in lines if l.split("=", 1)[0] not in extra] + [f"{k}={v}" for k, v in extra.items()]
+        lines = [line for line in lines if line.split("=", 1)[0] not in extra] + [f"{k}={v}" for k, v in extra.items()]
     return "\n".join(lines) + "\n"
 
 

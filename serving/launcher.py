@@ -35,7 +35,8 @@ def main(argv=None) -> int:
     parser.add_argument("--run-dir", type=Path, default=Path(".run"))
     parser.add_argument("--model-store", type=Path, default=Path("model_store"))
     parser.add_argument("--timeout", type=float, default=120.0)
-    parser.add_argument("--token-auth", action="store_true", help="require a bearer token (key in <run-dir>/key_file.json)")
+    parser.add_argument("--token-auth", action="store_true",
+                        help="require a bearer token (key in <run-dir>/key_file.json)")
     args = parser.parse_args(argv)
     try:
         if args.command == "start":

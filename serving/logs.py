@@ -58,7 +58,7 @@ def load_failures(log_dir: Path, since: dict[str, int] | None) -> list[str]:
         match = LOAD_FAILURE.search(line)
         if not match:
             continue
-        after = [l.strip() for l in text[i + 1:i + 30]
-                 if ("Exception" in l or "Error" in l) and not l.strip().startswith("at ")]
+        after = [later.strip() for later in text[i + 1:i + 30]
+                 if ("Exception" in later or "Error" in later) and not later.strip().startswith("at ")]
         failures.append(f"{Path(match['archive']).name}: {(after[0] if after else line.strip())[:300]}")
     return failures

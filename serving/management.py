@@ -37,7 +37,8 @@ class ManagementAPI:
         except (urllib.error.URLError, OSError, ValueError):
             return []
 
-    def not_ready(self, models: Iterable[str], accept: Callable[[Worker], bool] = lambda worker: True) -> dict[str, str]:
+    def not_ready(self, models: Iterable[str],
+                  accept: Callable[[Worker], bool] = lambda worker: True) -> dict[str, str]:
         """{model: reason} for each model without a READY worker that `accept`s."""
         problems = {}
         for model in models:

@@ -36,7 +36,8 @@ from pipeline.archive import ArchiveError, require_archives
 from pipeline.model_config import SERVING
 from serving import logs, processes
 from serving.config import render
-from serving.management import ManagementAPI, wait_ready as wait_all_ready
+from serving.management import ManagementAPI
+from serving.management import wait_ready as wait_all_ready
 from serving.settings import HOST, Ports
 
 PID_FILE = ".model_server.pid"
