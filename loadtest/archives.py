@@ -2,7 +2,7 @@
 
 Each store holds every served model (the launcher loads and waits for all of them) with the
 real archives for the others and a variant of the benchmarked model's archive:
-- "ours":   model_store/ as `make archive` built it (our handler, pipeline/model_config.py);
+- "handler": model_store/ as `make archive` built it (our handler, pipeline/model_config.py);
 - "noop":   loadtest/noop_handler.py with the same model-config.yaml (batching, workers, limits);
 - "batch1": our handler and model with batchSize 1, everything else as in model_config.py;
 - any other ModelServing (the tuning sweep): our handler with those settings.
@@ -29,7 +29,7 @@ NOOP_HANDLER = Path(__file__).resolve().parent / "noop_handler.py"
 def variant_store(variant: str, model: str, serving: ModelServing | None = None, build: Path = BUILD) -> Path:
     """Build (or rebuild) the store of one variant under `build` and return its path."""
     require_archives(MODEL_STORE)
-    if variant == "ours":
+    if variant == "handler":
         return MODEL_STORE
     base = SERVING[model]
     if variant == "batch1":
@@ -37,7 +37,7 @@ def variant_store(variant: str, model: str, serving: ModelServing | None = None,
     elif variant == "noop":
         serving = base
     elif serving is None:
-        raise ValueError(f"unknown variant {variant!r}: expected ours, noop, batch1, or a ModelServing")
+        raise ValueError(f"unknown variant {variant!r}: expected handler, noop, batch1, or a ModelServing")
     work = Path(build) / variant
     store = work / "store"
     if work.exists():

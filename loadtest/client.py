@@ -25,7 +25,7 @@ Check = Callable[[int, bytes, object], Optional[str]]
 
 
 @dataclass(frozen=True)
-class Request:
+class WireRequest:
     """One pre-built request: the exact bytes on the wire, what to expect, how many images."""
     wire: bytes
     expected: object
@@ -33,10 +33,10 @@ class Request:
 
 
 def build_request(host: str, port: int, path: str, body: bytes, content_type: str,
-                  expected: object, images: int = 1) -> Request:
+                  expected: object, images: int = 1) -> WireRequest:
     head = (f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: {content_type}\r\n"
             f"Content-Length: {len(body)}\r\nConnection: keep-alive\r\n\r\n").encode("ascii")
-    return Request(head + body, expected, images)
+    return WireRequest(head + body, expected, images)
 
 
 @dataclass
@@ -150,7 +150,7 @@ async def _connect(loop, host: str, port: int) -> _Connection:
     return protocol
 
 
-async def closed_loop(host: str, port: int, requests: Sequence[Request], check: Check, concurrency: int,
+async def closed_loop(host: str, port: int, requests: Sequence[WireRequest], check: Check, concurrency: int,
                       duration_s: float, warmup_s: float = 0.0, timeout_s: float = 30.0,
                       max_requests: int | None = None) -> Result:
     """C connections, each sending requests back to back for warmup_s + duration_s seconds.
@@ -229,7 +229,7 @@ async def closed_loop(host: str, port: int, requests: Sequence[Request], check: 
                   np.asarray(images, dtype=np.int64), errors, cpu)
 
 
-def run(url: str, requests: Sequence[Request], check: Check, concurrency: int, duration_s: float,
+def run(url: str, requests: Sequence[WireRequest], check: Check, concurrency: int, duration_s: float,
         warmup_s: float = 0.0, timeout_s: float = 30.0, max_requests: int | None = None) -> Result:
     """Synchronous wrapper; `url` is the server's base URL (http://host:port)."""
     host, port = split_url(url)

@@ -23,10 +23,10 @@ import numpy as np
 
 from handlers.classifier_handler import ImageClassifierHandler
 from handlers.image_decoding import load_pixels, open_header
-from pipeline.heldout import held_out
+from handlers.limits import LIMITS
 from model_defs.preprocessing import canonicalize
 from model_defs.registry import get_spec
-from handlers.limits import LIMITS
+from pipeline.heldout import held_out
 from pipeline.model_config import SERVING
 
 ROOT = Path(__file__).resolve().parent.parent

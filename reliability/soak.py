@@ -41,17 +41,17 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 @dataclass(frozen=True)
-class Request:
+class SoakCase:
     model: str
     kwargs: dict
     status: int
     error: str | None = None   # the error code a bad request must get
 
 
-def requests_mix(per_model: int = 16, seed: int = 0) -> list[Request]:
+def requests_mix(per_model: int = 16, seed: int = 0) -> list[SoakCase]:
     """Valid requests for every model in three transports, and 1 bad request in 20."""
     rng = np.random.default_rng(seed)
-    mix: list[Request] = []
+    mix: list[SoakCase] = []
     for model in SERVING:
         height, width = get_spec(model).input_size
         for i in range(per_model):
@@ -64,10 +64,10 @@ def requests_mix(per_model: int = 16, seed: int = 0) -> list[Request]:
                 kwargs = dict(files={"data": ("x.png", png, "image/png")})
             else:
                 kwargs = dict(json={"image": base64.b64encode(png).decode()})
-            mix.append(Request(model, kwargs, 200))
-    bad = [Request("lenet5", dict(data=probe.digit_png()[:40], headers={"Content-Type": "image/png"}), 400,
+            mix.append(SoakCase(model, kwargs, 200))
+    bad = [SoakCase("lenet5", dict(data=probe.digit_png()[:40], headers={"Content-Type": "image/png"}), 400,
                    "corrupt_image"),
-           Request("mnist_net", dict(data=png_bomb(9000, 9000), headers={"Content-Type": "image/png"}), 413,
+           SoakCase("mnist_net", dict(data=png_bomb(9000, 9000), headers={"Content-Type": "image/png"}), 413,
                    "image_too_large")]
     count = max(1, len(mix) // 19)
     mix += [bad[i % len(bad)] for i in range(count)]
@@ -75,7 +75,7 @@ def requests_mix(per_model: int = 16, seed: int = 0) -> list[Request]:
     return [mix[i] for i in order]
 
 
-def check(request: Request, response: requests.Response) -> str | None:
+def check(request: SoakCase, response: requests.Response) -> str | None:
     """None when the answer is the expected one, else a short description of what was wrong."""
     if response.status_code != request.status:
         return f"{request.model}: {response.status_code} instead of {request.status}: {response.text[:120]!r}"
@@ -96,7 +96,7 @@ def check(request: Request, response: requests.Response) -> str | None:
 class Load:
     """`clients` threads that together send `rate` requests a second until `stop()` or `until`."""
 
-    def __init__(self, server: Server, mix: list[Request], rate: float, clients: int, until: float):
+    def __init__(self, server: Server, mix: list[SoakCase], rate: float, clients: int, until: float):
         self.server, self.mix, self.until = server, mix, until
         self.interval = clients / rate
         self.counts: Counter = Counter()

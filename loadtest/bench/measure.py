@@ -141,7 +141,7 @@ class Target(Protocol):
 class ServerTarget:
     """Requests against one server, every answer checked, the server's CPU metered per run."""
 
-    def __init__(self, server: Server, requests: Sequence[client.Request], check: client.Check, timeout_s: float):
+    def __init__(self, server: Server, requests: Sequence[client.WireRequest], check: client.Check, timeout_s: float):
         self.url, self.requests, self.check, self.timeout_s = server.inference_url, requests, check, timeout_s
         self.meter = ServerCPU(server)
 

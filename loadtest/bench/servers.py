@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from loadtest.archives import BUILD, variant_store
-from loadtest.bench.workload import HANDLER
 from pipeline.archive import ArchiveError
 from pipeline.model_config import ModelServing
 from serving.config import PRODUCTION
@@ -43,7 +42,7 @@ def server_extra(logging: str) -> dict[str, str]:
 def store_for(variant: str, model: str, serving: ModelServing | None = None, build: Path = BUILD) -> Path:
     """The model store of one variant: "handler" (model_store/ as `make archive` built it), "noop",
     "batch1", or our handler under `serving` (tuning), built under `build` (ArchiveError if it cannot be)."""
-    return variant_store("ours" if variant == HANDLER else variant, model, serving, build=build)  # archives.py's name
+    return variant_store(variant, model, serving, build=build)
 
 
 def port_layout(names: list[str], port_base: int) -> dict[str, Ports]:

@@ -95,13 +95,13 @@ class Workload:
         labels = [spec.labels[i] for i in probabilities.argmax(axis=1)]
         return cls(model, data.pngs, canonical, labels, data.labels, scripted)
 
-    def single_requests(self, host: str, port: int) -> list[client.Request]:
+    def single_requests(self, host: str, port: int) -> list[client.WireRequest]:
         """One PNG per request (raw body), each expecting the model's own top-1."""
         path = f"/predictions/{self.model}"
         return [client.build_request(host, port, path, png, "image/png", label)
                 for png, label in zip(self.pngs, self.model_labels)]
 
-    def multi_requests(self, host: str, port: int, per_request: int, count: int = 32) -> list[client.Request]:
+    def multi_requests(self, host: str, port: int, per_request: int, count: int = 32) -> list[client.WireRequest]:
         """`count` requests of `per_request` base64 PNGs ({"instances": [...]}), expecting a list of top-1s."""
         path = f"/predictions/{self.model}"
         b64 = [base64.b64encode(p).decode("ascii") for p in self.pngs]
