@@ -8,18 +8,19 @@ from __future__ import annotations
 
 import json
 from contextlib import ExitStack
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from pipeline.datasets import load_held_out
 from model_defs.preprocessing import canonicalize
 from model_defs.registry import MODELS, get_spec
+from pipeline.datasets import load_held_out
 from serving.server import LaunchError, running
 from serving.settings import Ports
+from tests.support.dockerfile import read_dockerfile
 from tests.support.handler_context import LoadedHandler, unpack_archive
+from tests.support.k8s import render_overlays
 from tests.support.paths import MODEL_STORE, artifact
 
 MODEL_NAMES = list(MODELS)
@@ -92,3 +93,15 @@ def server(tmp_path_factory):
         except LaunchError as err:
             pytest.fail(f"TorchServe did not start: {err}")
         yield srv
+
+
+@pytest.fixture(scope="module")
+def dockerfile():
+    """docker/Dockerfile parsed: its instructions, ARG defaults and ENV values (tests/support/dockerfile.py)."""
+    return read_dockerfile()
+
+
+@pytest.fixture(scope="module")
+def rendered():
+    """overlay -> the objects `kubectl kustomize k8s/overlays/<overlay>` renders (tests/support/k8s.py)."""
+    return render_overlays()

@@ -22,10 +22,12 @@ import requests
 import torch
 from PIL import Image
 
+from handlers.contract import check_prediction
 from pipeline.model_config import SERVING
 from serving.management import ManagementAPI, wait_ready
 from serving.settings import Ports
-from tests.support.paths import MODEL_STORE, REPO as ROOT
+from tests.support.paths import MODEL_STORE
+from tests.support.paths import REPO as ROOT
 
 pytestmark = pytest.mark.e2e
 START_TIMEOUT_S = 180
@@ -86,7 +88,8 @@ def test_entrypoint_serves_a_prediction_and_stops_cleanly_on_sigterm(tmp_path, h
                                  headers={"Content-Type": "image/png"}, timeout=30)
         assert response.status_code == 200, response.text
         body = response.json()
-        assert body["model"] == "lenet5" and body["index"] == int(data.labels[index])
+        assert check_prediction(body, data.spec.labels, model="lenet5") == data.spec.labels[data.labels[index]]
+        assert body["index"] == int(data.labels[index])
         assert abs(body["probabilities"][body["label"]] - float(offline[index].max())) <= 1e-5
 
         metrics = requests.get(f"http://127.0.0.1:{ports.metrics}/metrics", timeout=10)

@@ -17,7 +17,6 @@ from handlers.classifier_handler import ImageClassifierHandler
 from tests.support.paths import MODEL_STORE
 
 
-
 def unpack_archive(name: str, dest: Path) -> Path:
     mar = MODEL_STORE / f"{name}.mar"
     if not mar.is_file():

@@ -106,8 +106,8 @@ def png_header_only(width: int, height: int) -> bytes:
 
 def decompression_bomb(side: int = 12_000) -> bytes:
     """A real, valid PNG of side x side black pixels: ~144 Mpx that compress to a few hundred KB."""
-    import zlib
     import struct
+    import zlib
     def chunk(kind, data):
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
     row = b"\0" * (side + 1)
