@@ -25,8 +25,8 @@ container-image: $(ARCHIVES) ## build tinyserve:0.1.0-cpu with podman on a local
 	echo "make container-image: $(CONTAINER_IMAGE) on $$base in $$(( $$(date +%s) - start )) s," \
 	  "$$(CONTAINERS_CONF=$(CURDIR)/docker/containers.conf podman image inspect --format '{{.Size}}' $(CONTAINER_IMAGE)) bytes"
 
-container-test: container-image ## that, then tests/test_container.py against it running (make test runs it)
-	$(RUN) -m pytest -q tests/test_container.py
+container-test: container-image ## that, then tests/deploy/test_container.py against it running (make test runs it)
+	$(RUN) -m pytest -q tests/deploy/test_container.py
 
 container-clean: ## remove the test's images and build/container/
 	-CONTAINERS_CONF=$(CURDIR)/docker/containers.conf podman rmi -f $(CONTAINER_IMAGE) localhost/tinyserve-base:bookworm-minbase

@@ -1,7 +1,7 @@
 """Issue 12's evaluation over HTTP against the session's real TorchServe (tests/conftest.py
 `server`): a seconds-long smoke of `python -m evaluation.evaluate`, and the accuracy floor on
 scikit-learn's held-out digits (>= 97%). The MNIST held-out fifth's floor over HTTP is
-tests/test_e2e_serving.py's (the registry's accuracy_floor, every held-out digit)."""
+tests/e2e/test_serving.py's (the registry's accuracy_floor, every held-out digit)."""
 from __future__ import annotations
 
 import json

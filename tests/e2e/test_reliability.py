@@ -1,7 +1,7 @@
 """Faults while serving, end to end against a real TorchServe of its own (on free ports):
 a killed worker, more requests than the queue holds, an inference slower than responseTimeout.
 
-The server loads the served models and `lenet5_slow` (reliability/slow_handler.py: the real
+The server loads the served models and `lenet5_slow` (tests/support/slow_handler.py: the real
 LeNet-5 handler, which sleeps when a request carries `X-Test-Sleep-S`, responseTimeout 2 s), with
 job_queue_size 8 so that overload takes a handful of requests. Figures go to RELIABILITY.md.
 """

@@ -132,7 +132,7 @@ def test_stop_lets_in_flight_requests_finish_or_fail_cleanly_and_leaves_nothing(
 def test_sigterm_to_the_container_entrypoint_with_requests_in_flight(tmp_path, ports):
     """docker/entrypoint.sh (the image's ENTRYPOINT, run here on loopback) gets SIGTERM while two
     clients send requests: it exits 0, every request was answered or refused/reset at once, and
-    no process of the server is left. (tests/test_deploy_entrypoint.py checks the rest of it.)"""
+    no process of the server is left. (tests/deploy/test_entrypoint_serving.py checks the rest of it.)"""
     work_dir = tmp_path / "work"
     env = {**port_env(ports), "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
            "LISTEN_ADDRESS": HOST, "MODEL_STORE": str(MODEL_STORE), "WORK_DIR": str(work_dir)}

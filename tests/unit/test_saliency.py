@@ -31,7 +31,7 @@ def decode_png(text: str) -> Image.Image:
 @pytest.fixture(scope="module")
 def scripted_for_grad():
     """Our own copies of the exported models: the session `scripted` fixture may first be called
-    inside torch.inference_mode() (tests/test_handler.py), which loads their buffers as inference
+    inside torch.inference_mode() (tests/unit/test_handler.py), which loads their buffers as inference
     tensors that autograd refuses to save. The handler loads its model outside inference mode."""
     cache = {}
 
