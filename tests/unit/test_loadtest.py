@@ -1,32 +1,19 @@
-"""Load testing and benchmark tooling: `make loadtest` and `make bench-smoke` run and write their
-outputs, and the pieces they are built from count correctly. Nothing here asserts on speed.
-
-The end-to-end tests run the real make targets: the load test against the session server, the
-benchmark smoke with its own three servers on ports the OS says are free (BENCH_PORT_BASE=0).
+"""Load testing and benchmark tooling, in process: the client counts right answers and errors, the
+report keeps its notes and computes the targets, the checker judges answers, the stage costs are timed.
+Nothing here asserts on speed; tests/e2e/test_loadtest.py runs the real make targets.
 """
 from __future__ import annotations
 
 import json
-import subprocess
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 
 from loadtest import client
 from loadtest.bench.report import KEEP_MARKER, kept_notes, render_markdown, targets
 from loadtest.bench.workload import checker
 from loadtest.run_loadtest import images_in, parse_duration
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def make(*args: str, timeout: float) -> subprocess.CompletedProcess:
-    return subprocess.run(["make", "--no-print-directory", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=timeout, stdin=subprocess.DEVNULL)
 
 
 # ---- the client, against a tiny local HTTP server ----------------------------------------------
@@ -138,53 +125,6 @@ def test_bench_checker_judges_contract_and_label():
     assert check(200, json.dumps({**good, "extra": 1}).encode(), "7") == "contract: fields"
     assert checker("lenet5", "list")(200, json.dumps([good, good]).encode(), ["7", "7"]) is None
     assert checker("lenet5", "list")(200, json.dumps([good]).encode(), ["7", "7"]) == "contract: list length"
-
-
-# ---- the make targets, for real ----------------------------------------------------------------
-@pytest.mark.e2e
-def test_make_loadtest_runs_locust_and_writes_its_outputs(server, tmp_path):
-    out = tmp_path / "loadtest"
-    result = make("loadtest", f"HOST={server.inference_url}", "USERS=4", "SPAWN_RATE=4", "DURATION=4s",
-                  f"LOADTEST_OUT={out}", timeout=300)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    for name in ("locust_stats.csv", "locust_stats_history.csv", "locust_failures.csv", "report.html",
-                 "loadtest.png", "summary.json"):
-        assert (out / name).is_file() and (out / name).stat().st_size > 0, f"{name} missing in {out}"
-    summary = json.loads((out / "summary.json").read_text())
-    assert summary["requests"] > 0
-    assert summary["transport_or_contract_errors"] == 0, summary["error_kinds"]
-    assert set(summary["per_model"]) <= {"lenet5", "mnist_net", "fashion_mlp"}
-    for word in ("req/s", "p50", "p95", "p99", "failures"):
-        assert word in result.stdout
-    assert Image.open(out / "loadtest.png").size[0] > 0
-
-
-@pytest.mark.e2e
-def test_make_loadtest_says_what_to_do_when_no_server_answers(tmp_path):
-    result = make("loadtest", "HOST=http://127.0.0.1:9", "DURATION=1s", f"LOADTEST_OUT={tmp_path}", timeout=120)
-    assert result.returncode != 0
-    assert "no server answers at http://127.0.0.1:9/ping" in result.stderr and "make serve" in result.stderr
-
-
-@pytest.mark.e2e
-def test_make_bench_smoke_runs_every_row_and_writes_its_outputs(tmp_path):
-    out = tmp_path / "bench"
-    result = make("bench-smoke", f"BENCH_SMOKE_OUT={out}", "BENCH_PORT_BASE=0", timeout=600)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    report = (out / "BENCHMARKS.md").read_text()
-    runs = sorted(out.glob("*/bench.json"))
-    assert runs, f"no bench.json under {out}"
-    results = json.loads(runs[-1].read_text())
-    assert [r["key"] for r in results["rows"]] == ["model", "noop", "handler", "batch1", "multi"]
-    for row in results["rows"]:
-        for c, cell in row["cells"].items():
-            assert cell["requests"] > 0, f"{row['title']} at C={c} completed no request"
-            assert cell["errors"] == {}, f"{row['title']} at C={c}: {cell['errors']}"
-            assert np.isfinite([cell["p50_ms"], cell["p95_ms"], cell["p99_ms"]]).all()
-            assert f"| {row['title']} | {row['unit']} | {c} |" in report
-    for heading in ("## Results", "## Targets", "## Where the CPU goes", "**machine**", "**command**: `make bench-smoke`"):
-        assert heading in report
-    assert Image.open(out / "benchmarks.png").size[0] > 0
 
 
 def test_stage_costs_times_every_stage_of_the_handler(capsys):
