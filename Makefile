@@ -134,7 +134,8 @@ test: lint $(ARCHIVES) fonts ## lint, unit and end-to-end tests, the container t
 	$(MAKE) --no-print-directory container-image && $(RUN) -m pytest -q tests
 
 # Imports point one way: model_defs <- handlers <- pipeline <- serving <- tools <- tests (pyproject.toml).
-lint: $(VENV_STAMP) ## import-linter: the layers point one way (pyproject.toml)
+lint: $(VENV_STAMP) ## ruff (style, import order) and import-linter (the layers point one way); pyproject.toml
+	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports --no-cache
 
 test-unit: $(ARCHIVES) ## the tests that need no server

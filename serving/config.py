@@ -50,7 +50,8 @@ def allowed_urls(model_store: Path | str) -> str:
     model store. TorchServe 0.12 tests the `url` parameter with Java's Pattern.matches (the whole
     URL, case-insensitive; ArchiveUtils.validateURL), and opening a file: URL percent-decodes it
     once more, so the file name admits no '/', no '%' and no leading '.': neither
-    `file://<store>/../x.mar` nor `file://<store>/%2e%2e/x.mar` matches (tests/test_security.py)."""
+    `file://<store>/../x.mar` nor `file://<store>/%2e%2e/x.mar` matches (tests/unit/test_security_config.py,
+    tests/e2e/test_security.py)."""
     return f"file://{re.escape(os.path.abspath(model_store))}/[A-Za-z0-9_-][A-Za-z0-9._-]*\\.mar"
 
 

@@ -38,10 +38,10 @@ def test_entrypoint_print_config_is_the_production_profile_and_the_launchers_wor
                             text=True, env=env, timeout=60)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    config = "\n".join(l for l in lines if "=" in l and not re.match(r"^[A-Z_]+=", l)) + "\n"
+    config = "\n".join(line for line in lines if "=" in line and not re.match(r"^[A-Z_]+=", line)) + "\n"
     expected = render("production", store.resolve(), ports, listen_address="127.0.0.1")
     assert parse_properties(config) == parse_properties(expected)
-    printed_env = dict(l.split("=", 1) for l in lines if re.match(r"^[A-Z_]+=", l))
+    printed_env = dict(line.split("=", 1) for line in lines if re.match(r"^[A-Z_]+=", line))
     launcher_env = launcher.Server(tmp_path, ports).env()
     for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "TS_DECODE_INPUT_REQUEST"):
         assert printed_env[name] == launcher_env[name], name

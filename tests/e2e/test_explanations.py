@@ -12,8 +12,8 @@ import requests
 from PIL import Image
 
 from handlers.contract import check_error, check_explanation, check_prediction
-from pipeline.heldout import png_bytes
 from model_defs.registry import MODELS, get_spec
+from pipeline.heldout import png_bytes
 
 pytestmark = pytest.mark.e2e
 

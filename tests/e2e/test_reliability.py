@@ -17,13 +17,14 @@ from contextlib import ExitStack
 import pytest
 import requests
 
-from reliability import probe
-from tests.support.slow_handler import SLEEP_HEADER
-from tests.support.slow_model import NAME as SLOW, store_with_slow_model
 from pipeline.archive import ArchiveError
+from reliability import probe
 from serving.server import LaunchError, running
 from serving.settings import Ports
 from tests.support.paths import MODEL_STORE
+from tests.support.slow_handler import SLEEP_HEADER
+from tests.support.slow_model import NAME as SLOW
+from tests.support.slow_model import store_with_slow_model
 
 pytestmark = pytest.mark.e2e
 QUEUE = 8            # job_queue_size of this server

@@ -17,14 +17,16 @@ from pathlib import Path
 import psutil
 import pytest
 
-from reliability import probe
-from tests.support.slow_handler import SLEEP_HEADER
-from tests.support.slow_model import NAME as SLOW, store_with_slow_model
 from pipeline.model_config import SERVING
+from reliability import probe
 from serving import processes
 from serving.server import Server, running
 from serving.settings import HOST, Ports
-from tests.support.paths import MODEL_STORE, REPO as ROOT
+from tests.support.paths import MODEL_STORE
+from tests.support.paths import REPO as ROOT
+from tests.support.slow_handler import SLEEP_HEADER
+from tests.support.slow_model import NAME as SLOW
+from tests.support.slow_model import store_with_slow_model
 
 pytestmark = pytest.mark.e2e
 

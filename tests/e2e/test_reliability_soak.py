@@ -13,7 +13,8 @@ import pytest
 from pipeline.model_config import SERVING
 from serving.server import Server
 from serving.settings import Ports
-from tests.support.paths import MODEL_STORE, REPO as ROOT
+from tests.support.paths import MODEL_STORE
+from tests.support.paths import REPO as ROOT
 
 pytestmark = pytest.mark.e2e
 

@@ -6,13 +6,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from model_defs.registry import get_spec
 from pipeline.datasets import load_held_out, load_sklearn_digits
 from pipeline.to_torchscript import export_model
-from model_defs.registry import get_spec
-from tests.support.paths import artifact
 from tests.support.idx_files import write_idx
 from tests.support.paths import REPO as ROOT
-
+from tests.support.paths import artifact
 
 
 def write_mnist_folder(folder: Path) -> tuple[np.ndarray, np.ndarray]:

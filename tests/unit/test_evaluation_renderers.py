@@ -97,9 +97,9 @@ def test_photos_are_varied(photo_batch):
     assert any(i.shadow > 0.2 for i in infos) and any(i.shadow == 0 for i in infos)
     # lighting: the page's brightness varies across the picture and between pictures
     lumas = [_luma(jpeg) for jpeg, _ in photo_batch]
-    spreads = [np.percentile(l, 95) - np.percentile(l, 30) for l in lumas]
+    spreads = [np.percentile(luma, 95) - np.percentile(luma, 30) for luma in lumas]
     assert max(spreads) > 40
-    assert np.ptp([np.median(l) for l in lumas]) > 30
+    assert np.ptp([np.median(luma) for luma in lumas]) > 30
 
 
 def test_photo_refuses_a_blank_digit():

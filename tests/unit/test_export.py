@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from handlers.digest import sha256_of
+from model_defs.registry import MODELS, get_spec
 from pipeline import to_torchscript
 from pipeline.to_torchscript import ExportError, export_model
-from model_defs.registry import MODELS, get_spec
 from tests.support.paths import artifact
 
 NAMES = list(MODELS)

@@ -10,8 +10,8 @@ import torch
 
 from handlers import contract
 from handlers.contract import ContractError, check_error, check_prediction
-from pipeline.heldout import png_bytes
 from model_defs.registry import MODELS, get_spec
+from pipeline.heldout import png_bytes
 from tests.support.handler_context import LoadedHandler, unpack_archive
 
 PNG = {"Content-Type": "image/png"}
@@ -102,7 +102,7 @@ def test_instances_return_a_list_in_order(loaded, held_out):
     body = json.dumps({"instances": images}).encode()
     status, answer = loaded("mnist_net").one({"body": body}, {"Content-Type": "application/json"})
     assert status == 200 and isinstance(answer, list) and len(answer) == 4
-    assert [a["index"] for a in answer] == [int(l) for l in data.labels[:4]]
+    assert [a["index"] for a in answer] == [int(label) for label in data.labels[:4]]
 
 
 def test_archive_with_a_tampered_model_refuses_to_load(tmp_path):

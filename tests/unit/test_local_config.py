@@ -107,13 +107,13 @@ def test_the_log_config_is_torchserves_own_with_only_those_changes():
 
     def outline(root: ET.Element) -> tuple:
         files = sorted((a.get("name"), a.get("fileName")) for a in root.iter("RollingFile"))
-        loggers = sorted((l.get("name"), l.get("level"), tuple(r.get("ref") for r in l.iter("AppenderRef")))
-                         for l in root.iter("Logger"))
+        loggers = sorted((lg.get("name"), lg.get("level"), tuple(r.get("ref") for r in lg.iter("AppenderRef")))
+                         for lg in root.iter("Logger"))
         return files, loggers
 
     with zipfile.ZipFile(Path(ts.__file__).parent / "frontend" / "model-server.jar") as jar:
         default = ET.fromstring(jar.read("log4j2.xml"))
     ours = ET.parse(LOG4J_CONFIG).getroot()
     assert outline(ours) == outline(default)
-    assert [l.get("additivity") for l in ours.iter("Logger") if l.get("name") == "org.pytorch.serve"] == ["false"]
+    assert [lg.get("additivity") for lg in ours.iter("Logger") if lg.get("name") == "org.pytorch.serve"] == ["false"]
     assert [r.get("ref") for r in ours.find("Loggers/Root")] == ["ts_log"]

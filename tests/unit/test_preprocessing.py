@@ -6,7 +6,11 @@ import pytest
 from PIL import Image
 
 from model_defs.preprocessing import (
-    MNIST_DIGIT_BOX, canonicalize, centre_of_mass, light_on_dark, to_grayscale,
+    MNIST_DIGIT_BOX,
+    canonicalize,
+    centre_of_mass,
+    light_on_dark,
+    to_grayscale,
 )
 
 

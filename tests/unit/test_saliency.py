@@ -12,10 +12,10 @@ import torch
 from PIL import Image
 
 from handlers.contract import check_explanation, check_prediction
-from handlers.saliency import gradient_x_input, ink_fraction, integrated_gradients
-from pipeline.heldout import png_bytes
-from model_defs.registry import MODELS, get_spec
 from handlers.limits import LIMITS
+from handlers.saliency import gradient_x_input, ink_fraction, integrated_gradients
+from model_defs.registry import MODELS, get_spec
+from pipeline.heldout import png_bytes
 from tests.support.paths import artifact
 
 PNG = {"Content-Type": "image/png"}
