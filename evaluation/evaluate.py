@@ -40,9 +40,9 @@ from evaluation import sets as eval_sets
 from evaluation.fonts import FAMILIES
 from handlers import contract
 from model_defs.registry import get_spec
+from pipeline import artifacts
 from serving.settings import HOST, Ports
 
-ROOT = Path(__file__).resolve().parent.parent
 SMOKE_LIMIT = 20
 MISTAKES_PER_SET = 6
 
@@ -292,15 +292,13 @@ def machine() -> str:
 
 
 def model_provenance(model: str) -> str:
-    try:
-        manifest = json.loads((ROOT / "artifacts" / model / "manifest.json").read_text())
-    except (OSError, ValueError):
+    manifest = artifacts.manifest(model)
+    if not manifest:
         return f"`{model}`: no artifacts/{model}/manifest.json here (the server may serve other files)"
-    exported = dt.datetime.fromtimestamp((ROOT / "artifacts" / model / "manifest.json").stat().st_mtime)
+    exported = dt.datetime.fromtimestamp(artifacts.path(model, "manifest.json").stat().st_mtime)
     try:
-        metrics = json.loads((ROOT / "artifacts" / model / "metrics.json").read_text())
-        held = f", training's held-out accuracy {metrics['heldout_accuracy']:.2%}"
-    except (OSError, ValueError, KeyError, TypeError):
+        held = f", training's held-out accuracy {artifacts.metrics(model)['heldout_accuracy']:.2%}"
+    except (KeyError, TypeError):
         held = ""
     return (f"`{model}`: model.pt sha256 {manifest.get('sha256', '?')[:12]}, trained on "
             f"{manifest.get('data_source', '?')}, exported {exported:%Y-%m-%d %H:%M}{held}")

@@ -15,12 +15,12 @@ import shutil
 from pathlib import Path
 
 from handlers.limits import LIMITS
+from pipeline import artifacts
 from pipeline.archive import HANDLER, build_archive, require_archives
 from pipeline.model_config import SERVING, ModelServing
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL_STORE = ROOT / "model_store"
-ARTIFACTS = ROOT / "artifacts"
 BUILD = ROOT / "build" / "bench"
 NOOP_HANDLER = Path(__file__).resolve().parent / "noop_handler.py"
 
@@ -52,6 +52,6 @@ def variant_store(variant: str, model: str, serving: ModelServing | None = None,
                       staging=work / "staging")
     else:
         build_archive(name=model, handler=HANDLER, store=store, model_config=config,
-                      model_file=ARTIFACTS / model / "model.pt",
-                      files={"model_meta.json": ARTIFACTS / model / "manifest.json"}, staging=work / "staging")
+                      model_file=artifacts.path(model, "model.pt"),
+                      files={"model_meta.json": artifacts.path(model, "manifest.json")}, staging=work / "staging")
     return store

@@ -12,11 +12,9 @@ how the notes in BENCHMARKS.md bound the ratios the targets ask for.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -26,10 +24,10 @@ from handlers.image_decoding import load_pixels, open_header
 from handlers.limits import LIMITS
 from model_defs.preprocessing import canonicalize
 from model_defs.registry import get_spec
+from pipeline import artifacts
 from pipeline.heldout import held_out
 from pipeline.model_config import SERVING
 
-ROOT = Path(__file__).resolve().parent.parent
 # the one thing the handler's JSON encoder asks of TorchServe's context
 NO_CONTEXT = SimpleNamespace(set_response_content_type=lambda idx, content_type: None)
 
@@ -52,9 +50,9 @@ def measure(model: str, count: int, repeats: int) -> dict[str, float]:
     pngs = list(held_out(model).pngs)
     pngs = (pngs * (count // len(pngs) + 1))[:count]
     handler = ImageClassifierHandler()  # only its predict and encode stages, on the exported model
-    handler.metadata = json.loads((ROOT / "artifacts" / model / "manifest.json").read_text())
+    handler.metadata = artifacts.manifest(model)
     handler.labels = handler.metadata["labels"]
-    handler.model = torch.jit.load(str(ROOT / "artifacts" / model / "model.pt")).eval()
+    handler.model = artifacts.scripted_model(model)
     handler.device = torch.device("cpu")
 
     pixels = [load_pixels(open_header(p, LIMITS)) for p in pngs]
@@ -90,7 +88,7 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--command", default=None, help="the command to record in the table")
     args = parser.parse_args(argv)
-    if not (ROOT / "artifacts" / args.model / "model.pt").is_file():
+    if not artifacts.path(args.model, "model.pt").is_file():
         print(f"error: artifacts/{args.model}/model.pt is missing: run `make export` first", file=sys.stderr)
         return 1
     command = args.command or "python -m loadtest.stage_costs " + " ".join(argv if argv is not None else sys.argv[1:])
