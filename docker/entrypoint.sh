@@ -56,11 +56,12 @@ WORK_DIR=$(cd "$WORK_DIR" && pwd)
 # The worker environment, as serving/server.py (Server.env) sets it for `make serve`:
 # TorchServe's temp dir (pid file, sockets, unpacked archives) inside WORK_DIR; one intra-op thread
 # per worker (pipeline/model_config.py torch_threads); JSON bodies reach the handler as bytes.
+# No PYTHONPATH for the workers: they import the handler and its packages from the archive only
+# ($APP_DIR holds serving/ with handlers/limits.py, which would shadow the archive's handlers/).
 export TEMP=$WORK_DIR/tmp TMPDIR=$WORK_DIR/tmp
 export LOG_LOCATION=$WORK_DIR/logs METRICS_LOCATION=$WORK_DIR/logs
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} MKL_NUM_THREADS=${MKL_NUM_THREADS:-1}
 export TS_DECODE_INPUT_REQUEST=false
-export PYTHONPATH=$APP_DIR${PYTHONPATH:+:$PYTHONPATH}
 
 CONFIG=$WORK_DIR/config.properties
 PYTHONPATH=$APP_DIR python3 -m serving.config --profile production --model-store "$MODEL_STORE" \
