@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -17,11 +19,13 @@ from contextlib import ExitStack
 import pytest
 import requests
 
+from handlers.contract import check_prediction
+from model_defs.registry import get_spec
 from pipeline.archive import ArchiveError
 from reliability import probe
 from serving.server import LaunchError, running
 from serving.settings import Ports
-from tests.support.paths import MODEL_STORE
+from tests.support.paths import MODEL_STORE, REPO
 from tests.support.slow_handler import SLEEP_HEADER
 from tests.support.slow_model import NAME as SLOW
 from tests.support.slow_model import store_with_slow_model
@@ -154,3 +158,50 @@ def test_inference_slower_than_response_timeout_is_answered_and_the_worker_recov
     assert recovery < RECOVERY_TARGET_S
     assert victim not in probe.worker_pids(faulty, SLOW)
     assert_good(probe.post(url(faulty, "lenet5"), body))  # other models never noticed
+
+
+CRASH_LOOPS = 5  # workers killed in a row, each as soon as it appears (a crash-looping model)
+
+
+def new_worker_pid(server, model: str, not_pids: set[int], timeout: float = 120.0) -> int:
+    """The pid of a worker of `model` that is none of `not_pids` (any status), as soon as it shows."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        pids = [pid for pid in probe.worker_pids(server, model) if pid not in not_pids]
+        if pids:
+            return pids[0]
+        time.sleep(0.02)
+    raise TimeoutError(f"no new {model} worker {timeout:.0f} s after the last kill")
+
+
+def test_readiness_says_not_ready_while_a_crash_looping_model_has_no_worker(faulty):
+    """mnist_net's worker killed -9 as soon as each new one appears, CRASH_LOOPS times (a model
+    that dies while loading): TorchServe's restart back-off grows, readiness (what docker/healthcheck.py
+    and the pod's readiness probe ask) says not ready from the first kill on and names the model, so
+    Kubernetes routes elsewhere instead of queueing requests silently; the other models stay ready;
+    afterwards the model serves again."""
+    model, api = "mnist_net", faulty.management
+    probe.wait_ready(faulty, model, timeout=120)
+    killed, delays, down, killed_at = set(), [], [], 0.0
+    for _ in range(CRASH_LOOPS):
+        pid = new_worker_pid(faulty, model, killed)
+        if killed:
+            delays.append(time.monotonic() - killed_at)
+        os.kill(pid, signal.SIGKILL)
+        killed_at = time.monotonic()
+        killed.add(pid)
+        time.sleep(0.3)  # the management API may call a just-killed worker READY for a moment
+        down.append(bool(api.not_ready([model])))
+    check = subprocess.run([sys.executable, str(REPO / "docker" / "healthcheck.py")], capture_output=True, text=True,
+                           env={**os.environ, "MANAGEMENT_PORT": str(faulty.ports.management)}, timeout=30)
+    back_s = probe.wait_ready(faulty, model, timeout=180)
+    print(f"\ncrash loop of {model}: next worker {[round(d, 2) for d in delays]} s after each kill, READY "
+          f"{back_s:.1f} s after the last; readiness down after each kill: {down}; healthcheck: exit "
+          f"{check.returncode}: {check.stderr.strip()}")
+    assert all(down), f"readiness said ready right after a kill: {down}"
+    assert check.returncode == 1 and f"not ready: {model}: no READY worker" in check.stderr, check.stderr
+    assert "lenet5" not in check.stderr and "fashion_mlp" not in check.stderr
+    assert delays[-1] > delays[0] + 1.0, f"no growing back-off: {delays}"
+    served = probe.post(url(faulty, model), probe.digit_png())
+    assert served.status == 200, (served.status, served.body[:300])
+    check_prediction(served.json(), get_spec(model).labels, model)
