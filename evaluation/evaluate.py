@@ -41,6 +41,7 @@ from evaluation.fonts import FAMILIES
 from handlers import contract
 from model_defs.registry import get_spec
 from pipeline import artifacts
+from serving.machine import cpu_model
 from serving.settings import HOST, Ports
 
 SMOKE_LIMIT = 20
@@ -279,15 +280,7 @@ def plot_mistakes(model: str, outcomes: list[Outcome], sets_by_name: dict, path:
 # ---- report --------------------------------------------------------------------------------------
 
 def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return (f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}, "
+    return (f"{cpu_model()}, {os.cpu_count()} cores, {platform.system()} {platform.release()}, "
             f"Python {platform.python_version()}")
 
 

@@ -17,6 +17,7 @@ import psutil
 
 from loadtest import client
 from loadtest.bench.workload import Workload
+from serving.machine import cpu_model
 from serving.server import Server
 
 CPU = dict[str, float]  # {"frontend": s, "worker": s}: CPU seconds of a server's Java and Python workers
@@ -166,18 +167,6 @@ class ModelTarget:
 
     def run(self, concurrency: int, duration_s: float, warmup_s: float) -> tuple[client.Result, None]:
         return in_process(self.work, min(concurrency, self.batch_size), duration_s, warmup_s), None
-
-
-def cpu_model() -> str:
-    """The CPU's marketing name; psutil and platform give none on Linux, so /proc/cpuinfo's first one."""
-    try:
-        with open("/proc/cpuinfo") as info:
-            for line in info:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def machine() -> dict:
