@@ -185,7 +185,7 @@ def check_structure(data: bytes, limits: InputLimits) -> None:
             check_tiff(data, limits)
         elif head.startswith(b"BM"):
             check_bmp(data, limits)
-    except (IndexError, struct.error):
+    except (IndexError, OverflowError, struct.error):  # offsets past the file, or past ssize_t
         pass  # framing cut short: the decoder refuses the file as corrupt
 
 
