@@ -6,12 +6,14 @@
 ## BENCH_ARGS="--rounds 5"         more options for python -m loadtest.bench (loadtest/bench/cli.py)
 ## BENCH_PORT_BASE=38100           the benchmark's own servers use it..+22 (0: ports the OS says are free)
 ## BENCH_SMOKE_OUT=dir             where make bench-smoke writes (default results/bench-smoke)
-## TUNE='handler b32d5w1t1 noop'   make bench-tune's variants: handler (as served; alias ours), noop, b<batch>d<ms>w<workers>t<threads>[+async][+tslog]
+## TUNE='handler b32d5w1t1 noop'   make bench-tune's variants: handler (as served; alias ours), noop, b<batch>d<ms>w<workers>t<threads>[+async][+tslog][+cpu]
+## BENCH_GPU_ARGS="--duration 2"   more options for python -m loadtest.bench.gpu (make bench-gpu, bench-gpu-rehearsal)
 USERS ?= 16
 SPAWN_RATE ?= 4
 DURATION ?= 30s
 LOADTEST_OUT ?=
 BENCH_ARGS ?=
+BENCH_GPU_ARGS ?=
 BENCH_SMOKE_OUT ?= results/bench-smoke
 BENCH_PORT_BASE ?= 38100
 export BENCH_PORT_BASE
@@ -33,7 +35,8 @@ bench-smoke: $(ARCHIVES) ## the same, seconds long, into BENCH_SMOKE_OUT (make t
 
 # Tuning sweep behind serving/settings.py's values: our handler under other settings, interleaved.
 # Variants: handler (our production handler as served; "ours" still works), noop, b<batch>d<delay ms>w<workers>t<threads>, each optionally +async (async_logging)
-# and/or +tslog (TorchServe's own log4j2.xml instead of the container's docker/log4j2.xml). Prints a table; writes results/bench/tune-<date>.json.
+# and/or +tslog (TorchServe's own log4j2.xml instead of the container's docker/log4j2.xml) and/or +cpu (number_of_gpu=0:
+# no worker on a GPU). Prints a table; writes results/bench/tune-<date>.json.
 TUNE ?= handler b16d5w1t1 b32d2w1t1 b16d2w1t2 b16d2w2t1 handler+tslog noop
 .PHONY: bench-tune
 bench-tune: $(ARCHIVES) ## our handler under the TUNE settings side by side, interleaved; prints a table
@@ -43,3 +46,17 @@ bench-tune: $(ARCHIVES) ## our handler under the TUNE settings side by side, int
 .PHONY: bench-stages
 bench-stages: $(EXPORTS) ## what each stage of our handler costs per image, in process
 	$(RUN) -m loadtest.stage_costs --command "make bench-stages"
+
+# The GPU benchmark (loadtest/bench/gpu.py): CPU/CUDA parity of the handler, lenet5 in process and
+# served with 1, 2 and 4 workers on the GPU beside the CPU as served. Without a CUDA device it says
+# so and exits 0 before building anything; the rehearsal runs the same code on the CPU.
+.PHONY: bench-gpu bench-gpu-rehearsal
+bench-gpu: $(VENV_STAMP) ## on a CUDA machine: parity, in process, 1/2/4 workers per GPU; writes BENCHMARKS-GPU.md (else skips)
+	@if $(RUN) -c 'import sys, torch; sys.exit(not torch.cuda.is_available())'; then \
+	  $(MAKE) --no-print-directory $(ARCHIVES) && \
+	  $(RUN) -m loadtest.bench.gpu --command "make bench-gpu$(if $(BENCH_GPU_ARGS), BENCH_GPU_ARGS='$(BENCH_GPU_ARGS)')" $(BENCH_GPU_ARGS); \
+	else $(RUN) -m loadtest.bench.gpu; fi
+
+bench-gpu-rehearsal: $(ARCHIVES) ## make bench-gpu on the CPU, labelled rehearsal (no GPU), into results/bench-gpu-rehearsal/
+	$(RUN) -m loadtest.bench.gpu --cpu-rehearsal \
+	  --command "make bench-gpu-rehearsal$(if $(BENCH_GPU_ARGS), BENCH_GPU_ARGS='$(BENCH_GPU_ARGS)')" $(BENCH_GPU_ARGS)
