@@ -48,7 +48,7 @@ CHECKPOINTS := $(foreach m,$(MODELS),$(ARTIFACTS)/$(m)/checkpoint.pt)
 EXPORTS := $(foreach m,$(MODELS),$(ARTIFACTS)/$(m)/model.pt)
 ARCHIVES := $(foreach m,$(MODELS),$(STORE)/$(m).mar)
 
-.PHONY: help venv data train export archive samples serve stop status test test-unit test-e2e lint clean distclean
+.PHONY: help venv data train export archive samples serve nginx stop status test test-unit test-e2e lint clean distclean
 
 help: ## this list: every target and the variables users set, per file
 	@awk 'function flush() { if (vars != "") printf "  variables:\n%s", vars; vars = "" } \
@@ -119,8 +119,14 @@ samples: $(SAMPLES) ## held-out pictures to try: samples/digit.png, samples/shoe
 $(SAMPLES) &: $(EXPORTS) pipeline/samples.py
 	$(RUN) -m pipeline.samples --out samples
 
-serve: $(ARCHIVES) $(SAMPLES) ## build what is missing, start TorchServe on 127.0.0.1, wait until every model is READY
+serve: $(ARCHIVES) $(SAMPLES) nginx ## build what is missing, start TorchServe behind nginx on 127.0.0.1, wait until READY
 	@$(RUN) -m serving.launcher start --model-store $(STORE)
+
+# The reverse proxy in front of TorchServe (serving/proxy.py): Debian's nginx-light when missing.
+nginx: ## install Debian's nginx when missing (the reverse proxy in front of TorchServe)
+	@command -v nginx >/dev/null || test -x /usr/sbin/nginx || { \
+	  echo "nginx missing: installing Debian's nginx-light (the reverse proxy in front of TorchServe)"; \
+	  $(call apt_install,nginx-light,the reverse proxy in front of TorchServe); }
 
 stop: $(VENV_STAMP) ## stop the server make serve started
 	@$(RUN) -m serving.launcher stop
@@ -130,7 +136,7 @@ status: $(VENV_STAMP) ## is make serve's server running, on which ports
 
 # The tests build what they need (archives, the typed digits' fonts, the container image) and run
 # their own server on other ports.
-test: lint $(ARCHIVES) fonts ## lint, unit and end-to-end tests, the container test (what CI runs: .ci/run)
+test: lint $(ARCHIVES) fonts nginx ## lint, unit and end-to-end tests, the container test (what CI runs: .ci/run)
 	$(MAKE) --no-print-directory container-image && $(RUN) -m pytest -q tests
 
 # Imports point one way: model_defs <- handlers <- pipeline <- serving <- tools <- tests (pyproject.toml).
@@ -141,7 +147,7 @@ lint: $(VENV_STAMP) ## ruff (style, import order) and import-linter (the layers 
 test-unit: $(ARCHIVES) ## the tests that need no server
 	$(RUN) -m pytest -q tests -m "not e2e"
 
-test-e2e: $(ARCHIVES) ## the tests against real TorchServe servers
+test-e2e: $(ARCHIVES) nginx ## the tests against real TorchServe servers
 	$(RUN) -m pytest -q tests -m e2e
 
 clean: ## remove build outputs, archives, samples, .run, logs and results; keep artifacts/ and .venv

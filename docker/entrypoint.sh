@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Start TorchServe in the foreground with the production config; SIGTERM/SIGINT stop it cleanly.
+# Start TorchServe and the reverse proxy in front of it (nginx) with the production config, and
+# stay in the foreground; SIGTERM/SIGINT drain the proxy (in-flight requests finish), then stop
+# TorchServe. TorchServe listens on 127.0.0.1 only; nginx on LISTEN_ADDRESS (serving/proxy.py).
 #
 # The container's ENTRYPOINT (docker/Dockerfile), and runnable as it is outside one:
 #   LISTEN_ADDRESS=127.0.0.1 MODEL_STORE=model_store WORK_DIR=/tmp/ts PATH=.venv/bin:$PATH docker/entrypoint.sh
@@ -9,9 +11,11 @@
 #   MODEL_STORE      folder with lenet5.mar, mnist_net.mar, fashion_mlp.mar (default: <app>/model_store)
 #   WORK_DIR         writable folder for TorchServe's temp files, unpacked archives and pid file
 #                    (default /tmp/tinyserve; an emptyDir in Kubernetes, the root filesystem is read-only)
-#   LISTEN_ADDRESS   address for inference and metrics (default 0.0.0.0); management is always 127.0.0.1
-#   INFERENCE_PORT, MANAGEMENT_PORT, METRICS_PORT, GRPC_INFERENCE_PORT, GRPC_MANAGEMENT_PORT
-#                    ports (defaults in serving/settings.py: 8080, 8081, 8082, gRPC on loopback)
+#   LISTEN_ADDRESS   where the proxy serves inference and metrics (default 0.0.0.0); TorchServe itself
+#                    and its management API are always on 127.0.0.1
+#   INFERENCE_PORT, METRICS_PORT   the proxy's public ports (defaults in serving/settings.py: 8080, 8082)
+#   MANAGEMENT_PORT, GRPC_INFERENCE_PORT, GRPC_MANAGEMENT_PORT, BACKEND_INFERENCE_PORT, BACKEND_METRICS_PORT
+#                    TorchServe's own, on loopback (8081, 7070, 7071, 8085, 8087)
 #   MODEL_LOG_LEVEL  handler/worker log level on stdout (default info)
 #   ACCESS_LOG_LEVEL one line per request on stdout when "info" (default warn: off; see docker/log4j2.xml)
 #   REQUIRE_GPU      0: let the GPU image (TINYSERVE_VARIANT=cuda, set by the Dockerfile) start without a GPU
@@ -45,7 +49,7 @@ export MODEL_LOG_LEVEL=${MODEL_LOG_LEVEL:-info} ACCESS_LOG_LEVEL=${ACCESS_LOG_LE
 
 fail() { echo "entrypoint: error: $*" >&2; exit 1; }
 
-for tool in python3 torchserve java; do
+for tool in python3 torchserve java nginx; do
     command -v "$tool" >/dev/null || fail "$tool is not on the PATH ($PATH). In the image it is; outside, put a venv with requirements.txt installed first on the PATH, and a JRE 11+."
 done
 [ -d "$MODEL_STORE" ] || fail "model store $MODEL_STORE does not exist: set MODEL_STORE, or run \`make archive\`."
@@ -64,9 +68,13 @@ export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} MKL_NUM_THREADS=${MKL_NUM_THREADS:-
 export TS_DECODE_INPUT_REQUEST=false
 
 CONFIG=$WORK_DIR/config.properties
-PYTHONPATH=$APP_DIR python3 -m serving.config --profile production --model-store "$MODEL_STORE" \
-    --listen-address "$LISTEN_ADDRESS" > "$CONFIG" \
-    || fail "could not render the TorchServe config (see the message above; LISTEN_ADDRESS must be an IP address, ports 1-65535)."
+PYTHONPATH=$APP_DIR python3 -m serving.config --profile production --model-store "$MODEL_STORE" > "$CONFIG" \
+    || fail "could not render the TorchServe config (see the message above; ports must be 1-65535 and all differ)."
+PROXY_DIR=$WORK_DIR/proxy
+PROXY_CONFIG=$(PYTHONPATH=$APP_DIR python3 -m serving.proxy --profile production --prefix "$PROXY_DIR" \
+    --listen-address "$LISTEN_ADDRESS" --write) \
+    || fail "could not render the proxy config (see the message above; LISTEN_ADDRESS must be an IP address)."
+nginx -t -q -p "$PROXY_DIR" -e stderr -c "$PROXY_CONFIG" || fail "nginx rejected $PROXY_CONFIG (above)."
 
 for name in $(sed -n 's/^load_models=//p' "$CONFIG" | tr ',' ' '); do
     [ -f "$MODEL_STORE/$name" ] || fail "$MODEL_STORE has no $name: run \`make archive\` (the image copies model_store/ at build time)."
@@ -74,6 +82,7 @@ done
 
 if [ "${1:-}" = "--print-config" ]; then
     cat "$CONFIG"
+    grep -oE '^ *listen [^ ;]+' "$PROXY_CONFIG" | sed 's/^ *listen /proxy listens on /'
     env | grep -E '^(TEMP|TMPDIR|LOG_LOCATION|METRICS_LOCATION|OMP_NUM_THREADS|MKL_NUM_THREADS|TS_DECODE_INPUT_REQUEST|MODEL_LOG_LEVEL|ACCESS_LOG_LEVEL)=' | sort
     exit 0
 fi
@@ -99,11 +108,27 @@ fi
 cd "$WORK_DIR"
 echo "entrypoint: starting TorchServe $(torchserve --version 2>/dev/null | sed 's/.* //'), config $CONFIG:"
 grep -E '^(inference|management|metrics)_address=' "$CONFIG" | sed 's/^/entrypoint:   /'
+echo "entrypoint: and nginx in front of it, config $PROXY_CONFIG:"
+grep -E '^ *listen ' "$PROXY_CONFIG" | sed 's/^ */entrypoint:   /'
 
 stopping=0
+proxy=
 stop_server() {
     [ "$stopping" = 0 ] || return 0   # a second signal while stopping changes nothing
     stopping=1
+    if [ -n "$proxy" ] && kill -0 "$proxy" 2>/dev/null; then
+        # SIGQUIT: nginx stops accepting, finishes the requests in flight (worker_shutdown_timeout bounds it)
+        # Sent again each second: a QUIT that lands while nginx is still starting, before its own
+        # handler is set, is ignored (bash starts background jobs with SIGQUIT ignored). After 30 s
+        # (worker_shutdown_timeout 25 s + margin) it is killed.
+        echo "entrypoint: draining the proxy (in-flight requests finish)"
+        for i in $(seq 300); do
+            kill -0 "$proxy" 2>/dev/null || break
+            [ $((i % 10)) != 1 ] || kill -QUIT "$proxy" 2>/dev/null || true
+            sleep 0.1
+        done
+        kill -KILL "$proxy" 2>/dev/null || true
+    fi
     echo "entrypoint: stopping TorchServe"
     # a signal during the first moments: give the wrapper up to 10 s to start Java and write its pid
     for _ in $(seq 50); do
@@ -117,18 +142,29 @@ phase=launching
 torchserve --start --foreground --ncs --ts-config "$CONFIG" --model-store "$MODEL_STORE" \
     --log-config "$APP_DIR/docker/log4j2.xml" &
 server=$!
+# The proxy at once: until TorchServe is READY it answers 502 backend_unavailable (JSON), and the
+# readiness probe keeps the pod out of the Service meanwhile.
+nginx -p "$PROXY_DIR" -e stderr -c "$PROXY_CONFIG" -g 'daemon off;' &
+proxy=$!
 phase=running
 [ "$stop_requested" = 0 ] || stop_server
 
-# `wait` returns early when a trapped signal arrives: wait again for the wrapper to finish.
+# Until either exits: `wait -n` returns early when a trapped signal arrives, so loop; after a
+# stop, wait for both (stop_server has drained the proxy and stopped TorchServe).
 status=0
-wait "$server" || status=$?
-while kill -0 "$server" 2>/dev/null; do
-    wait "$server" || status=$?
+while kill -0 "$server" 2>/dev/null && kill -0 "$proxy" 2>/dev/null; do
+    wait -n "$server" "$proxy" || status=$?
 done
-if [ "$stopping" = 1 ]; then
-    echo "entrypoint: TorchServe stopped"
-    exit 0
+if [ "$stopping" = 0 ]; then
+    if kill -0 "$server" 2>/dev/null; then
+        echo "entrypoint: the proxy (nginx) exited on its own; stopping TorchServe" >&2
+    else
+        echo "entrypoint: TorchServe exited on its own (status $status); see its log above; stopping the proxy" >&2
+    fi
+    stop_server
+    for pid in "$server" "$proxy"; do while kill -0 "$pid" 2>/dev/null; do wait "$pid" 2>/dev/null || true; done; done
+    exit $(( status == 0 ? 1 : status ))
 fi
-echo "entrypoint: TorchServe exited on its own (status $status); see its log above" >&2
-exit $(( status == 0 ? 1 : status ))
+for pid in "$server" "$proxy"; do while kill -0 "$pid" 2>/dev/null; do wait "$pid" 2>/dev/null || true; done; done
+echo "entrypoint: TorchServe stopped"
+exit 0

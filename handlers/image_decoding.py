@@ -17,6 +17,8 @@ from handlers.limits import InputLimits
 
 SUPPORTED_FORMATS = {"PNG", "JPEG", "MPO", "BMP", "GIF", "WEBP", "TIFF"}
 SUPPORTED_TEXT = "PNG, JPEG, BMP, GIF (first frame), WebP or TIFF"
+# a urlencoded web form: what `curl -d image=digit.png` sends instead of the file
+WEB_FORM = re.compile(rb"^[A-Za-z0-9_.-]+=[^\x00-\x08\x0e-\x1f]*$")
 PIL_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "WEBP", "TIFF")  # MPO: PIL opens multi-picture JPEGs as JPEG
 
 # Formats people really send that we do not decode, recognised by their signature for a clear 415.
@@ -91,8 +93,12 @@ def open_header(data: bytes, limits: InputLimits) -> Image.Image:
         if known:
             raise InputError(415, "unsupported_format", f"{known} images are not supported. "
                              f"Send {SUPPORTED_TEXT}.") from None
+        hint = ""
+        if WEB_FORM.match(bytes(data[:256])):  # curl -d image=digit.png sends the text, not the file
+            hint = (" It looks like a web form (name=value), not a file: send the file itself, "
+                    "curl -T digit.png URL or --data-binary @digit.png.")
         raise InputError(415, "not_an_image", f"The data is not an image this server can read "
-                         f"({len(data)} bytes, starting {bytes(data[:8])!r}). Send {SUPPORTED_TEXT}.") from None
+                         f"({len(data)} bytes, starting {bytes(data[:8])!r}). Send {SUPPORTED_TEXT}.{hint}") from None
     except Image.DecompressionBombError as err:
         raise InputError(413, "image_too_large", f"The image declares too many pixels ({err}); the limit "
                          f"is {limits.max_image_side} pixels a side and {limits.max_image_pixels:,} pixels "

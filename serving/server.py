@@ -13,6 +13,11 @@ Each run directory is a separate server: its config.properties, logs/ and tmp/ (
 pid file and worker sockets live in the temp dir, so TEMP/TMPDIR=<run-dir>/tmp keeps two
 checkouts, or the tests and a developer's server, from colliding).
 
+With `proxy` (the default, as in production), nginx (serving/proxy.py) listens on the public
+inference and metrics ports and TorchServe on 127.0.0.1 behind it (ports.backend_*); `stop` drains
+nginx first (in-flight requests finish), then stops TorchServe. proxy=False serves TorchServe
+directly on the public ports (the benchmark's server variants).
+
 `stop` also ends what a crash left behind: workers of a frontend killed with -9 (a worker busy
 in an inference outlives its frontend), a stale pid file or key file; `start` does the same
 before it starts.
@@ -34,10 +39,11 @@ import psutil
 
 from pipeline.archive import ArchiveError, require_archives
 from pipeline.model_config import SERVING
-from serving import logs, processes
+from serving import logs, processes, proxy
 from serving.config import render
 from serving.management import ManagementAPI
 from serving.management import wait_ready as wait_all_ready
+from serving.proxy import stop as stop_proxy
 from serving.settings import HOST, Ports
 
 PID_FILE = ".model_server.pid"
@@ -54,10 +60,17 @@ class Server:
     """Where one TorchServe runs: its run directory and ports, and what follows from them."""
     run_dir: Path
     ports: Ports
+    proxied: bool = True  # nginx on the public ports, TorchServe behind it on ports.backend_*
 
     @property
     def inference_url(self) -> str:
+        """What clients use: the proxy, or TorchServe itself when not proxied."""
         return f"http://{HOST}:{self.ports.inference}"
+
+    @property
+    def backend_url(self) -> str:
+        """TorchServe's own inference listener (behind the proxy when proxied)."""
+        return f"http://{HOST}:{self.ports.backend_inference if self.proxied else self.ports.inference}"
 
     @property
     def management_url(self) -> str:
@@ -70,6 +83,10 @@ class Server:
     @property
     def tmp_dir(self) -> Path:
         return self.run_dir / "tmp"
+
+    @property
+    def proxy_dir(self) -> Path:
+        return self.run_dir / "proxy"
 
     @property
     def log_dir(self) -> Path:
@@ -145,7 +162,12 @@ def running_address(server: Server) -> str:
 
 
 def preflight(server: Server, model_store: Path) -> None:
-    """LaunchError when this server cannot start: no Java, no archives, already running, a port taken."""
+    """LaunchError when this server cannot start: no Java (or nginx), no archives, already running, a port taken."""
+    if server.proxied:
+        try:
+            proxy.nginx_bin()
+        except proxy.ProxyError as err:
+            raise LaunchError(str(err)) from None
     if shutil.which("java") is None:
         raise LaunchError("Java is not on the PATH; TorchServe's frontend needs it. Install a JRE 11+ "
                           "(Debian/Ubuntu: sudo apt-get install openjdk-17-jre-headless) and try again.")
@@ -157,9 +179,13 @@ def preflight(server: Server, model_store: Path) -> None:
     if running:
         raise LaunchError(f"TorchServe is already running from {server.run_dir} (pid {running}) on "
                           f"{running_address(server)}. Stop it first with `make stop`.")
-    for label, port in (("inference", server.ports.inference), ("management", server.ports.management),
-                        ("metrics", server.ports.metrics), ("grpc_inference", server.ports.grpc_inference),
-                        ("grpc_management", server.ports.grpc_management)):
+    ports = [("inference", server.ports.inference), ("management", server.ports.management),
+             ("metrics", server.ports.metrics), ("grpc_inference", server.ports.grpc_inference),
+             ("grpc_management", server.ports.grpc_management)]
+    if server.proxied:
+        ports += [("backend_inference", server.ports.backend_inference),
+                  ("backend_metrics", server.ports.backend_metrics)]
+    for label, port in ports:
         if processes.port_in_use(port):
             raise LaunchError(f"{label.replace('_', ' ')} port {port} on {HOST} is already in use (another "
                               f"server?). Stop whatever holds it (`ss -ltnp 'sport = :{port}'` shows it) or "
@@ -167,12 +193,15 @@ def preflight(server: Server, model_store: Path) -> None:
 
 
 def start(*, run_dir: Path, model_store: Path, ports: Ports | None = None, timeout: float = 120.0,
-          profile: str = "local", token_auth: bool = False, extra: dict | None = None) -> Server:
-    """Start TorchServe from `run_dir` and wait until every model has a READY worker. `extra`:
-    config.properties settings that replace the profile's (tests and benchmarks). LaunchError
-    says what went wrong; anything this call started is stopped again by then."""
-    server = Server(Path(run_dir).resolve(), ports or Ports.from_env())
+          profile: str = "local", token_auth: bool = False, extra: dict | None = None, proxy: bool = True) -> Server:
+    """Start TorchServe from `run_dir`, wait until every model has a READY worker, then (`proxy`) the
+    reverse proxy in front of it. `extra`: config.properties settings that replace the profile's
+    (tests and benchmarks). LaunchError says what went wrong; anything this call started is stopped
+    again by then."""
+    server = Server(Path(run_dir).resolve(), ports or Ports.from_env(), proxied=proxy)
     model_store = Path(model_store).resolve()
+    if server.pid() is None:  # a crashed server's proxy still holds the public ports
+        stop_proxy(server.proxy_dir, timeout=5)
     preflight(server, model_store)
     server.tmp_dir.mkdir(parents=True, exist_ok=True)
     server.log_dir.mkdir(parents=True, exist_ok=True)
@@ -181,7 +210,7 @@ def start(*, run_dir: Path, model_store: Path, ports: Ports | None = None, timeo
     server.key_file.unlink(missing_ok=True)  # a dead server's keys; TorchServe writes new ones
     since = {**logs.offsets(server.log_dir), CONSOLE_LOG: 0}  # ts_log keeps earlier runs: quote only this one's
     config = server.run_dir / "config.properties"
-    config.write_text(render(profile, model_store, server.ports, token_auth, extra))
+    config.write_text(render(profile, model_store, server.ports, token_auth, extra, proxied=server.proxied))
     command = [torchserve_bin(), "--start", "--ncs", "--ts-config", str(config), "--model-store", str(model_store)]
     if "-Dlog4j.configurationFile=" not in (extra or {}).get("vmargs", ""):  # else the caller's logging
         command += ["--log-config", str(logs.LOG4J_CONFIG)]
@@ -196,10 +225,20 @@ def start(*, run_dir: Path, model_store: Path, ports: Ports | None = None, timeo
             tail = console.read_text(errors="replace").splitlines()[-10:]
             raise LaunchError(f"torchserve --start failed ({result.returncode}):\n" + "\n".join(tail))
         wait_ready(server, timeout, since)
+        if server.proxied:  # the production profile's proxy listens on every address, as in the pod
+            start_proxy(server, HOST if profile == "local" else "0.0.0.0")
     except BaseException:
         stop(server.run_dir, quiet=True)
         raise
     return server
+
+
+def start_proxy(server: Server, listen_address: str = HOST) -> None:
+    """nginx on the public ports, in front of this server's TorchServe (LaunchError if it cannot start)."""
+    try:
+        proxy.start(server.proxy_dir, server.ports, listen_address=listen_address)
+    except proxy.ProxyError as err:
+        raise LaunchError(str(err)) from None
 
 
 def wait_ready(server: Server, timeout: float, since: dict[str, int] | None = None) -> None:
@@ -232,6 +271,7 @@ def stop(run_dir: Path, *, quiet: bool = False, timeout: float = 30.0) -> bool:
     """Stop the server of `run_dir`; True when one was running. Waits until Java and workers exit,
     and ends whatever a crashed server left behind (orphaned workers, stale pid and key files)."""
     server = Server(Path(run_dir).resolve(), Ports())
+    drained = proxy.stop(server.proxy_dir)  # first: no new requests, in-flight ones finish
     pid = server.pid()
     if pid is not None:
         try:  # SIGTERM to Java: TorchServe's own shutdown, which stops its workers
@@ -244,6 +284,8 @@ def stop(run_dir: Path, *, quiet: bool = False, timeout: float = 30.0) -> bool:
     server.pid_file.unlink(missing_ok=True)  # a stale pid file must not block the next start
     server.key_file.unlink(missing_ok=True)
     if not quiet:
+        if drained:
+            print(f"stopped the proxy (nginx) of {server.run_dir} after its in-flight requests")
         if pid is not None:
             print(f"stopped TorchServe (pid {pid}) from {server.run_dir}")
         elif leftovers:
@@ -256,10 +298,11 @@ def stop(run_dir: Path, *, quiet: bool = False, timeout: float = 30.0) -> bool:
 
 @contextmanager
 def running(*, run_dir: Path, model_store: Path, ports: Ports | None = None, timeout: float = 120.0,
-            profile: str = "local", token_auth: bool = False, extra: dict | None = None) -> Iterator[Server]:
+            profile: str = "local", token_auth: bool = False, extra: dict | None = None,
+            proxy: bool = True) -> Iterator[Server]:
     """A READY server for the `with` block (start()'s arguments), always stopped afterwards."""
     server = start(run_dir=run_dir, model_store=model_store, ports=ports, timeout=timeout, profile=profile,
-                   token_auth=token_auth, extra=extra)
+                   token_auth=token_auth, extra=extra, proxy=proxy)
     try:
         yield server
     finally:

@@ -23,6 +23,11 @@ METRICS_PORT = 8082
 # (8080/8081 -> 7070/7071, TorchServe's defaults), always bound to 127.0.0.1.
 GRPC_OFFSET = 1010
 
+# TorchServe's own inference and metrics listeners sit behind the reverse proxy (serving/proxy.py),
+# on 127.0.0.1 only, BACKEND_OFFSET above the public ports the proxy listens on (8080 -> 8085,
+# 8082 -> 8087). Below 10, so the tools' --port-base layout (a server every 10 ports) stays apart.
+BACKEND_OFFSET = 5
+
 
 @dataclass(frozen=True)
 class Ports:
@@ -31,18 +36,23 @@ class Ports:
     metrics: int = METRICS_PORT
     grpc_inference: int | None = None   # default: inference - GRPC_OFFSET
     grpc_management: int | None = None  # default: management - GRPC_OFFSET
+    backend_inference: int | None = None  # TorchServe's inference behind the proxy; default inference + BACKEND_OFFSET
+    backend_metrics: int | None = None    # TorchServe's metrics behind the proxy; default metrics + BACKEND_OFFSET
 
     def __post_init__(self):
-        if self.grpc_inference is None:
-            object.__setattr__(self, "grpc_inference", self.inference - GRPC_OFFSET)
-        if self.grpc_management is None:
-            object.__setattr__(self, "grpc_management", self.management - GRPC_OFFSET)
-        for name in ("inference", "management", "metrics", "grpc_inference", "grpc_management"):
-            value = getattr(self, name)
+        defaults = {"grpc_inference": self.inference - GRPC_OFFSET,
+                    "grpc_management": self.management - GRPC_OFFSET,
+                    "backend_inference": self.inference + BACKEND_OFFSET,
+                    "backend_metrics": self.metrics + BACKEND_OFFSET}
+        for name, value in defaults.items():
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, value)
+        numbers = [getattr(self, f.name) for f in fields(self)]
+        for f, value in zip(fields(self), numbers):
             if not 0 < value < 65536:
-                raise ValueError(f"{name} port {value} is not a TCP port (1-65535); HTTP ports must be "
+                raise ValueError(f"{f.name} port {value} is not a TCP port (1-65535); HTTP ports must be "
                                  f"above {GRPC_OFFSET} unless GRPC_INFERENCE_PORT/GRPC_MANAGEMENT_PORT are set")
-        if len({self.inference, self.management, self.metrics, self.grpc_inference, self.grpc_management}) < 5:
+        if len(set(numbers)) < len(numbers):
             raise ValueError(f"ports must all differ: {self}")
 
     @classmethod
@@ -61,12 +71,14 @@ class Ports:
             metrics=read("METRICS_PORT", METRICS_PORT),
             grpc_inference=read("GRPC_INFERENCE_PORT", 0) or None,
             grpc_management=read("GRPC_MANAGEMENT_PORT", 0) or None,
+            backend_inference=read("BACKEND_INFERENCE_PORT", 0) or None,
+            backend_metrics=read("BACKEND_METRICS_PORT", 0) or None,
         )
 
     @classmethod
     def at(cls, base: int) -> "Ports":
-        """Inference on `base`, management on base + 1, metrics on base + 2 (gRPC GRPC_OFFSET below):
-        the layout of the tools' --port-base options."""
+        """Inference on `base`, management on base + 1, metrics on base + 2 (gRPC GRPC_OFFSET below,
+        TorchServe's own behind the proxy BACKEND_OFFSET above): the layout of the tools' --port-base options."""
         return cls(base, base + 1, base + 2)
 
     @classmethod

@@ -73,7 +73,7 @@ def servers_running(runs: dict[str, tuple[Path, dict | None]], port_base: int, p
         store, extra = runs[name]
         log(f"  starting the {name} server on {HOST}:{ports.inference} (store {store})")
         starts[name] = dict(run_dir=run_root / re.sub(r"[^A-Za-z0-9_.-]", "_", name), model_store=store,
-                            ports=ports, timeout=START_TIMEOUT_S, extra=extra or None)
+                            ports=ports, timeout=START_TIMEOUT_S, extra=extra or None, proxy=False)
     started = False
     try:
         with running_together(starts) as servers:

@@ -31,7 +31,8 @@ def test_entrypoint_print_config_is_the_production_profile_and_the_launchers_wor
            "WORK_DIR": str(tmp_path / "work"), "LISTEN_ADDRESS": "127.0.0.1",
            "INFERENCE_PORT": str(ports.inference), "MANAGEMENT_PORT": str(ports.management),
            "METRICS_PORT": str(ports.metrics), "GRPC_INFERENCE_PORT": str(ports.grpc_inference),
-           "GRPC_MANAGEMENT_PORT": str(ports.grpc_management)}
+           "GRPC_MANAGEMENT_PORT": str(ports.grpc_management), "BACKEND_INFERENCE_PORT": str(ports.backend_inference),
+           "BACKEND_METRICS_PORT": str(ports.backend_metrics)}
     for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "TS_DECODE_INPUT_REQUEST"):
         env.pop(name, None)
     result = subprocess.run([str(ROOT / "docker" / "entrypoint.sh"), "--print-config"], capture_output=True,
@@ -39,7 +40,7 @@ def test_entrypoint_print_config_is_the_production_profile_and_the_launchers_wor
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     config = "\n".join(line for line in lines if "=" in line and not re.match(r"^[A-Z_]+=", line)) + "\n"
-    expected = render("production", store.resolve(), ports, listen_address="127.0.0.1")
+    expected = render("production", store.resolve(), ports)
     assert parse_properties(config) == parse_properties(expected)
     printed_env = dict(line.split("=", 1) for line in lines if re.match(r"^[A-Z_]+=", line))
     launcher_env = launcher.Server(tmp_path, ports).env()

@@ -57,7 +57,8 @@ def test_entrypoint_serves_a_prediction_and_stops_cleanly_on_sigterm(tmp_path, h
            "LISTEN_ADDRESS": "127.0.0.1", "MODEL_STORE": str(MODEL_STORE), "WORK_DIR": str(work_dir),
            "INFERENCE_PORT": str(ports.inference), "MANAGEMENT_PORT": str(ports.management),
            "METRICS_PORT": str(ports.metrics), "GRPC_INFERENCE_PORT": str(ports.grpc_inference),
-           "GRPC_MANAGEMENT_PORT": str(ports.grpc_management)}
+           "GRPC_MANAGEMENT_PORT": str(ports.grpc_management), "BACKEND_INFERENCE_PORT": str(ports.backend_inference),
+           "BACKEND_METRICS_PORT": str(ports.backend_metrics)}
     stdout = tmp_path / "stdout.log"
     inference = f"http://127.0.0.1:{ports.inference}"
     management = f"http://127.0.0.1:{ports.management}"
@@ -101,23 +102,31 @@ def test_entrypoint_serves_a_prediction_and_stops_cleanly_on_sigterm(tmp_path, h
         assert len(java) == 1
         workers = [p for p in descendants if "model_service_worker" in " ".join(p.cmdline())]
         assert len(workers) == len(SERVING)
+        # TorchServe on loopback behind the proxy; nginx on LISTEN_ADDRESS's public ports
         listening = listening_addresses({p.pid for p in java})
-        assert {("127.0.0.1", ports.inference), ("127.0.0.1", ports.management),
-                ("127.0.0.1", ports.metrics)} <= listening
+        assert {("127.0.0.1", ports.backend_inference), ("127.0.0.1", ports.management),
+                ("127.0.0.1", ports.backend_metrics)} <= listening
         assert not any(ip in ("0.0.0.0", "::") for ip, _ in listening), listening
+        proxy = listening_addresses({p.pid for p in descendants if p.name() == "nginx"})
+        assert proxy == {("127.0.0.1", ports.inference), ("127.0.0.1", ports.metrics)}, proxy
 
         # logs: on stdout, and no log files in the working directory
         log = stdout.read_text()
         assert "Torchserve version: 0.12.0" in log and "lenet5 ready on " in log
         assert not list(work_dir.rglob("*.log")), list(work_dir.rglob("*.log"))
-        # per-request lines stay off: 40 more requests add no line to the log
-        lines_before = len(log.splitlines())
+        # one access line per request, from the proxy, with the request id (TorchServe's own per-request
+        # lines stay off): 40 more requests add exactly 40 lines, each naming its id
+        time.sleep(1.5)  # the proxy's access log is flushed every second
+        lines_before = len(stdout.read_text().splitlines())
+        ids = [f"entrypoint-test-{i}" for i in range(40)]
         with requests.Session() as session:
-            for _ in range(40):
-                assert session.post(f"{inference}/predictions/lenet5", data=png(data.raw[index]),
-                                    headers={"Content-Type": "image/png"}, timeout=30).status_code == 200
-        time.sleep(0.5)
-        assert len(stdout.read_text().splitlines()) == lines_before, stdout.read_text().splitlines()[lines_before:]
+            for rid in ids:
+                answer = session.post(f"{inference}/predictions/lenet5", data=png(data.raw[index]),
+                                      headers={"Content-Type": "image/png", "X-Request-ID": rid}, timeout=30)
+                assert answer.status_code == 200 and answer.headers["X-Request-ID"] == rid
+        time.sleep(1.5)
+        added = stdout.read_text().splitlines()[lines_before:]
+        assert [line.rsplit("rid=", 1)[-1] for line in added] == ids, added
 
         # SIGTERM, as Kubernetes sends it: a clean exit, nothing left behind
         started = time.monotonic()

@@ -207,7 +207,8 @@ def bad_inputs(png: bytes) -> dict[str, tuple[dict, int, str]]:
         "TIFF in CIELab colour": (dict(data=lab, headers={"Content-Type": "image/tiff"}), 415, "unsupported_format"),
         "zero width png": (dict(data=samples.png_header_only(0, 10)), 400, "corrupt_image"),
         "absurd dimensions": (dict(data=samples.png_header_only(100_000, 100_000)), 413, "image_too_large"),
-        "form-encoded (curl -d image=x.png)": (dict(data=b"image=digit.png", headers={"Content-Type": "application/x-www-form-urlencoded"}), 400, "missing_content_type"),
+        # the proxy passes a form-labelled body on as raw bytes (serving/proxy.py): the text is no image
+        "form-encoded (curl -d image=x.png)": (dict(data=b"image=digit.png", headers={"Content-Type": "application/x-www-form-urlencoded"}), 415, "not_an_image"),
         "multipart boundary not the header's": (dict(data=b"--other\r\nContent-Disposition: form-data; name=\"data\"; filename=\"d.png\"\r\nContent-Type: image/png\r\n\r\n" + png + b"\r\n--other--\r\n", headers={"Content-Type": "multipart/form-data; boundary=expected"}), 400, "bad_multipart"),
         "malformed json": (dict(data=b'{"image": ', headers=JSON), 400, "malformed_json"),
         "json not an object we know": (dict(data=b'{"picture": 1}', headers=JSON), 422, "bad_json_fields"),
@@ -239,15 +240,19 @@ def test_every_mistake_gets_its_own_4xx_json(url, picture):
         assert len(body["message"]) > 20 and "Traceback" not in body["message"], name
 
 
-def test_binary_form_body_is_refused_by_torchserves_frontend(url, picture):
-    """Known TorchServe 0.12 limitation, pinned so we notice if it changes: `curl --data-binary
-    @x.png` without -H sends application/x-www-form-urlencoded; the Java frontend tries to decode
-    the binary as a form and, for most images, fails with its own 500 ErrorDataDecoderException
-    before any handler runs. When its decoder survives, our handler answers 400 as above. The
-    README tells clients to send a Content-Type."""
+def test_binary_body_labelled_a_web_form_is_served_through_the_proxy(server, picture):
+    """`curl --data-binary @x.png URL` without -H sends application/x-www-form-urlencoded. TorchServe
+    0.12's frontend alone tries to decode the binary as a form and fails with its own 500
+    ErrorDataDecoderException before any handler runs (pinned on TorchServe itself, so we notice
+    if that changes); the proxy passes such bodies on as raw bytes, so the client gets its answer."""
     jpeg = samples.encode(picture[0].convert("RGB"), "JPEG")
-    response = requests.post(url, data=jpeg, headers={"Content-Type": "application/x-www-form-urlencoded"}, timeout=30)
-    assert (response.status_code, response.json().get("type")) == (500, "ErrorDataDecoderException")
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    direct = requests.post(f"{server.backend_url}/predictions/lenet5", data=jpeg, headers=form, timeout=30)
+    assert (direct.status_code, direct.json().get("type")) == (500, "ErrorDataDecoderException")
+    proxied = requests.post(f"{server.inference_url}/predictions/lenet5", data=jpeg, headers=form, timeout=30)
+    reference = requests.post(f"{server.inference_url}/predictions/lenet5", data=jpeg,
+                              headers={"Content-Type": "image/jpeg"}, timeout=30)
+    assert proxied.status_code == 200 and proxied.json() == reference.json()
 
 
 def test_decompression_bomb_is_refused_from_its_header(url):
@@ -260,11 +265,13 @@ def test_decompression_bomb_is_refused_from_its_header(url):
 
 
 def test_body_over_the_size_limit_is_413(server):
-    """TorchServe's frontend refuses it before any Python runs (its own 413, without a body)."""
+    """The proxy refuses it from its Content-Length before reading it, with a JSON 413."""
     conn = http.client.HTTPConnection("127.0.0.1", server.ports.inference, timeout=30)
     body = b"\0" * (LIMITS.max_request_bytes + 1024)
     conn.request("POST", "/predictions/lenet5", body=body, headers={"Content-Type": "image/png"})
-    assert conn.getresponse().status == 413
+    response = conn.getresponse()
+    assert response.status == 413
+    assert check_error(json.loads(response.read()), 413) == "request_too_large"
 
 
 # ---- isolation under batching ------------------------------------------------------------------

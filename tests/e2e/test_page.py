@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import base64
 import os
-import threading
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import requests
@@ -35,39 +33,11 @@ VIEWPORT = {"width": 1100, "height": 900}
 TIMEOUT_MS = 15_000
 
 
-# TEMPORARY: replaced by the nginx proxy (serving/), which serves web/ at / and proxies /predictions/
-# and /explanations/ to TorchServe on the same origin. Until then: web/ for GET, those two for POST.
 @pytest.fixture(scope="module")
 def site_url(browser, request):
-    upstream = request.getfixturevalue("server").inference_url  # after `browser`: no server when it skips
-
-    class Site(SimpleHTTPRequestHandler):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, directory=str(WEB), **kwargs)
-
-        def log_message(self, *args):
-            pass
-
-        def do_POST(self):
-            if not self.path.startswith(("/explanations/", "/predictions/")):
-                self.send_error(404)
-                return
-            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            headers = {"Content-Type": self.headers["Content-Type"]} if self.headers["Content-Type"] else {}
-            answer = requests.post(upstream + self.path, data=body, headers=headers, timeout=60)
-            self.send_response(answer.status_code)
-            self.send_header("Content-Type", answer.headers.get("Content-Type", "application/json"))
-            self.send_header("Content-Length", str(len(answer.content)))
-            self.end_headers()
-            self.wfile.write(answer.content)
-
-    site = ThreadingHTTPServer(("127.0.0.1", 0), Site)
-    thread = threading.Thread(target=site.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{site.server_port}/"
-    site.shutdown()
-    site.server_close()
-    thread.join(5)
+    """The session server's public origin: nginx (serving/proxy.py) serves web/ at / and proxies
+    /explanations/ to TorchServe, as in the pod. Asked for after `browser`: no server when it skips."""
+    yield request.getfixturevalue("server").inference_url + "/"
 
 
 @pytest.fixture(scope="module")

@@ -17,6 +17,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from handlers.contract import check_error
 from pipeline.model_config import SERVING
 from reliability import probe
 from serving import processes
@@ -186,7 +187,9 @@ def test_start_after_kill_9_of_the_frontend_ends_orphans_and_serves(tmp_path, po
         os.kill(java, signal.SIGKILL)
         psutil.wait_procs([psutil.Process(java)], timeout=10)
         in_flight.join(timeout=10)
-        assert slow and slow[0].status is None and slow[0].seconds < 5, slow  # reset, not a hang
+        # not a hang: the proxy answers the lost upstream with its JSON 502
+        assert slow and slow[0].status == 502 and slow[0].seconds < 5, slow
+        assert check_error(slow[0].json(), 502) == "backend_unavailable"
         time.sleep(0.5)
         assert psutil.pid_exists(busy), "the busy worker should outlive its frontend"
         assert server.pid_file.exists() and server.pid() is None  # stale: its Java is gone

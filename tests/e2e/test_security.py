@@ -81,9 +81,11 @@ def test_management_port_listens_on_loopback_only(server, shipped):
         assert listening_addresses(srv.ports.management) == {"127.0.0.1"}, profile
         assert listening_addresses(srv.ports.grpc_management) == {"127.0.0.1"}, profile
         assert listening_addresses(srv.ports.grpc_inference) == {"127.0.0.1"}, profile
+        # TorchServe itself is behind the proxy on loopback, in production too (serving/proxy.py)
+        assert listening_addresses(srv.ports.backend_inference) == {"127.0.0.1"}, profile
+        assert listening_addresses(srv.ports.backend_metrics) == {"127.0.0.1"}, profile
     assert listening_addresses(server.ports.inference) == {"127.0.0.1"}
-    # production serves inference on every address (the container's Service routes to it); Java
-    # binds that as the dual-stack "::"
+    # production's proxy serves inference on every address (the container's Service routes to it)
     public = listening_addresses(shipped.ports.inference)
     assert public and public <= {"0.0.0.0", "::"}, public
 

@@ -25,9 +25,12 @@ def parse(text: str) -> dict:
 def test_local_profile_is_loopback_only_with_explicit_security_settings(tmp_path):
     ports = Ports(9180, 9181, 9182)
     config = parse(render("local", tmp_path / "store", ports))
-    assert config["inference_address"] == f"http://{HOST}:9180"
+    # behind the proxy (serving/proxy.py), which listens on 9180 and 9182
+    assert config["inference_address"] == f"http://{HOST}:{ports.backend_inference}" == f"http://{HOST}:9185"
     assert config["management_address"] == f"http://{HOST}:9181"
-    assert config["metrics_address"] == f"http://{HOST}:9182"
+    assert config["metrics_address"] == f"http://{HOST}:{ports.backend_metrics}" == f"http://{HOST}:9187"
+    unproxied = parse(render("local", tmp_path / "store", ports, proxied=False))  # the benchmark's variants
+    assert (unproxied["inference_address"], unproxied["metrics_address"]) == (f"http://{HOST}:9180", f"http://{HOST}:9182")
     assert HOST == "127.0.0.1"
     assert config["disable_token_authorization"] == "true"
     assert config["enable_model_api"] == "false"
