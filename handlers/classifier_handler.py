@@ -78,9 +78,19 @@ class ImageClassifierHandler(BaseHandler):
             torch.set_num_threads(threads)
 
         super().initialize(context)  # torch.jit.load onto the GPU TorchServe assigned, else CPU
+        self.use_device(self.device)
         self._warm_up()
         logger.info("%s ready on %s: input %s, %d labels, %d torch threads", self.metadata["name"],
                     self.device, self.input_size, len(self.labels), torch.get_num_threads())
+
+    def use_device(self, device) -> None:
+        """Predict on `device` (the model must be there). On CUDA, TF32 off for this worker: with
+        PyTorch's default (TF32 convolutions) lenet5's probabilities were 2.0e-3 from the CPU's, 1.1e-6
+        without, at no cost a model this small would notice (H200, BENCHMARKS-GPU.md)."""
+        self.device = torch.device(device)
+        if self.device.type == "cuda":
+            torch.backends.cudnn.allow_tf32 = False
+            torch.backends.cuda.matmul.allow_tf32 = False
 
     def _warm_up(self) -> None:
         """Run the TorchScript profiling passes now, not on the first client's request."""

@@ -277,7 +277,10 @@ def handler_on(model: str, device) -> tuple[object, str]:
     handler.metadata = artifacts.manifest(model)
     handler.labels = handler.metadata.get("labels", [])
     handler.model = artifacts.scripted_model(model).to(device)
-    handler.device = device
+    if hasattr(handler, "use_device"):
+        handler.use_device(device)  # as initialize does: TF32 off on CUDA
+    else:
+        handler.device = device
     return handler, what
 
 

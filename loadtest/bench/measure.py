@@ -3,6 +3,7 @@ metered) or forward passes in process, pooled over rounds into medians and perce
 machine it ran on."""
 from __future__ import annotations
 
+import importlib
 import platform
 import shutil
 import subprocess
@@ -173,11 +174,16 @@ def machine() -> dict:
     """CPUs, memory (GiB), OS and the versions of Python, torch, TorchServe and Java."""
     info = {"cpus": psutil.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
             "cpu_model": cpu_model(), "memory_gib": round(psutil.virtual_memory().total / 2**30, 1)}
-    for name in ("torch", "torchserve"):  # informative only
+    # informative only; from the modules themselves: a package put on the path without its
+    # dist-info (the GPU machine's carried TorchServe) has no metadata
+    for name, module in (("torch", "torch"), ("torchserve", "ts.version")):
         try:
-            info[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            pass
+            info[name] = importlib.import_module(module).__version__
+        except (ImportError, AttributeError):
+            try:
+                info[name] = metadata.version(name)
+            except metadata.PackageNotFoundError:
+                pass
     java = shutil.which("java")
     if java:
         out = subprocess.run([java, "-version"], capture_output=True, text=True)
