@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import kubernetes_validate
 import pytest
 import yaml
 
 from serving.config import render
+from serving.proxy import render as proxy_render
 from serving.settings import HOST, Ports
 from tests.support.dockerfile import image_venv, last
 from tests.support.k8s import K8S_VERSION, OVERLAYS, container_env, container_ports, main_container, one, pod_spec
@@ -147,17 +149,23 @@ def test_ports_probes_service_and_production_config_agree(rendered, overlay, doc
     defaults = Ports()
     env = container_env(objects)
     ports = Ports.from_env(env)
-    # the manifest spells out serving/settings.py's ports
-    assert (ports.inference, ports.management, ports.metrics) == \
-        (defaults.inference, defaults.management, defaults.metrics)
+    # the manifest spells out serving/settings.py's ports, TorchServe's own behind the proxy included
+    assert ports == defaults, (ports, defaults)
+    assert {"BACKEND_INFERENCE_PORT", "BACKEND_METRICS_PORT"} <= env.keys()
     assert container_ports(objects) == {"inference": ports.inference, "metrics": ports.metrics}
-    # the production config the entrypoint renders from the same environment
+    # the configs the entrypoint renders from the same environment: TorchServe on loopback only...
     store = dockerfile["env"]["MODEL_STORE"]
-    config = parse_properties(render("production", store, ports, listen_address=env["LISTEN_ADDRESS"]))
-    assert config["inference_address"] == f"http://0.0.0.0:{ports.inference}"
-    assert config["metrics_address"] == f"http://0.0.0.0:{ports.metrics}"
-    assert config["management_address"] == f"http://{HOST}:{ports.management}" and HOST == "127.0.0.1"
+    config = parse_properties(render("production", store, ports))
+    assert config["inference_address"] == f"http://{HOST}:{ports.backend_inference}" and HOST == "127.0.0.1"
+    assert config["metrics_address"] == f"http://{HOST}:{ports.backend_metrics}"
+    assert config["management_address"] == f"http://{HOST}:{ports.management}"
     assert config["grpc_inference_address"] == config["grpc_management_address"] == HOST
+    # ...and nginx on LISTEN_ADDRESS at the container ports, forwarding to TorchServe's
+    nginx = proxy_render(ports, Path("/tmp/tinyserve/proxy"), listen_address=env["LISTEN_ADDRESS"], container=True)
+    assert set(re.findall(r"^\s*listen (\S+?)[ ;]", nginx, re.M)) == {
+        f"{env['LISTEN_ADDRESS']}:{ports.inference}", f"{env['LISTEN_ADDRESS']}:{ports.metrics}"}
+    assert set(re.findall(r"^\s*server (\S+);", nginx, re.M)) == {
+        f"{HOST}:{ports.backend_inference}", f"{HOST}:{ports.backend_metrics}"}
     # Service: inference and metrics, by the container's port names; never management
     service = one(objects, "Service")
     by_name = {p["name"]: p for p in service["spec"]["ports"]}

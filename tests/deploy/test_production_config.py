@@ -10,7 +10,7 @@ import pytest
 
 from pipeline.model_config import SERVING
 from serving.config import render
-from serving.settings import JOB_QUEUE_SIZE
+from serving.settings import JOB_QUEUE_SIZE, Ports
 from tests.support.paths import REPO as ROOT
 from tests.support.properties import parse_properties
 
@@ -34,8 +34,11 @@ def test_production_config_security_and_queue_choices(dockerfile):
     assert int(config["default_response_timeout"]) == max(s.response_timeout_s for s in SERVING.values())
     assert "-XX:+ExitOnOutOfMemoryError" in config["vmargs"]
     assert config["metrics_mode"] == "prometheus"
-    with pytest.raises(ValueError, match="local profile"):
-        render("local", store, listen_address="0.0.0.0")
+    # TorchServe always behind the proxy in production, on loopback (serving/proxy.py listens publicly)
+    assert {config["inference_address"], config["metrics_address"]} <= {
+        f"http://127.0.0.1:{p}" for p in (Ports().backend_inference, Ports().backend_metrics)}
+    with pytest.raises(ValueError, match="behind the proxy"):
+        render("production", store, proxied=False)
 
 
 def test_production_logging_goes_to_stdout_only():
