@@ -22,7 +22,8 @@ from serving.settings import Ports
 
 
 def example(server: Server) -> str:
-    return (f"TorchServe is ready: {', '.join(SERVING)}\n"
+    return (f"TorchServe is ready behind nginx: {', '.join(SERVING)}\n"
+            f"  try it in a browser: {server.inference_url}/\n"
             f"  curl -T samples/digit.png {server.inference_url}/predictions/lenet5\n"
             f"  curl -T samples/shoe.png {server.inference_url}/predictions/fashion_mlp\n"
             f"  models: curl {server.management_url}/models   metrics: curl {server.metrics_url}/metrics\n"
