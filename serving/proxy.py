@@ -81,6 +81,7 @@ ERRORS: dict[int, tuple[str, str]] = {
     414: ("uri_too_long", "The URL is too long."),
     431: ("headers_too_large", "The request headers are too large."),
     494: ("headers_too_large", "The request headers are too large."),
+    505: ("http_version_not_supported", "This port speaks HTTP/1.1 (and 1.0), not HTTP/2 or later."),
 }
 # TorchServe's own non-handler errors, replaced (the handler never answers these codes itself).
 BACKEND_ERRORS: dict[int, tuple[str, str]] = {
@@ -108,22 +109,29 @@ def _json(code: str, message: str) -> str:
     return body
 
 
+ERROR_URI = "/_errors/"  # nginx's own error answers: internal locations, unreachable from outside
+
+
 def _location(name: str, status: int, code: str, message: str, extra: str = "") -> str:
-    """A named location answering `status` with the JSON error; X-Request-ID repeated because an
-    add_header at this level hides the server's."""
+    """A location answering `status` with the JSON error: @b<status> (named) for TorchServe's,
+    = /_errors/<status> (internal) for nginx's own, because a request line too broken to have a URI
+    (a TLS hello, an HTTP/2 preface) cannot be redirected to a named location. X-Request-ID repeated:
+    an add_header at this level hides the server's."""
     headers = '        add_header X-Request-ID $rid always;\n'
     if status == 405:
         headers += '        add_header Allow "POST, PUT, GET, HEAD" always;\n'
     if status in (502, 503, 507):
         headers += '        add_header Retry-After 1 always;\n'
-    return f"    location @{name} {{\n{headers}{extra}        return {status} '{_json(code, message)}';\n    }}"
+    where, internal = (f"= {name}", "        internal;\n") if name.startswith("/") else (f"@{name}", "")
+    body = _json(code, message)
+    return f"    location {where} {{\n{internal}{headers}{extra}        return {status} '{body}';\n    }}"
 
 
 def _error_locations(limits: ProxyLimits) -> str:
-    """@e<status>: nginx's own errors; @b<status>: TorchServe's, replaced (the models named are ours,
+    """/_errors/<status>: nginx's own errors; @b<status>: TorchServe's, replaced (the models named are ours,
     pipeline/model_config.py; a store with more serves them too, TorchServe says which exist)."""
     models = ", ".join(SERVING)
-    blocks = [_location(f"e{status}", status, code, message.format(
+    blocks = [_location(f"{ERROR_URI}{status}", status, code, message.format(
         models=models, timeout=limits.read_timeout_s, max_bytes=LIMITS.max_request_bytes))
         for status, (code, message) in ERRORS.items()]
     multipart = f"        if ($content_type ~* \"^multipart/\") {{ return 400 '{_json(*MULTIPART_500)}'; }}\n"
@@ -134,7 +142,9 @@ def _error_locations(limits: ProxyLimits) -> str:
 
 
 def _error_pages(statuses, kind: str, indent: str = "        ") -> str:
-    return "\n".join(f"{indent}error_page {status} = @{kind}{status};" for status in statuses)
+    """error_page lines: kind "e" (nginx's own: internal URIs), "b" (TorchServe's: named locations)."""
+    target = (lambda status: f"{ERROR_URI}{status}") if kind == "e" else (lambda status: f"= @b{status}")
+    return "\n".join(f"{indent}error_page {status} {target(status)};" for status in statuses)
 
 
 def render(ports: Ports, prefix: Path, *, listen_address: str = HOST, container: bool = False,
@@ -232,6 +242,8 @@ http {{
 {_error_pages(ERRORS, "e", "            ")}
             recursive_error_pages on;  # @torchserve's own error pages, after this jump
             error_page 418 = @torchserve;
+            error_page 419 = @torchserve_chunked;
+            if ($http_transfer_encoding) {{ return 419; }}
             return 418;
         }}
         location @torchserve {{
@@ -249,8 +261,30 @@ http {{
             proxy_connect_timeout 2s;
             proxy_request_buffering on;   # the whole body first: TorchServe never holds a half-sent one
             proxy_intercept_errors on;    # only the codes below: the handler's own 4xx pass through
-            error_page 408 = @e408;
+            error_page 408 {ERROR_URI}408;
 {_error_pages(BACKEND_ERRORS, "b", "            ")}
+        }}
+        # A chunked body is read here, not above (its size is known only as it comes): nginx's own
+        # 400 (bad chunks) and 413 (over the limit) must be JSON, and this location's error pages would
+        # also catch the handler's 400/413, so it does not intercept TorchServe's answers at all
+        # (those stay TorchServe's JSON {{"code", "type", "message"}} for these rare clients).
+        location @torchserve_chunked {{
+            limit_conn per_server {limits.max_requests_in_flight};
+            proxy_pass http://torchserve;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host $host;
+            proxy_set_header Content-Type $upstream_content_type;
+            proxy_set_header X-Request-ID $rid;
+            proxy_set_header X-Forwarded-For $remote_addr;
+            proxy_hide_header X-Request-ID;
+            proxy_read_timeout {limits.upstream_timeout_s}s;
+            proxy_send_timeout {limits.upstream_timeout_s}s;
+            proxy_connect_timeout 2s;
+            proxy_request_buffering on;
+{_error_pages(ERRORS, "e", "            ")}
+            error_page 502 = @b502;
+            error_page 504 = @b504;
         }}
         location = /ping {{
             if ($request_method !~ ^(GET|HEAD)$) {{

@@ -319,23 +319,13 @@ def test_unknown_model_gets_a_json_404_unknown_model(server, route):
 TLS_CLIENT_HELLO = bytes.fromhex(  # a TLS 1.2 ClientHello's first bytes, as a browser sends to https://
     "16030100a5010000a10303") + bytes(32) + bytes.fromhex("000020c02bc02fc02cc030cca9cca8c013c014009c009d002f0035"
                                                          "c012000a01000058")
-REQUEST_LINE_500 = ("nginx answers an HTML 500 (error.log: 'empty URI in redirect to named location \"@e400\" while "
-                    "reading client request line'): a request-line error cannot go to a named location; "
-                    "reported, serving/proxy.py")
-
-
 @pytest.mark.parametrize("name, data", [
-    pytest.param("HTTP/2 prior-knowledge preface", b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
-                 marks=pytest.mark.xfail(strict=True, reason=REQUEST_LINE_500)),
-    pytest.param("TLS ClientHello", TLS_CLIENT_HELLO, marks=pytest.mark.xfail(strict=True, reason=REQUEST_LINE_500)),
-    pytest.param("CONNECT host:port", f"CONNECT {HOST}:443 HTTP/1.1\r\nHost: {HOST}:443\r\n\r\n".encode(),
-                 marks=pytest.mark.xfail(strict=True, reason=REQUEST_LINE_500)),
-    pytest.param("lower-case method", f"get /ping HTTP/1.1\r\nHost: {HOST}\r\n\r\n".encode(),
-                 marks=pytest.mark.xfail(strict=True, reason=REQUEST_LINE_500)),
-    pytest.param("path above the root", f"GET /../../etc/passwd HTTP/1.1\r\nHost: {HOST}\r\n\r\n".encode(),
-                 marks=pytest.mark.xfail(strict=True, reason=REQUEST_LINE_500)),
-    pytest.param("path above the root, %-encoded", f"GET /%2e%2e%2fetc%2fpasswd HTTP/1.1\r\nHost: {HOST}\r\n\r\n".encode(),
-                 marks=pytest.mark.xfail(strict=True, reason=REQUEST_LINE_500)),
+    pytest.param("HTTP/2 prior-knowledge preface", b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"),
+    pytest.param("TLS ClientHello", TLS_CLIENT_HELLO),
+    pytest.param("CONNECT host:port", f"CONNECT {HOST}:443 HTTP/1.1\r\nHost: {HOST}:443\r\n\r\n".encode()),
+    pytest.param("lower-case method", f"get /ping HTTP/1.1\r\nHost: {HOST}\r\n\r\n".encode()),
+    pytest.param("path above the root", f"GET /../../etc/passwd HTTP/1.1\r\nHost: {HOST}\r\n\r\n".encode()),
+    pytest.param("path above the root, %-encoded", f"GET /%2e%2e%2fetc%2fpasswd HTTP/1.1\r\nHost: {HOST}\r\n\r\n".encode()),
     pytest.param("negative Content-Length", request_head("Content-Length: -1\r\n\r\n")),
     pytest.param("Content-Length not a number", request_head("Content-Length: abc\r\n\r\n")),
     pytest.param("two Content-Lengths", request_head("Content-Length: 3\r\nContent-Length: 4\r\n\r\nabcd")),
@@ -358,8 +348,6 @@ def test_a_body_over_8_mib_with_content_length_gets_a_json_413_before_it_is_sent
     assert reply.seconds < 1.0
 
 
-@pytest.mark.xfail(strict=True, reason="a chunked body over 8 MiB gets nginx's HTML 413: @torchserve's own error_page "
-                                       "list replaces the server's, and has no 413 (nor 400); reported")
 def test_a_chunked_body_over_8_mib_gets_a_json_413(server):
     chunk = b"100000\r\n" + bytes(0x100000) + b"\r\n"   # 1 MiB chunks
     reply = exchange(server.ports.inference, [request_head("Transfer-Encoding: chunked\r\n\r\n"), *[chunk] * 9,
@@ -367,8 +355,6 @@ def test_a_chunked_body_over_8_mib_gets_a_json_413(server):
     assert_json_error(reply, 413, "request_too_large")
 
 
-@pytest.mark.xfail(strict=True, reason="an invalid chunked body gets nginx's HTML 400 (same cause as the chunked 413); "
-                                       "reported")
 def test_an_invalid_chunked_body_gets_a_json_400(server):
     reply = exchange(server.ports.inference, request_head("Transfer-Encoding: chunked\r\n\r\nzz\r\n"))
     assert_json_error(reply, 400)
