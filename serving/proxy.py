@@ -147,6 +147,26 @@ def _error_pages(statuses, kind: str, indent: str = "        ") -> str:
     return "\n".join(f"{indent}error_page {status} {target(status)};" for status in statuses)
 
 
+def _proxy_location(name: str, limits: ProxyLimits, errors: str) -> str:
+    """A named location that sends the request (body read whole first) to TorchServe, then `errors`."""
+    return f"""        location {name} {{
+            limit_conn per_server {limits.max_requests_in_flight};
+            proxy_pass http://torchserve;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host $host;
+            proxy_set_header Content-Type $upstream_content_type;
+            proxy_set_header X-Request-ID $rid;
+            proxy_set_header X-Forwarded-For $remote_addr;
+            proxy_hide_header X-Request-ID;  # TorchServe's own; the client gets $rid
+            proxy_read_timeout {limits.upstream_timeout_s}s;
+            proxy_send_timeout {limits.upstream_timeout_s}s;
+            proxy_connect_timeout 2s;
+            proxy_request_buffering on;   # the whole body first: TorchServe never holds a half-sent one
+{errors}
+        }}"""
+
+
 def render(ports: Ports, prefix: Path, *, listen_address: str = HOST, container: bool = False,
            limits: ProxyLimits = PROXY, web_root: Path = WEB_ROOT) -> str:
     """nginx.conf for one server: public inference and metrics on `listen_address`, TorchServe's on
@@ -168,6 +188,12 @@ def render(ports: Ports, prefix: Path, *, listen_address: str = HOST, container:
     temp = "\n".join(f"    {kind}_temp_path {prefix / 'tmp' / kind};" for kind in
                      ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
     method_405 = _json(ERRORS[405][0], ERRORS[405][1])
+    indent = " " * 12
+    proxied = _proxy_location("@torchserve", limits, "\n".join([
+        f"{indent}proxy_intercept_errors on;    # only the codes below: the handler's own 4xx pass through",
+        f"{indent}error_page 408 {ERROR_URI}408;", _error_pages(BACKEND_ERRORS, "b", indent)]))
+    proxied_chunked = _proxy_location("@torchserve_chunked", limits, "\n".join([
+        _error_pages(ERRORS, "e", indent), f"{indent}error_page 502 = @b502;", f"{indent}error_page 504 = @b504;"]))
     mime = Path("/etc/nginx/mime.types")
     # Started by root (a developer's machine, CI), nginx's workers would drop to `nobody`, who cannot
     # reach a private run dir (pytest's are 0700) for the body buffers: keep the starting user, as
@@ -246,46 +272,12 @@ http {{
             if ($http_transfer_encoding) {{ return 419; }}
             return 418;
         }}
-        location @torchserve {{
-            limit_conn per_server {limits.max_requests_in_flight};
-            proxy_pass http://torchserve;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_set_header Host $host;
-            proxy_set_header Content-Type $upstream_content_type;
-            proxy_set_header X-Request-ID $rid;
-            proxy_set_header X-Forwarded-For $remote_addr;
-            proxy_hide_header X-Request-ID;  # TorchServe's own; the client gets $rid
-            proxy_read_timeout {limits.upstream_timeout_s}s;
-            proxy_send_timeout {limits.upstream_timeout_s}s;
-            proxy_connect_timeout 2s;
-            proxy_request_buffering on;   # the whole body first: TorchServe never holds a half-sent one
-            proxy_intercept_errors on;    # only the codes below: the handler's own 4xx pass through
-            error_page 408 {ERROR_URI}408;
-{_error_pages(BACKEND_ERRORS, "b", "            ")}
-        }}
+{proxied}
         # A chunked body is read here, not above (its size is known only as it comes): nginx's own
         # 400 (bad chunks) and 413 (over the limit) must be JSON, and this location's error pages would
         # also catch the handler's 400/413, so it does not intercept TorchServe's answers at all
         # (those stay TorchServe's JSON {{"code", "type", "message"}} for these rare clients).
-        location @torchserve_chunked {{
-            limit_conn per_server {limits.max_requests_in_flight};
-            proxy_pass http://torchserve;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_set_header Host $host;
-            proxy_set_header Content-Type $upstream_content_type;
-            proxy_set_header X-Request-ID $rid;
-            proxy_set_header X-Forwarded-For $remote_addr;
-            proxy_hide_header X-Request-ID;
-            proxy_read_timeout {limits.upstream_timeout_s}s;
-            proxy_send_timeout {limits.upstream_timeout_s}s;
-            proxy_connect_timeout 2s;
-            proxy_request_buffering on;
-{_error_pages(ERRORS, "e", "            ")}
-            error_page 502 = @b502;
-            error_page 504 = @b504;
-        }}
+{proxied_chunked}
         location = /ping {{
             if ($request_method !~ ^(GET|HEAD)$) {{
                 add_header X-Request-ID $rid always;
