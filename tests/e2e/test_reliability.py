@@ -23,6 +23,7 @@ from handlers.contract import check_error, check_prediction
 from model_defs.registry import get_spec
 from pipeline.archive import ArchiveError
 from reliability import probe
+from serving.proxy import PROXY
 from serving.server import LaunchError, running
 from serving.settings import Ports
 from tests.support.paths import MODEL_STORE, REPO
@@ -71,7 +72,9 @@ def assert_clean_error(answer: probe.Answer, limit_s: float):
 
 def test_killed_worker_is_restarted_and_requests_in_the_gap_get_clean_answers(faulty):
     """kill -9 of lenet5's worker while 4 clients send requests: the next good answer comes in
-    under 10 s, and every request sent meanwhile gets a JSON error or its answer, never a hang."""
+    under 10 s, and every request sent meanwhile gets a JSON error or its answer, never a hang:
+    at the latest the proxy's JSON 504 after its upstream timeout (once, under CI's load, TorchServe
+    never answered one request of the gap; RELIABILITY.md)."""
     body = probe.digit_png()
     assert_good(probe.post(url(faulty, "lenet5"), body))
     [victim] = probe.worker_pids(faulty, "lenet5")
@@ -82,7 +85,8 @@ def test_killed_worker_is_restarted_and_requests_in_the_gap_get_clean_answers(fa
     def client():
         with requests.Session() as session:
             while time.monotonic() < stop_at:
-                answer = probe.post(url(faulty, "lenet5"), body, timeout=20, session=session)
+                answer = probe.post(url(faulty, "lenet5"), body, timeout=PROXY.upstream_timeout_s + 10,
+                                    session=session)
                 answers.append(answer)
                 if answer.status == 200 and answer.sent_at > killed_at[0] + 0.5:
                     return  # served again
@@ -95,7 +99,7 @@ def test_killed_worker_is_restarted_and_requests_in_the_gap_get_clean_answers(fa
     killed_at[0] = time.monotonic()
     os.kill(victim, signal.SIGKILL)
     for thread in threads:
-        thread.join(timeout=40)
+        thread.join(timeout=PROXY.upstream_timeout_s + 40)
 
     after = [a for a in answers if a.done_at > killed_at[0]]
     good = [a for a in after if a.status == 200 and a.sent_at > killed_at[0]]
@@ -106,7 +110,7 @@ def test_killed_worker_is_restarted_and_requests_in_the_gap_get_clean_answers(fa
           f"{len(after) - len(failed)} answered; failures: {sorted({(a.status, a.body[:80]) for a in failed})}")
     assert recovery < RECOVERY_TARGET_S
     for answer in failed:
-        assert_clean_error(answer, limit_s=15)
+        assert_clean_error(answer, limit_s=15 if answer.status != 504 else PROXY.upstream_timeout_s + 2)
     [new] = probe.worker_pids(faulty, "lenet5")
     assert new != victim
     assert_good(probe.post(url(faulty, "lenet5"), body))
