@@ -3,6 +3,7 @@
 Each store holds every served model (the launcher loads and waits for all of them) with the
 real archives for the others and a variant of the benchmarked model's archive:
 - "handler": model_store/ as `make archive` built it (our handler, pipeline/model_config.py);
+  "proxied" serves the same store behind nginx (loadtest/bench/servers.py);
 - "noop":   loadtest/noop_handler.py with the same model-config.yaml (batching, workers, limits);
 - "batch1": our handler and model with batchSize 1, everything else as in model_config.py;
 - any other ModelServing (the tuning sweep): our handler with those settings.
@@ -29,7 +30,7 @@ NOOP_HANDLER = Path(__file__).resolve().parent / "noop_handler.py"
 def variant_store(variant: str, model: str, serving: ModelServing | None = None, build: Path = BUILD) -> Path:
     """Build (or rebuild) the store of one variant under `build` and return its path."""
     require_archives(MODEL_STORE)
-    if variant == "handler":
+    if variant in ("handler", "proxied"):  # proxied: the same store behind nginx
         return MODEL_STORE
     base = SERVING[model]
     if variant == "batch1":

@@ -26,7 +26,7 @@ loadtest: $(VENV_STAMP) ## Locust, headless, against a running server; checks ev
 	$(RUN) -m loadtest.run_loadtest --users $(USERS) --spawn-rate $(SPAWN_RATE) --run-time $(DURATION) \
 	  $(if $(LOADTEST_HOST),--host $(LOADTEST_HOST)) $(if $(LOADTEST_OUT),--results $(LOADTEST_OUT))
 
-bench: $(ARCHIVES) ## the five-row benchmark of lenet5 on its own servers; rewrites BENCHMARKS.md
+bench: $(ARCHIVES) ## the six-row benchmark of lenet5 on its own servers; rewrites BENCHMARKS.md
 	$(RUN) -m loadtest.bench --command "make bench$(if $(BENCH_ARGS), BENCH_ARGS='$(BENCH_ARGS)')" $(BENCH_ARGS)
 
 bench-smoke: $(ARCHIVES) ## the same, seconds long, into BENCH_SMOKE_OUT (make test runs it)

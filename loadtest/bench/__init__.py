@@ -1,4 +1,4 @@
-"""`make bench`: one run, one client, five rows that bound our serving stack; writes BENCHMARKS.md.
+"""`make bench`: one run, one client, six rows that bound our serving stack; writes BENCHMARKS.md.
 
     python -m loadtest.bench [--duration 5] [--rounds 3] [--concurrency 1 16 64] [--port-base 38100]
                              [--out BENCHMARKS.md] [--plot loadtest/benchmarks.png] [--smoke]
@@ -22,12 +22,12 @@ are not).
 `--tune` runs the same round loop over our handler under other settings instead (tuning.py).
 
 The package, one job a module:
-    workload.py   what is sent (held-out PNGs, images per request), the five rows, answer checks
+    workload.py   what is sent (held-out PNGs, images per request), the six rows, answer checks
     measure.py    one cell: a client run or forward passes, the server CPU meter, pooled stats,
                   the machine
     servers.py    the variants' model stores and servers (the lifecycle API)
     rounds.py     the one round loop: interleaved rounds over targets, pooled into cells
-    benchmark.py  the five-row run -> results (bench.json)
+    benchmark.py  the six-row run -> results (bench.json)
     report.py     targets, BENCHMARKS.md, the plot
     tuning.py     the sweep's variants, run and table
     cli.py        the command line (`python -m loadtest.bench`)

@@ -1,4 +1,4 @@
-"""The five-row benchmark: its servers, its rows through the round loop, and the results (bench.json)."""
+"""The six-row benchmark: its servers, its rows through the round loop, and the results (bench.json)."""
 from __future__ import annotations
 
 import argparse
@@ -10,15 +10,16 @@ from loadtest import client
 from loadtest.bench.measure import ModelTarget, ServerTarget, load_average, machine
 from loadtest.bench.rounds import Entry, Schedule, run_rounds
 from loadtest.bench.servers import server_extra, servers_running, store_for
-from loadtest.bench.workload import BATCH1, HANDLER, NOOP, Workload, checker, rows_for
+from loadtest.bench.workload import BATCH1, HANDLER, NOOP, PROXIED, Workload, checker, rows_for
 from pipeline.model_config import SERVING
 from serving.settings import JOB_QUEUE_SIZE
 
-CHECKS = {"model": None, "noop": "status", "handler": "full", "batch1": "full", "multi": "list"}  # row -> checker kind
+CHECKS = {"model": None, "noop": "status", "handler": "full", "batch1": "full", "multi": "list",
+          "proxied": "full"}  # row -> checker kind
 
 
 def run_bench(args: argparse.Namespace, log: Callable[[str], None] = print) -> dict:
-    """The five rows of args.model (cli.py's options) -> the results that bench.json and BENCHMARKS.md hold."""
+    """The six rows of args.model (cli.py's options) -> the results that bench.json and BENCHMARKS.md hold."""
     model = args.model
     serving = SERVING[model]
     rows = rows_for(model, args.images_per_request)
@@ -26,7 +27,8 @@ def run_bench(args: argparse.Namespace, log: Callable[[str], None] = print) -> d
         f"per cell (+{args.warmup:g} s warm-up), load average {load_average()}")
     work = Workload.load(model, args.limit, serving.torch_threads)
     extra = server_extra(args.logging)
-    variants = {v: (store_for(v, model, build=Path(args.build)), extra) for v in (NOOP, HANDLER, BATCH1)}
+    variants = {v: (store_for(v, model, build=Path(args.build)), extra, v == PROXIED)
+                for v in (NOOP, HANDLER, BATCH1, PROXIED)}
     schedule = Schedule(tuple(args.concurrency), args.rounds, args.duration, args.warmup)
     with servers_running(variants, args.port_base, "bench-", args.keep_logs, log) as servers:
         started = dt.datetime.now(dt.timezone.utc)

@@ -51,7 +51,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="TorchServe's logging in the servers: the production container's docker/log4j2.xml "
                              "(default) or TorchServe's own log4j2.xml")
     parser.add_argument("--tune", nargs="+", metavar="VARIANT", default=None,
-                        help="instead of the five rows: a tuning sweep of our handler under these settings, "
+                        help="instead of the six rows: a tuning sweep of our handler under these settings, "
                              "e.g. handler b32d5w1t1 b16d2w1t1 b16d5w2t1 handler+tslog noop: handler (alias ours) "
                              "is our production handler as served, noop the no-op handler, b<batch>d<delay ms>"
                              "w<workers>t<threads> our handler under those settings, each optionally +async "

@@ -18,10 +18,11 @@ import psutil
 
 from loadtest import client
 from loadtest.bench.workload import Workload
+from serving import proxy
 from serving.machine import cpu_model
 from serving.server import Server
 
-CPU = dict[str, float]  # {"frontend": s, "worker": s}: CPU seconds of a server's Java and Python workers
+CPU = dict[str, float]  # {"frontend": s, "worker": s, "proxy": s}: CPU seconds of Java, the Python workers, nginx
 
 
 @dataclass
@@ -35,6 +36,7 @@ class Cell:
     client_cpu_s: float = 0.0
     frontend_cpu_s: float = 0.0
     worker_cpu_s: float = 0.0
+    proxy_cpu_s: float = 0.0
 
     def add(self, result: client.Result, cpu: CPU | None = None) -> None:
         """Pool one round's run (and its server's CPU seconds, None in process)."""
@@ -47,6 +49,7 @@ class Cell:
         if cpu:
             self.frontend_cpu_s += cpu["frontend"]
             self.worker_cpu_s += cpu["worker"]
+            self.proxy_cpu_s += cpu.get("proxy", 0.0)
 
     def summary(self, unit: str) -> dict:
         """Throughput in `unit` (median over rounds), latency percentiles in ms (pooled), errors, CPU us/request."""
@@ -64,11 +67,13 @@ class Cell:
             "client_cpu_us_per_req": per_request(self.client_cpu_s),
             "frontend_cpu_us_per_req": per_request(self.frontend_cpu_s),
             "worker_cpu_us_per_req": per_request(self.worker_cpu_s),
+            "proxy_cpu_us_per_req": per_request(self.proxy_cpu_s),
         }
 
 
 class ServerCPU:
-    """CPU seconds of one TorchServe: the Java frontend and its Python workers, sampled with psutil."""
+    """CPU seconds of one TorchServe: the Java frontend and its Python workers, and the nginx in
+    front of it when it is proxied, sampled with psutil."""
 
     def __init__(self, server: Server):
         pid = server.pid()
@@ -76,10 +81,18 @@ class ServerCPU:
             raise ConnectionError(f"no live TorchServe frontend for {server.run_dir}: did it stop?")
         self.java = psutil.Process(pid)
         self.workers: dict[int, psutil.Process] = {}
+        nginx = proxy.pid(server.proxy_dir) if server.proxied else None
+        self.nginx = [psutil.Process(nginx), *psutil.Process(nginx).children()] if nginx else []
 
     def sample(self) -> CPU:
         """CPU seconds so far (workers that ended since the last sample no longer count)."""
-        out = {"frontend": 0.0, "worker": 0.0}
+        out = {"frontend": 0.0, "worker": 0.0, "proxy": 0.0}
+        for process in self.nginx:
+            try:
+                t = process.cpu_times()
+                out["proxy"] += t.user + t.system
+            except psutil.Error:
+                pass
         try:
             t = self.java.cpu_times()
             out["frontend"] = t.user + t.system

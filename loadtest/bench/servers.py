@@ -61,19 +61,22 @@ def port_layout(names: list[str], port_base: int) -> dict[str, Ports]:
 
 
 @contextmanager
-def servers_running(runs: dict[str, tuple[Path, dict | None]], port_base: int, prefix: str, keep_logs: bool,
+def servers_running(runs: dict[str, tuple[Path, dict | None] | tuple[Path, dict | None, bool]], port_base: int,
+                    prefix: str, keep_logs: bool,
                     log: Log = print) -> Iterator[dict[str, Server]]:
-    """One server per run {name: (model store, extra config)} (ports: port_layout) in <tmp>/<prefix>XXXX/<name>,
+    """One server per run {name: (model store, extra config[, behind nginx])} (ports: port_layout) in
+    <tmp>/<prefix>XXXX/<name>; TorchServe alone unless the run asks for the proxy,
     started together and stopped at the end. The system temp dir keeps the workers' socket paths
     (<run dir>/tmp/.ts.sock.9000) under AF_UNIX's 107 bytes however deep --results is. The run dirs
     are removed at the end unless keep_logs (and kept when a start fails: the error names its logs)."""
     run_root = Path(tempfile.mkdtemp(prefix=prefix))
     starts = {}
     for name, ports in port_layout(list(runs), port_base).items():
-        store, extra = runs[name]
+        store, extra, *behind_nginx = runs[name]
         log(f"  starting the {name} server on {HOST}:{ports.inference} (store {store})")
         starts[name] = dict(run_dir=run_root / re.sub(r"[^A-Za-z0-9_.-]", "_", name), model_store=store,
-                            ports=ports, timeout=START_TIMEOUT_S, extra=extra or None, proxy=False)
+                            ports=ports, timeout=START_TIMEOUT_S, extra=extra or None,
+                            proxy=bool(behind_nginx and behind_nginx[0]))
     started = False
     try:
         with running_together(starts) as servers:

@@ -1,4 +1,4 @@
-"""What the benchmark sends and expects: held-out PNGs, the five rows, and the answer checks."""
+"""What the benchmark sends and expects: held-out PNGs, the six rows, and the answer checks."""
 from __future__ import annotations
 
 import base64
@@ -21,6 +21,7 @@ from pipeline.model_config import SERVING
 HANDLER = "handler"  # our production handler and archive, as `make archive` built it
 NOOP = "noop"        # loadtest/noop_handler.py with the same model-config
 BATCH1 = "batch1"    # our handler with batchSize 1
+PROXIED = "proxied"  # our handler as make serve and the pod run it: behind nginx (serving/proxy.py)
 
 
 @dataclass(frozen=True)
@@ -33,7 +34,7 @@ class Row:
 
 
 def rows_for(model: str, images_per_request: int) -> list[Row]:
-    """The five rows, in BENCHMARKS.md's order."""
+    """The six rows, in BENCHMARKS.md's order."""
     s = SERVING[model]
     return [
         Row("model", f"1. {model} alone, in process, batch min(C, {s.batch_size}), {s.torch_threads} thread(s)",
@@ -42,6 +43,7 @@ def rows_for(model: str, images_per_request: int) -> list[Row]:
         Row("handler", f"3. our handler, batch {s.batch_size} / {s.max_batch_delay_ms} ms", "req/s", HANDLER),
         Row("batch1", "4. our handler, batch size 1", "req/s", BATCH1),
         Row("multi", f"5. our handler, {images_per_request} images per request", "images/s", HANDLER),
+        Row("proxied", "6. row 3 behind nginx, as deployed", "req/s", PROXIED),
     ]
 
 

@@ -54,13 +54,15 @@ def test_make_bench_smoke_runs_every_row_and_writes_its_outputs(tmp_path):
     runs = sorted(out.glob("*/bench.json"))
     assert runs, f"no bench.json under {out}"
     results = json.loads(runs[-1].read_text())
-    assert [r["key"] for r in results["rows"]] == ["model", "noop", "handler", "batch1", "multi"]
+    assert [r["key"] for r in results["rows"]] == ["model", "noop", "handler", "batch1", "multi", "proxied"]
     for row in results["rows"]:
         for c, cell in row["cells"].items():
             assert cell["requests"] > 0, f"{row['title']} at C={c} completed no request"
             assert cell["errors"] == {}, f"{row['title']} at C={c}: {cell['errors']}"
             assert np.isfinite([cell["p50_ms"], cell["p95_ms"], cell["p99_ms"]]).all()
             assert f"| {row['title']} | {row['unit']} | {c} |" in report
+    proxied = next(r for r in results["rows"] if r["key"] == "proxied")
+    assert all(cell["proxy_cpu_us_per_req"] > 0 for cell in proxied["cells"].values()), "nginx's CPU was not sampled"
     for heading in ("## Results", "## Targets", "## Where the CPU goes", "**machine**",
                     "**command**: `make bench-smoke`"):
         assert heading in report
