@@ -67,8 +67,8 @@ def render_markdown(results: dict, plot_name: str | None, kept: str) -> str:
                              "container's JVM options and logging (docker/log4j2.xml: stdout only, no "
                              "per-request lines)" if results.get("logging", "container") == "container" else
                              "the local profile of serving/config.py (127.0.0.1) with TorchServe's own "
-                             "log4j2.xml (log files, several lines per request)") + "; three servers, one per "
-                             "variant, the other two models loaded but idle",
+                             "log4j2.xml (log files, several lines per request)") + "; one server per "
+                             "variant (row 6's behind nginx, serving/proxy.py), the other two models loaded but idle",
         f"- **machine**: {m.get('cpu_model', '?')}, {m.get('cpus')} CPUs, {m.get('memory_gib', '?')} GiB; "
         f"{m.get('platform')}; Python {m.get('python')}, torch {m.get('torch', '?')}, TorchServe "
         f"{m.get('torchserve', '?')}, {m.get('java', 'java ?')}",
