@@ -37,7 +37,7 @@ bench-smoke: $(ARCHIVES) ## the same, seconds long, into BENCH_SMOKE_OUT (make t
 # Variants: handler (our production handler as served; "ours" still works), noop, b<batch>d<delay ms>w<workers>t<threads>, each optionally +async (async_logging)
 # and/or +tslog (TorchServe's own log4j2.xml instead of the container's docker/log4j2.xml) and/or +cpu (number_of_gpu=0:
 # no worker on a GPU). Prints a table; writes results/bench/tune-<date>.json.
-TUNE ?= handler b16d5w1t1 b32d2w1t1 b16d2w1t2 b16d2w2t1 handler+tslog noop
+TUNE ?= handler b16d2w1t1 b32d1w1t1 b16d1w1t2 b16d1w2t1 handler+tslog noop
 .PHONY: bench-tune
 bench-tune: $(ARCHIVES) ## our handler under the TUNE settings side by side, interleaved; prints a table
 	$(RUN) -m loadtest.bench --command "make bench-tune TUNE='$(TUNE)'$(if $(BENCH_ARGS), BENCH_ARGS='$(BENCH_ARGS)')" --tune $(TUNE) $(BENCH_ARGS)

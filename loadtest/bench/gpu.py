@@ -13,7 +13,7 @@ Without a CUDA device (torch.cuda.is_available() false) it says so and exits 0. 
    the median of --repeats timed runs;
 3. served: lenet5 on TorchServe servers started together (loadtest/bench/servers.py), one
    held-out PNG per request, through the tuning sweep's round loop (tuning.py, rounds.py): the CPU
-   baseline as served today (b16d2w1t1+cpu) and four CPU workers, both with TorchServe's GPUs off
+   baseline as served today (e.g. b16d1w1t1+cpu) and four CPU workers, both with TorchServe's GPUs off
    (+cpu: number_of_gpu=0), and the same handler with number_of_gpu=1 and 1, 2 and 4 workers on the
    one GPU, and 2 workers with batches of 64. The device each server's lenet5 workers reported
    ("lenet5 ready on cuda:0", logged by the handler at initialize) is read from the servers' logs
@@ -71,8 +71,14 @@ MODEL = "lenet5"                        # the one served and timed (as make benc
 PARITY_BATCH = 16
 PARITY_TARGET = 1e-5
 BATCHES = (1, 16, 64, 256)
-CPU_VARIANTS = ("b16d2w1t1", "b16d2w4t1")                           # + "+cpu"; the first is the baseline
-CUDA_VARIANTS = ("b16d2w1t1", "b16d2w2t1", "b16d2w4t1", "b64d2w2t1")  # number_of_gpu=1
+def _variant(workers: int | None = None, batch: int | None = None) -> str:
+    """lenet5's served settings (pipeline/model_config.py) as a tuning variant, workers/batch changed."""
+    s = SERVING["lenet5"]
+    return f"b{batch or s.batch_size}d{s.max_batch_delay_ms}w{workers or s.workers}t{s.torch_threads}"
+
+
+CPU_VARIANTS = (_variant(), _variant(workers=4))                     # + "+cpu"; the first is the baseline
+CUDA_VARIANTS = (_variant(), _variant(2), _variant(4), _variant(2, 64))  # number_of_gpu=1
 DEFAULT_PORT_BASE = 38100
 INPUTS = ROOT / "build" / "bench-gpu" / "inputs.npz"
 # what the served part can fail with: a server or archive that did not start or build, a missing
