@@ -75,6 +75,11 @@ class Ports:
             backend_metrics=read("BACKEND_METRICS_PORT", 0) or None,
         )
 
+    def to_env(self) -> dict[str, str]:
+        """The environment `from_env` reads back as these ports (INFERENCE_PORT=..., BACKEND_METRICS_PORT=...):
+        for docker/entrypoint.sh run outside a container."""
+        return {f"{f.name.upper()}_PORT": str(getattr(self, f.name)) for f in fields(self)}
+
     @classmethod
     def at(cls, base: int) -> "Ports":
         """Inference on `base`, management on base + 1, metrics on base + 2 (gRPC GRPC_OFFSET below,

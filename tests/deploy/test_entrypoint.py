@@ -18,6 +18,7 @@ import pytest
 from serving import launcher
 from serving.config import render
 from serving.settings import Ports
+from tests.support.entrypoint import entrypoint_env
 from tests.support.paths import MODEL_STORE
 from tests.support.paths import REPO as ROOT
 from tests.support.properties import parse_properties
@@ -27,12 +28,7 @@ from tests.support.venv_tools import BIN
 def test_entrypoint_print_config_is_the_production_profile_and_the_launchers_worker_env(tmp_path):
     ports = Ports.free()
     store = MODEL_STORE
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "MODEL_STORE": str(store),
-           "WORK_DIR": str(tmp_path / "work"), "LISTEN_ADDRESS": "127.0.0.1",
-           "INFERENCE_PORT": str(ports.inference), "MANAGEMENT_PORT": str(ports.management),
-           "METRICS_PORT": str(ports.metrics), "GRPC_INFERENCE_PORT": str(ports.grpc_inference),
-           "GRPC_MANAGEMENT_PORT": str(ports.grpc_management), "BACKEND_INFERENCE_PORT": str(ports.backend_inference),
-           "BACKEND_METRICS_PORT": str(ports.backend_metrics)}
+    env = entrypoint_env(ports, store, tmp_path / "work")
     for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "TS_DECODE_INPUT_REQUEST"):
         env.pop(name, None)
     result = subprocess.run([str(ROOT / "docker" / "entrypoint.sh"), "--print-config"], capture_output=True,

@@ -8,12 +8,10 @@ the session server and anyone else's tests.
 from __future__ import annotations
 
 import io
-import os
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import psutil
@@ -26,6 +24,7 @@ from handlers.contract import check_prediction
 from pipeline.model_config import SERVING
 from serving.management import ManagementAPI, wait_ready
 from serving.settings import Ports
+from tests.support.entrypoint import entrypoint_env, entrypoint_running
 from tests.support.paths import MODEL_STORE
 from tests.support.paths import REPO as ROOT
 
@@ -52,26 +51,14 @@ def listening_addresses(pids: set[int]) -> set[tuple[str, int]]:
 def test_entrypoint_serves_a_prediction_and_stops_cleanly_on_sigterm(tmp_path, held_out, scripted):
     ports = Ports.free()
     work_dir = tmp_path / "work"
-    env = {**os.environ,
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-           "LISTEN_ADDRESS": "127.0.0.1", "MODEL_STORE": str(MODEL_STORE), "WORK_DIR": str(work_dir),
-           "INFERENCE_PORT": str(ports.inference), "MANAGEMENT_PORT": str(ports.management),
-           "METRICS_PORT": str(ports.metrics), "GRPC_INFERENCE_PORT": str(ports.grpc_inference),
-           "GRPC_MANAGEMENT_PORT": str(ports.grpc_management), "BACKEND_INFERENCE_PORT": str(ports.backend_inference),
-           "BACKEND_METRICS_PORT": str(ports.backend_metrics)}
+    env = entrypoint_env(ports, MODEL_STORE, work_dir)
     stdout = tmp_path / "stdout.log"
     inference = f"http://127.0.0.1:{ports.inference}"
     management = f"http://127.0.0.1:{ports.management}"
-    with stdout.open("wb") as out:
-        script = subprocess.Popen([str(ROOT / "docker" / "entrypoint.sh")], env=env, stdout=out,
-                                  stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
-    descendants: list[psutil.Process] = []
-    try:
-        def entrypoint_runs():
-            assert script.poll() is None, f"entrypoint exited ({script.returncode}):\n{stdout.read_text()[-3000:]}"
-
+    with entrypoint_running(env, stdout) as run:
+        script = run.script
         try:
-            wait_ready(lambda: ManagementAPI(management), SERVING, START_TIMEOUT_S, each=entrypoint_runs, interval=0.5)
+            wait_ready(lambda: ManagementAPI(management), SERVING, START_TIMEOUT_S, each=run.assert_running, interval=0.5)
         except TimeoutError as err:
             pytest.fail(f"{err}:\n{stdout.read_text()[-3000:]}")
 
@@ -97,7 +84,7 @@ def test_entrypoint_serves_a_prediction_and_stops_cleanly_on_sigterm(tmp_path, h
         assert metrics.status_code == 200 and 'ts_inference_requests_total{model_name="lenet5"' in metrics.text
 
         # the loopback override took, and management is on loopback in any case
-        descendants = psutil.Process(script.pid).children(recursive=True)
+        descendants = run.processes()
         java = [p for p in descendants if p.name() == "java"]
         assert len(java) == 1
         workers = [p for p in descendants if "model_service_worker" in " ".join(p.cmdline())]
@@ -137,12 +124,3 @@ def test_entrypoint_serves_a_prediction_and_stops_cleanly_on_sigterm(tmp_path, h
         assert not alive, f"left behind after SIGTERM: {[(p.pid, p.name()) for p in alive]}"
         assert "entrypoint: TorchServe stopped" in stdout.read_text()
         print(f"entrypoint: stopped {len(descendants)} processes in {stop_s:.1f} s after SIGTERM")
-    finally:
-        if script.poll() is None:
-            script.kill()
-            script.wait(timeout=10)
-        for process in descendants:
-            try:
-                process.kill()
-            except psutil.NoSuchProcess:
-                pass

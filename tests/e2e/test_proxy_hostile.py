@@ -21,8 +21,6 @@ import re
 import resource
 import signal
 import statistics
-import subprocess
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -45,9 +43,9 @@ from serving.processes import port_in_use, rss
 from serving.proxy import PROXY
 from serving.server import LaunchError, Server, running, stop
 from serving.settings import HOST, Ports
+from tests.support.entrypoint import entrypoint_env, entrypoint_running
 from tests.support.held_connections import Held, Watcher, exchange, open_connections
 from tests.support.paths import ARTIFACTS, MODEL_STORE
-from tests.support.paths import REPO as ROOT
 from tests.support.slow_handler import SLEEP_HEADER
 from tests.support.slow_model import HANDLER as SLOW_HANDLER
 
@@ -499,27 +497,15 @@ def test_sigterm_to_the_entrypoint_answers_every_one_of_64_requests_in_flight(tm
     are in flight: it drains nginx, stops TorchServe, exits 0, and every request gets its 200."""
     ports = Ports.free()
     work_dir = tmp_path / "work"
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-           "LISTEN_ADDRESS": HOST, "MODEL_STORE": str(slow_store), "WORK_DIR": str(work_dir),
-           "INFERENCE_PORT": str(ports.inference), "MANAGEMENT_PORT": str(ports.management),
-           "METRICS_PORT": str(ports.metrics), "GRPC_INFERENCE_PORT": str(ports.grpc_inference),
-           "GRPC_MANAGEMENT_PORT": str(ports.grpc_management), "BACKEND_INFERENCE_PORT": str(ports.backend_inference),
-           "BACKEND_METRICS_PORT": str(ports.backend_metrics)}
     log = tmp_path / "entrypoint.log"
-    with log.open("wb") as out:
-        script = subprocess.Popen([str(ROOT / "docker" / "entrypoint.sh")], cwd=ROOT, env=env, stdout=out,
-                                  stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
     server = Server(work_dir.resolve(), ports)
-    descendants: list[psutil.Process] = []
-    try:
-        def still_running():
-            assert script.poll() is None, f"entrypoint exited ({script.returncode}):\n{log.read_text()[-3000:]}"
-
-        wait_ready(lambda: ManagementAPI(server.management_url), SERVING, 180, each=still_running, interval=0.5)
+    with entrypoint_running(entrypoint_env(ports, slow_store, work_dir), log) as run:
+        script = run.script
+        wait_ready(lambda: ManagementAPI(server.management_url), SERVING, 180, each=run.assert_running, interval=0.5)
         deadline = time.monotonic() + 10
         while proxy.pid(server.proxy_dir) is None and time.monotonic() < deadline:
             time.sleep(0.1)
-        descendants = psutil.Process(script.pid).children(recursive=True)
+        descendants = run.processes()
         nginx = [p.pid for p in descendants if p.name() == "nginx"]
         assert nginx, "no nginx under the entrypoint"
         exited = []
@@ -532,13 +518,4 @@ def test_sigterm_to_the_entrypoint_answers_every_one_of_64_requests_in_flight(tm
         assert exited == [0], log.read_text()[-3000:]
         assert "entrypoint: TorchServe stopped" in log.read_text()
         assert_gone(server, nginx, descendants)
-    finally:
-        if script.poll() is None:
-            script.kill()
-            script.wait(timeout=10)
-        for process in descendants:
-            try:
-                process.kill()
-            except psutil.NoSuchProcess:
-                pass
     assert_all_answered(answers, began, "SIGTERM to docker/entrypoint.sh", drain_s)

@@ -39,9 +39,7 @@ def ports() -> Ports:
 
 def port_env(ports: Ports) -> dict[str, str]:
     """The environment that puts `python -m serving.launcher` and docker/entrypoint.sh on `ports`."""
-    return {**os.environ, "PYTHONPATH": str(ROOT), "INFERENCE_PORT": str(ports.inference),
-            "MANAGEMENT_PORT": str(ports.management), "METRICS_PORT": str(ports.metrics),
-            "GRPC_INFERENCE_PORT": str(ports.grpc_inference), "GRPC_MANAGEMENT_PORT": str(ports.grpc_management)}
+    return {**os.environ, "PYTHONPATH": str(ROOT), **ports.to_env()}
 
 
 def cli(*args: str, ports: Ports, timeout: float = 120) -> subprocess.CompletedProcess:

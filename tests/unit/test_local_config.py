@@ -47,6 +47,8 @@ def test_token_auth_can_be_turned_on(tmp_path):
 
 def test_ports_from_env_are_validated():
     assert Ports.from_env({"INFERENCE_PORT": "9000"}).inference == 9000
+    ports = Ports.free()
+    assert Ports.from_env(ports.to_env()) == ports  # the entrypoint's environment, for tests that run it
     with pytest.raises(ValueError, match="not a TCP port"):
         Ports.from_env({"MANAGEMENT_PORT": "http"})
 
