@@ -370,7 +370,7 @@ def write_report(out: Path, figures: Path, outcomes: list[Outcome], sets_by_name
     for name in dict.fromkeys(o.set_name for o in outcomes):
         spec = eval_sets.SPECS[name]
         lines.append(f"| `{name}` | {spec.kind} | {', '.join(spec.models)} | {spec.source} |")
-    lines += ["", "Phone photos (`evaluation/photos.py`): 640x480 JPEG at quality 70-90, the digit's ink 140-260 px",
+    lines += ["", "Phone photos (`pipeline/photos.py`): 640x480 JPEG at quality 70-90, the digit's ink 140-260 px",
               "tall anywhere on the page, rotated within 10 degrees; paper colour and texture, brightness gradients,",
               "vignetting, soft shadows of varied direction and depth, specks, ink from black and blue ballpoint to",
               "pencil (never pure black), defocus or hand-shake blur, sensor noise. "

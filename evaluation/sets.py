@@ -6,7 +6,7 @@ name (models; target): input
   28x28 PNG as MNIST has them
 - sklearn_png (lenet5, mnist_net; 97%): scikit-learn's digits, held-out 30% (540, 8x8), PNG
 - photos (lenet5, mnist_net; 95%): the MNIST held-out fifth as phone photos of ink on paper
-  (evaluation/photos.py), JPEG
+  (pipeline/photos.py), JPEG
 - typed (lenet5, mnist_net; 90%): digits 0-9 typed in 39 font families Debian ships
   (evaluation/typed.py), JPEG
 - fashion_png (fashion_mlp; 89.9%): Fashion-MNIST's official test split (10,000), 28x28 PNG
@@ -72,7 +72,7 @@ SPECS: dict[str, SetSpec] = {s.name: s for s in (
     SetSpec("sklearn_png", "scikit-learn digits held-out 30%, 8x8 PNG", DIGIT_MODELS, 0.97, "image/png",
             "pipeline.datasets.load_sklearn_digits() test part (seeded 70/30 split)"),
     SetSpec("photos", "MNIST held-out fifth as phone photos, 640x480 JPEG", DIGIT_MODELS, 0.95, "image/jpeg",
-            "evaluation/photos.py on the MNIST held-out fifth"),
+            "pipeline/photos.py on the MNIST held-out fifth"),
     SetSpec("typed", "typed digits, 39 Debian font families, JPEG", DIGIT_MODELS, 0.90, "image/jpeg",
             "evaluation/typed.py (fonts: evaluation/fonts.py)"),
     SetSpec("fashion_png", "Fashion-MNIST test split, 28x28 PNG", ("fashion_mlp",), 0.899, "image/png",
@@ -121,7 +121,7 @@ def _progress(iterable, total: int, desc: str, show: bool):
 
 
 def _render_photo(args) -> bytes:
-    from evaluation.photos import photo_rng, render_photo
+    from pipeline.photos import photo_rng, render_photo
     digit, seed, index = args
     return render_photo(digit, photo_rng(seed, index))
 
@@ -130,7 +130,7 @@ def _photo_cache_key(jobs, seed: int) -> str:
     import PIL
     import scipy
 
-    from evaluation import photos
+    from pipeline import photos
     digest = hashlib.sha256(Path(photos.__file__).read_bytes())
     digest.update(f"{np.__version__} {PIL.__version__} {scipy.__version__} {seed}".encode())
     for digit, _, index in jobs:

@@ -1,4 +1,4 @@
-"""The evaluation renderers (evaluation/photos.py, evaluation/typed.py): reproducible from a seed,
+"""The evaluation renderers (pipeline/photos.py, evaluation/typed.py): reproducible from a seed,
 within the sizes, qualities and heights issue 12 asks for, and varied."""
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from evaluation import fonts, photos, typed
+from evaluation import fonts, typed
+from pipeline import photos
 
 
 def _digit(label: int = 3) -> np.ndarray:
