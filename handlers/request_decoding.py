@@ -3,7 +3,12 @@
 What clients send, and how it arrives here:
 - raw body, any Content-Type except JSON (curl -T x.png, --data-binary with -H 'Content-Type: ...'):
   TorchServe hands us {"body": bytes}
-- multipart form, any field name (curl -F data=@x.png, -F file=@x.png): {"<field>": bytes}
+- multipart form, any field name (curl -F data=@x.png, -F file=@x.png): {"<field>": bytes}; several
+  image parts under distinct names (curl -F a=@x.png -F b=@y.png) -> a list of results, in part order.
+  TorchServe 0.12.0's worker keeps one value per field name (ts/service.py, a dict): of parts that
+  repeat a name (-F file=@x.png -F file=@y.png) only the last reaches us, and nothing here can tell.
+- a NumPy .npy file, as the raw body (any Content-Type) or as a part: uint8 [N, H, W] -> a list of
+  results, [H, W] -> one (handlers/npy_decoding.py says what it accepts)
 - JSON (Content-Type: application/json):
     {"image": "<base64>"} or {"image": "data:image/png;base64,..."}
     {"pixels": [[...], ...], "range": "0-255" | "0-1"}  (range optional, see `pixels_to_array`)
@@ -19,12 +24,15 @@ import base64
 import binascii
 import json
 import re
+import struct
 from typing import Union
 
 import numpy as np
 
 from handlers.errors import InputError
+from handlers.image_decoding import sniff_unsupported
 from handlers.limits import InputLimits
+from handlers.npy_decoding import is_npy, npy_to_arrays
 
 ImageSource = Union[bytes, np.ndarray]
 
@@ -155,6 +163,7 @@ def looks_like_json(data: bytes) -> bool:
 
 PREFERRED_FIELDS = ("body", "data", "file", "image", "img")
 IMAGE_MAGIC = (b"\x89PNG", b"\xff\xd8\xff", b"BM", b"GIF8", b"RIFF", b"II*\x00", b"MM\x00*")
+BMP_INFO_HEADER_SIZES = {12, 16, 40, 52, 56, 64, 108, 124}  # OS/2 1.x and 2.x, Windows 3.x to V5
 
 
 def pick_field(row: dict):
@@ -170,10 +179,44 @@ def pick_field(row: dict):
     for value in row.values():
         if isinstance(value, (dict, list)):
             return value
-        if isinstance(value, (bytes, bytearray)) and (bytes(value[:8]).startswith(IMAGE_MAGIC)
-                                                      or looks_like_json(value)):
+        if looks_like_image(value) or (isinstance(value, (bytes, bytearray)) and looks_like_json(value)):
             return value
     return next(iter(row.values()))
+
+
+def looks_like_image(value) -> bool:
+    """A form part that carries an image: a known image or .npy signature, or the signature of an
+    image format we refuse (its part then gets that format's 415, not silence)."""
+    if not isinstance(value, (bytes, bytearray)):
+        return False
+    head = bytes(value[:32])
+    if head.startswith(b"BM"):  # two letters a text field may start with: a BMP's info header too
+        return len(head) >= 18 and struct.unpack_from("<I", head, 14)[0] in BMP_INFO_HEADER_SIZES
+    return head.startswith(IMAGE_MAGIC) or is_npy(head) or sniff_unsupported(head) is not None
+
+
+def image_parts(row: dict) -> list[bytes]:
+    """The form parts that carry images, in the order the client sent them (text fields left out)."""
+    return [bytes(value) for value in row.values() if looks_like_image(value)]
+
+
+def parts_to_sources(parts: list[bytes], limits: InputLimits) -> list[ImageSource]:
+    """Several image parts of one form -> one image each (a .npy part must then hold one [H, W] image)."""
+    if len(parts) > limits.max_images_per_request:
+        raise InputError(413, "too_many_images", f"{len(parts)} images in one request; the limit is "
+                         f"{limits.max_images_per_request}. Split them over several requests.")
+    sources: list[ImageSource] = []
+    for number, part in enumerate(parts, start=1):
+        if not is_npy(part):
+            sources.append(part)
+            continue
+        arrays, is_list = npy_to_arrays(part, limits)
+        if is_list:
+            raise InputError(422, "bad_array_shape", f"Part {number} of {len(parts)} is a .npy array of "
+                             "several images; beside other image parts each part must be one image. Send "
+                             "the [N, H, W] array as the request's only part, or one [H, W] array per part.")
+        sources.extend(arrays)
+    return sources
 
 
 def _boundary(content_type: str | None) -> str:
@@ -196,7 +239,12 @@ def request_to_sources(row: dict, content_type: str | None, limits: InputLimits)
                          "with a Content-Type header (curl -T digit.png URL, or --data-binary "
                          "@digit.png -H 'Content-Type: image/png'), as multipart form "
                          "(curl -F data=@digit.png URL), or as JSON with -H 'Content-Type: application/json'.")
+    parts = image_parts(row)
+    if len(parts) > 1:
+        return parts_to_sources(parts, limits), True
     value = pick_field(row)
+    if is_npy(value):
+        return npy_to_arrays(bytes(value), limits)
     if isinstance(value, (dict, list)):  # TorchServe already parsed the JSON
         return json_to_sources(value, limits)
     if isinstance(value, str):
