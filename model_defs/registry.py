@@ -63,10 +63,11 @@ MODELS: dict[str, ModelSpec] = {
         ),
         ModelSpec(
             name="mnist_net", architecture=MnistNet, input_size=(28, 28), labels=DIGIT_LABELS,
-            # its two 50% dropouts underfit 9k digits: half-strength augmentation, clean last epochs
-            # (98.5% on the held-out fifth, no margin over issue 12's 98.5%: the floor keeps 0.5 point)
+            # its two 50% dropouts underfit 9k digits: half-strength augmentation, clean last epochs.
+            # Batch 64 over 32: validation (pipeline.train --validation, 5 seeds) 98.92% mean (98.80-99.10)
+            # vs 98.74% (98.50-98.90); augment 0.75 or 1.0, label smoothing 0.1 and a weight EMA were no better.
             dataset="digits", preprocessing="digit", accuracy_floor=0.98,
-            training=TrainingPlan(epochs=80, batch_size=32, learning_rate=4e-3, augment=0.5, clean_epochs=10),
+            training=TrainingPlan(epochs=80, batch_size=64, learning_rate=4e-3, augment=0.5, clean_epochs=10),
         ),
         ModelSpec(
             name="fashion_mlp", architecture=FashionMLP, input_size=(28, 28), labels=FASHION_LABELS,

