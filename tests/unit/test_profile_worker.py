@@ -1,0 +1,57 @@
+"""make profile's parts that need no server: py-spy attached to a real busy Python process (ptrace
+works here), its collapsed stacks read back, and the summary's tables counted from them."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from loadtest import profile_worker as pw
+
+BUSY = "def spin_here():\n    while True:\n        sum(i * i for i in range(1000))\nspin_here()\n"
+
+
+def test_py_spy_samples_a_busy_python_process(tmp_path):
+    if not pw.PY_SPY.is_file():
+        pytest.fail(f"{pw.PY_SPY} is missing: requirements.txt pins py-spy; run `make venv`")
+    busy = subprocess.Popen([sys.executable, "-c", BUSY])
+    try:
+        out = tmp_path / "busy.txt"
+        pw.py_spy([busy.pid], 1, 200, "raw", out, native=False)
+    finally:
+        busy.kill()
+        busy.wait()
+    stacks = pw.read_collapsed([out])
+    samples = sum(stacks.values())
+    assert samples >= 50  # 200 Hz for 1 s of a process that never waits
+    assert sum(n for stack, n in stacks.items() if any(f.startswith("spin_here ") for f in stack)) == samples
+
+
+def test_py_spy_failure_says_what_failed(tmp_path):
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    with pytest.raises(RuntimeError, match=r"py-spy on worker \d+ failed"):
+        pw.py_spy([int(done.stdout)], 1, 100, "raw", tmp_path / "gone.txt", native=False)
+
+
+def test_summary_counts_self_area_and_inclusive_samples(tmp_path):
+    raw = tmp_path / "raw.txt"
+    raw.write_text(
+        "<module> (/v/ts/model_service_worker.py:1);handle (/x/handlers/classifier_handler.py:150);"
+        "canonicalize (/r/model_defs/preprocessing.py:321);label (/v/scipy/ndimage/_measurements.py:43) 30\n"
+        "<module> (/v/ts/model_service_worker.py:1);handle (/x/handlers/classifier_handler.py:150) 10\n"
+        "<module> (/v/ts/model_service_worker.py:1);emit (/usr/lib/python3.11/logging/__init__.py:1098) 60\n")
+    stacks = pw.read_collapsed([raw])
+    assert sum(stacks.values()) == 100
+    measured = pw.Measured(requests=1000, errors=0, rps=500.0, worker_cpu_s=0.5, worker_pids=[7])
+    assert measured.worker_us_per_request == pytest.approx(500.0)
+    context = dict(model="lenet5", command="make profile", date="2026-11-26", cpus=2, load="1.00",
+                   concurrency=16, store="model_store", duration=8.0, rate=250, py_spy="0.4.2", svg="w.svg")
+    text = pw.summarise(stacks, measured, context)
+    assert "**500 us per request**" in text
+    assert "| Python's standard library | 60 | 60.0% | 300 |" in text   # by area
+    assert "| scipy | 30 | 30.0% | 150 |" in text
+    assert "| handle (handlers/classifier_handler.py:150) | 40 | 40.0% | 200 |" in text  # inclusive
+    assert "| canonicalize (model_defs/preprocessing.py:321) | 30 | 30.0% | 150 |" in text
+    assert "| label (ndimage/_measurements.py:43) | 30 | 30.0% | 150 |" in text  # self
+
