@@ -4,7 +4,7 @@
 ## HOST=http://host:8080           the server make loadtest drives (default: make serve's, 127.0.0.1:INFERENCE_PORT)
 ## LOADTEST_OUT=dir                make loadtest's results (default results/loadtest/<date-time>/)
 ## BENCH_ARGS="--rounds 5"         more options for python -m loadtest.bench (loadtest/bench/cli.py)
-## BENCH_PORT_BASE=38100           the benchmark's own servers use it..+22 (0: ports the OS says are free)
+## BENCH_PORT_BASE=38100           the benchmark's own servers use it..+40 (0: ports the OS says are free)
 ## BENCH_SMOKE_OUT=dir             where make bench-smoke writes (default results/bench-smoke)
 ## TUNE='handler b32d5w1t1 noop'   make bench-tune's variants: handler (as served; alias ours), noop, b<batch>d<ms>w<workers>t<threads>[+async][+tslog][+cpu]
 ## BENCH_GPU_ARGS="--duration 2"   more options for python -m loadtest.bench.gpu (make bench-gpu, bench-gpu-rehearsal)
@@ -20,16 +20,30 @@ export BENCH_PORT_BASE
 # HOST only when given on the command line (many shells export HOST=<this machine's name>)
 LOADTEST_HOST := $(if $(filter command line,$(origin HOST)),$(HOST))
 
-.PHONY: loadtest bench bench-smoke
+.PHONY: loadtest bench bench-smoke floor-venv
+
+# The floor of make bench (rows 7 and 9): FastAPI + uvicorn in a virtualenv of its own, every version
+# pinned (loadtest/floor/requirements.txt), made anew when that file changes (~45 s here, the wheels
+# on local disk). make test needs it: the e2e test of make bench-smoke runs the floor.
+FLOOR_VENV := build/floor-venv
+FLOOR_REQUIREMENTS := loadtest/floor/requirements.txt
+FLOOR_STAMP := $(FLOOR_VENV)/.installed-$(shell md5sum < $(FLOOR_REQUIREMENTS) | cut -c1-12)
+floor-venv: $(FLOOR_STAMP) ## the floor's own virtualenv (FastAPI, uvicorn, torch): build/floor-venv
+$(FLOOR_STAMP): $(FLOOR_REQUIREMENTS)
+	rm -rf $(FLOOR_VENV)
+	$(PYTHON_SYS) -m venv $(FLOOR_VENV)
+	$(FLOOR_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r $(FLOOR_REQUIREMENTS)
+	touch $@
+test test-unit test-e2e: $(FLOOR_STAMP)
 
 loadtest: $(VENV_STAMP) ## Locust, headless, against a running server; checks every answer
 	$(RUN) -m loadtest.run_loadtest --users $(USERS) --spawn-rate $(SPAWN_RATE) --run-time $(DURATION) \
 	  $(if $(LOADTEST_HOST),--host $(LOADTEST_HOST)) $(if $(LOADTEST_OUT),--results $(LOADTEST_OUT))
 
-bench: $(ARCHIVES) ## the six-row benchmark of lenet5 on its own servers; rewrites BENCHMARKS.md
+bench: $(ARCHIVES) $(FLOOR_STAMP) ## lenet5 on its own servers, the floor and phone photos; rewrites BENCHMARKS.md
 	$(RUN) -m loadtest.bench --command "make bench$(if $(BENCH_ARGS), BENCH_ARGS='$(BENCH_ARGS)')" $(BENCH_ARGS)
 
-bench-smoke: $(ARCHIVES) ## the same, seconds long, into BENCH_SMOKE_OUT (make test runs it)
+bench-smoke: $(ARCHIVES) $(FLOOR_STAMP) ## the same, seconds long, into BENCH_SMOKE_OUT (make test runs it)
 	$(RUN) -m loadtest.bench --smoke --command "make bench-smoke" --out $(BENCH_SMOKE_OUT)/BENCHMARKS.md \
 	  --plot $(BENCH_SMOKE_OUT)/benchmarks.png --results $(BENCH_SMOKE_OUT) --build $(BENCH_SMOKE_OUT)/build
 

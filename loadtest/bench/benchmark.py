@@ -1,36 +1,51 @@
-"""The six-row benchmark: its servers, its rows through the round loop, and the results (bench.json)."""
+"""The benchmark: its servers (four TorchServe variants and the floor), its rows through the round
+loop, and the results (bench.json)."""
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Callable
 
 from loadtest import client
-from loadtest.bench.measure import ModelTarget, ServerTarget, load_average, machine
+from loadtest.bench.floor import floor_running, floor_versions, floor_workers
+from loadtest.bench.measure import ModelTarget, ProcessTreeCPU, ServerTarget, load_average, machine
 from loadtest.bench.rounds import Entry, Schedule, run_rounds
-from loadtest.bench.servers import server_extra, servers_running, store_for
-from loadtest.bench.workload import BATCH1, HANDLER, NOOP, PROXIED, Workload, checker, rows_for
+from loadtest.bench.servers import PORT_STRIDE, server_extra, servers_running, store_for
+from loadtest.bench.workload import BATCH1, FLOOR, HANDLER, NOOP, PROXIED, Photos, Workload, checker, rows_for
 from pipeline.model_config import SERVING
-from serving.settings import JOB_QUEUE_SIZE
+from serving.settings import JOB_QUEUE_SIZE, Ports
 
 CHECKS = {"model": None, "noop": "status", "handler": "full", "batch1": "full", "multi": "list",
-          "proxied": "full"}  # row -> checker kind
+          "proxied": "full", "floor": "full", "photos": "full", "floor_photos": "full"}  # row -> checker kind
+PHOTO_ROWS = ("photos", "floor_photos")
 
 
 def run_bench(args: argparse.Namespace, log: Callable[[str], None] = print) -> dict:
-    """The six rows of args.model (cli.py's options) -> the results that bench.json and BENCHMARKS.md hold."""
+    """The rows of args.model (cli.py's options) -> the results that bench.json and BENCHMARKS.md hold."""
     model = args.model
     serving = SERVING[model]
-    rows = rows_for(model, args.images_per_request)
+    workers = args.floor_workers or floor_workers()
+    rows = rows_for(model, args.images_per_request, workers)
+    floor = any(r.server == FLOOR for r in rows)
     log(f"bench: {model}, concurrency {args.concurrency}, {args.rounds} round(s) x {args.duration:g} s "
         f"per cell (+{args.warmup:g} s warm-up), load average {load_average()}")
     work = Workload.load(model, args.limit, serving.torch_threads)
+    photos = None
+    if any(r.key in PHOTO_ROWS for r in rows):
+        log(f"  rendering {args.photos} JPEG phone photos of held-out digits (pipeline/photos.py)")
+        photos = Photos.render(work, args.photos)
     extra = server_extra(args.logging)
     variants = {v: (store_for(v, model, build=Path(args.build)), extra, v == PROXIED)
                 for v in (NOOP, HANDLER, BATCH1, PROXIED)}
     schedule = Schedule(tuple(args.concurrency), args.rounds, args.duration, args.warmup)
-    with servers_running(variants, args.port_base, "bench-", args.keep_logs, log) as servers:
+    with ExitStack() as stack:
+        servers = dict(stack.enter_context(servers_running(variants, args.port_base, "bench-", args.keep_logs, log)))
+        if floor:  # after the TorchServe variants hold their ports; in the slot after theirs
+            port = args.port_base + PORT_STRIDE * len(variants) if args.port_base else Ports.free().inference
+            servers[FLOOR] = stack.enter_context(floor_running(port, Path(args.build) / "floor", workers,
+                                                               args.floor_python, log=log))
         started = dt.datetime.now(dt.timezone.utc)
         load_before = load_average()
         entries = []
@@ -40,9 +55,14 @@ def run_bench(args: argparse.Namespace, log: Callable[[str], None] = print) -> d
             else:
                 server = servers[row.server]
                 host, port = client.split_url(server.inference_url)
-                requests = (work.multi_requests(host, port, args.images_per_request) if row.key == "multi"
-                            else work.single_requests(host, port))
-                target = ServerTarget(server, requests, checker(model, CHECKS[row.key]), args.timeout)
+                if row.key == "multi":
+                    requests = work.multi_requests(host, port, args.images_per_request)
+                elif row.key in PHOTO_ROWS:
+                    requests = photos.requests(host, port)
+                else:
+                    requests = work.single_requests(host, port)
+                meter = ProcessTreeCPU(server.pid) if row.server == FLOOR else None
+                target = ServerTarget(server, requests, checker(model, CHECKS[row.key]), args.timeout, meter)
             entries.append(Entry(row.key, f"{row.title[:48]:<48}", row.unit, target))
         cells = run_rounds(entries, schedule, log)
     finished = dt.datetime.now(dt.timezone.utc)
@@ -55,6 +75,8 @@ def run_bench(args: argparse.Namespace, log: Callable[[str], None] = print) -> d
         "concurrency": list(args.concurrency),
         "rounds": args.rounds, "duration_s": args.duration, "warmup_s": args.warmup,
         "images_per_request": args.images_per_request, "images": len(work.pngs),
+        "photos": photos.summary() if photos else None,
+        "floor": {"workers": workers, "versions": floor_versions(args.floor_python)} if floor else None,
         "started": started.isoformat(timespec="seconds"), "finished": finished.isoformat(timespec="seconds"),
         "load_average_before": load_before, "load_average_after": load_average(),
         "machine": machine(),

@@ -17,12 +17,14 @@ import numpy as np
 import psutil
 
 from loadtest import client
+from loadtest.bench.floor import FloorServer
 from loadtest.bench.workload import Workload
 from serving import proxy
 from serving.machine import cpu_model
 from serving.server import Server
 
 CPU = dict[str, float]  # {"frontend": s, "worker": s, "proxy": s}: CPU seconds of Java, the Python workers, nginx
+# (the floor: uvicorn's master as the frontend, its workers as the workers)
 
 
 @dataclass
@@ -113,6 +115,36 @@ class ServerCPU:
         return {k: max(0.0, after[k] - before[k]) for k in after}
 
 
+class ProcessTreeCPU:
+    """CPU seconds of a server that is one process and its children (the floor: uvicorn's master,
+    counted as the frontend, and its worker processes), sampled with psutil like ServerCPU."""
+
+    def __init__(self, pid: int):
+        try:
+            self.root = psutil.Process(pid)
+        except psutil.NoSuchProcess:
+            raise ConnectionError(f"no live server process {pid}: did it stop?") from None
+        self.children: dict[int, psutil.Process] = {}
+
+    def sample(self) -> CPU:
+        """CPU seconds so far (children that ended since the last sample no longer count)."""
+        out = {"frontend": 0.0, "worker": 0.0, "proxy": 0.0}
+        try:
+            t = self.root.cpu_times()
+            out["frontend"] = t.user + t.system
+            for child in self.root.children(recursive=True):
+                self.children.setdefault(child.pid, child)
+        except psutil.Error:
+            return out
+        for pid, proc in list(self.children.items()):
+            try:
+                t = proc.cpu_times()
+                out["worker"] += t.user + t.system
+            except psutil.Error:
+                self.children.pop(pid, None)
+        return out
+
+
 def in_process(work: Workload, batch: int, duration_s: float, warmup_s: float) -> client.Result:
     """Row 1: forward passes back to back on real canonical images, `batch` at a time."""
     import torch
@@ -153,12 +185,20 @@ class Target(Protocol):
     def run(self, concurrency: int, duration_s: float, warmup_s: float) -> tuple[client.Result, CPU | None]: ...
 
 
-class ServerTarget:
-    """Requests against one server, every answer checked, the server's CPU metered per run."""
+class Meter(Protocol):
+    """A server's CPU seconds so far (ServerCPU, ProcessTreeCPU)."""
 
-    def __init__(self, server: Server, requests: Sequence[client.WireRequest], check: client.Check, timeout_s: float):
+    def sample(self) -> CPU: ...
+
+
+class ServerTarget:
+    """Requests against one server, every answer checked, the server's CPU metered per run (`meter`:
+    ServerCPU of a TorchServe by default)."""
+
+    def __init__(self, server: Server | FloorServer, requests: Sequence[client.WireRequest], check: client.Check,
+                 timeout_s: float, meter: Meter | None = None):
         self.url, self.requests, self.check, self.timeout_s = server.inference_url, requests, check, timeout_s
-        self.meter = ServerCPU(server)
+        self.meter = meter or ServerCPU(server)
 
     def warm(self, duration_s: float) -> None:
         """JIT of the frontend, TorchScript profiling runs, connection set-up: 16 in flight."""

@@ -34,8 +34,9 @@ def targets(results: dict) -> list[dict]:
     if "proxied" in rows:  # runs before the proxy (2026-11-26) had no row 6
         out.append({"target": f"row 6 >= 0.9 x row 3 at C={top} (the proxy in front costs little)",
                     "value": ratio(tp("proxied", top), tp("handler", top)), "bound": 0.9})
+    out += floor_targets(rows, conc)
     for t in out:
-        t["met"] = bool(t["value"] >= t["bound"])
+        t["met"] = bool(t["value"] <= t["bound"] if t.get("at_most") else t["value"] >= t["bound"])
         t["shown"] = f"{t['value']:.2f}"
     errors = sum(sum(cell["errors"].values()) for r in results["rows"] for cell in r["cells"].values())
     out.append({"target": "zero errors in every row", "value": errors, "bound": 0, "met": errors == 0,
@@ -44,6 +45,61 @@ def targets(results: dict) -> list[dict]:
     out.append({"target": f"row 3 p99 at C={mid} under 100 ms", "value": p99, "bound": 100.0,
                 "met": bool(p99 < 100.0), "shown": f"{p99:.1f} ms"})
     return out
+
+
+def server_cpu_us(cell: dict) -> float:
+    """A cell's server CPU per request in us: frontend + workers + proxy (the client's own excluded)."""
+    return cell["frontend_cpu_us_per_req"] + cell["worker_cpu_us_per_req"] + cell.get("proxy_cpu_us_per_req", 0.0)
+
+
+def floor_targets(rows: dict[str, dict], conc: list[str]) -> list[dict]:
+    """Issue 15's targets against the floor (row 7), ratios within the run: row 3 >= 1.5 x its req/s
+    at C=16 and C=64; at C=1 row 3's p50 <= 1.5 x and its server CPU per request <= 2 x the floor's;
+    the same throughput ratio on the JPEG photos (row 8 against row 9). [] for runs without the floor."""
+    def ratio(a, b):
+        return a / b if b else float("nan")
+
+    out = []
+    pairs = [("handler", "floor", "row 3", "row 7", "")]
+    if "photos" in rows and "floor_photos" in rows:
+        pairs.append(("photos", "floor_photos", "row 8", "row 9", ", JPEG photos"))
+    for ours, floor, name, floor_name, what in pairs:
+        if ours not in rows or floor not in rows:
+            continue
+        a, b = rows[ours]["cells"], rows[floor]["cells"]
+        for c in (c for c in ("16", "64") if c in conc):
+            out.append({"target": f"{name} >= 1.5 x {floor_name} in req/s at C={c} (beat the floor{what})",
+                        "value": ratio(a[c]["throughput"], b[c]["throughput"]), "bound": 1.5})
+        if "1" in conc and not what:
+            out.append({"target": f"{name} p50 <= 1.5 x {floor_name}'s at C=1 (a lone client waits little longer)",
+                        "value": ratio(a["1"]["p50_ms"], b["1"]["p50_ms"]), "bound": 1.5, "at_most": True})
+            out.append({"target": f"{name} server CPU per request <= 2 x {floor_name}'s at C=1",
+                        "value": ratio(server_cpu_us(a["1"]), server_cpu_us(b["1"])), "bound": 2.0, "at_most": True})
+    return out
+
+
+def photo_lines(results: dict) -> list[str]:
+    """The header line about rows 8-9's photos ([] for runs without them)."""
+    photos = results.get("photos")
+    if not photos:
+        return []
+    return [f"- **photos** (rows 8-9): {photos['count']} {photos['width']}x{photos['height']} JPEG phone photos of "
+            f"held-out digits (pipeline/photos.py, seed {photos['seed']}, {photos['mean_bytes'] / 1024:.0f} KB on "
+            "average; ink on paper, uneven light, blur, sensor noise), one per request as image/jpeg"]
+
+
+def floor_lines(results: dict) -> list[str]:
+    """The header line about the floor (rows 7 and 9; [] for runs without it)."""
+    floor = results.get("floor")
+    if not floor:
+        return []
+    v = floor.get("versions") or {}
+    return [f"- **floor** (rows 7 and 9): `loadtest/floor/app.py`, the FastAPI app anyone would write first, "
+            f"with our decode, limits, canonicalize, `model.pt` and answer, one forward pass per request; "
+            f"FastAPI {v.get('fastapi', '?')}, uvicorn {v.get('uvicorn', '?')} with its defaults, "
+            f"{floor['workers']} worker processes (one per core this process may use), 1 torch thread each, "
+            f"torch {v.get('torch', '?')}, Python {v.get('python', '?')} (build/floor-venv, "
+            "loadtest/floor/requirements.txt)"]
 
 
 def render_markdown(results: dict, plot_name: str | None, kept: str) -> str:
@@ -59,7 +115,9 @@ def render_markdown(results: dict, plot_name: str | None, kept: str) -> str:
         "why the serving settings are what they are: one line per value in `pipeline/model_config.py`.",
         "",
         f"- **model**: `{results['model']}`; {results['images']} real held-out images sent as PNG "
-        f"(rows 2-4 and 6 one per request, row 5 {results['images_per_request']} per request as base64 JSON)",
+        f"(rows 2-4, 6 and 7 one per request, row 5 {results['images_per_request']} per request as base64 JSON)",
+        *photo_lines(results),
+        *floor_lines(results),
         f"- **settings** (pipeline/model_config.py, job queue: serving/settings.py): batchSize {s['batch_size']}, "
         f"maxBatchDelay {s['max_batch_delay_ms']} ms, "
         f"{s['workers']} worker, {s['torch_threads']} torch thread(s) per worker, job queue {s['job_queue_size']}",
@@ -106,8 +164,9 @@ def render_markdown(results: dict, plot_name: str | None, kept: str) -> str:
         "## Where the CPU goes (per request, all rounds)",
         "",
         "CPU time of the TorchServe frontend (Java), its Python worker(s), nginx in front (row 6) and",
-        "this client, divided by the requests sent; on 2 cores they compete, so their sum bounds the",
-        "throughput.",
+        "this client, divided by the requests sent (the floor, rows 7 and 9: uvicorn's master as the",
+        f"frontend, its worker processes as the workers); on {m.get('cpus')} cores they compete, so their",
+        "sum bounds the throughput.",
         "",
         "| row | C | frontend us | worker us | proxy us | client us |",
         "|---|---|---|---|---|---|",

@@ -1,4 +1,5 @@
-"""What the benchmark sends and expects: held-out PNGs, the six rows, and the answer checks."""
+"""What the benchmark sends and expects: held-out PNGs, phone photos of held-out digits, the rows,
+and the answer checks."""
 from __future__ import annotations
 
 import base64
@@ -10,18 +11,25 @@ import numpy as np
 from PIL import Image
 
 from handlers import contract
+from handlers.image_decoding import open_image
+from handlers.limits import LIMITS
 from loadtest import client
 from model_defs.preprocessing import canonicalize
 from model_defs.registry import get_spec
 from pipeline import artifacts
+from pipeline.datasets import load_held_out
 from pipeline.heldout import held_out
 from pipeline.model_config import SERVING
+from pipeline.photos import HEIGHT, WIDTH, photo_rng, render_photo
 
 # the server variants (servers.py builds their stores)
 HANDLER = "handler"  # our production handler and archive, as `make archive` built it
 NOOP = "noop"        # loadtest/noop_handler.py with the same model-config
 BATCH1 = "batch1"    # our handler with batchSize 1
 PROXIED = "proxied"  # our handler as make serve and the pod run it: behind nginx (serving/proxy.py)
+FLOOR = "floor"      # not TorchServe: FastAPI + uvicorn from its own virtualenv (loadtest/floor/, floor.py)
+FLOOR_MODEL = "lenet5"  # the one model loadtest/floor/app.py serves: the floor rows only for it
+PHOTO_SEED = 15      # the photos' seed (pipeline/photos.photo_rng): the same pictures in every run
 
 
 @dataclass(frozen=True)
@@ -33,10 +41,11 @@ class Row:
     server: str | None  # the server variant it runs against; None: in process
 
 
-def rows_for(model: str, images_per_request: int) -> list[Row]:
-    """The six rows, in BENCHMARKS.md's order."""
+def rows_for(model: str, images_per_request: int, floor_workers: int = 0) -> list[Row]:
+    """The rows, in BENCHMARKS.md's order: the six of our stack, then (FLOOR_MODEL only) the floor on
+    the same PNGs, row 3's server on phone photos, and the floor on the same photos."""
     s = SERVING[model]
-    return [
+    rows = [
         Row("model", f"1. {model} alone, in process, batch min(C, {s.batch_size}), {s.torch_threads} thread(s)",
             "images/s", None),
         Row("noop", "2. TorchServe, no-op handler, same settings", "req/s", NOOP),
@@ -45,6 +54,15 @@ def rows_for(model: str, images_per_request: int) -> list[Row]:
         Row("multi", f"5. our handler, {images_per_request} images per request", "images/s", HANDLER),
         Row("proxied", "6. row 3 behind nginx, as deployed", "req/s", PROXIED),
     ]
+    if model == FLOOR_MODEL:
+        rows += [
+            Row("floor", f"7. the floor: FastAPI + uvicorn, {floor_workers} worker processes, no batching",
+                "req/s", FLOOR),
+            Row("photos", f"8. row 3's server, {WIDTH}x{HEIGHT} JPEG phone photos of held-out digits",
+                "req/s", HANDLER),
+            Row("floor_photos", "9. the floor (row 7) on the same JPEG photos", "req/s", FLOOR),
+        ]
+    return rows
 
 
 def checker(model: str, kind: str) -> client.Check:
@@ -115,3 +133,37 @@ class Workload:
             requests.append(client.build_request(host, port, path, body, "application/json",
                                                  [self.model_labels[i] for i in picks], per_request))
         return requests
+
+
+@dataclass(frozen=True)
+class Photos:
+    """Held-out digits as 640x480 JPEG phone photos (pipeline/photos.py), and what the model answers."""
+    model: str
+    seed: int
+    jpegs: tuple[bytes, ...]
+    model_labels: tuple[str, ...]  # the exported model's own top-1 for each photo, decoded as the handler does
+
+    @classmethod
+    def render(cls, work: Workload, count: int, seed: int = PHOTO_SEED) -> "Photos":
+        """`count` photos of held-out digits spread evenly over the held-out set (~85 ms each on one core)."""
+        import torch
+        spec = get_spec(work.model)
+        _, digits, _ = load_held_out(spec, artifacts.manifest(work.model))
+        picks = np.linspace(0, len(digits) - 1, num=min(count, len(digits))).round().astype(int)
+        jpegs = tuple(render_photo(digits[i], photo_rng(seed, int(i))) for i in picks)
+        canonical = np.stack([canonicalize(open_image(j, LIMITS), spec.preprocessing, spec.input_size)
+                              for j in jpegs])
+        with torch.inference_mode():
+            probabilities = work.scripted(torch.from_numpy(canonical).unsqueeze(1)).numpy()
+        return cls(work.model, seed, jpegs, tuple(spec.labels[i] for i in probabilities.argmax(axis=1)))
+
+    def summary(self) -> dict:
+        """What bench.json and the report say of them."""
+        return {"count": len(self.jpegs), "seed": self.seed, "width": WIDTH, "height": HEIGHT,
+                "mean_bytes": round(sum(map(len, self.jpegs)) / len(self.jpegs))}
+
+    def requests(self, host: str, port: int) -> list[client.WireRequest]:
+        """One JPEG per request (raw body, image/jpeg), each expecting the model's own top-1."""
+        path = f"/predictions/{self.model}"
+        return [client.build_request(host, port, path, jpeg, "image/jpeg", label)
+                for jpeg, label in zip(self.jpegs, self.model_labels)]

@@ -1,6 +1,6 @@
 """`make loadtest` and `make bench-smoke`, for real: the load test against the session server, the
-benchmark smoke with its own three servers on ports the OS says are free (BENCH_PORT_BASE=0). They
-run and write their outputs; nothing here asserts on speed.
+benchmark smoke with its own servers (four TorchServe variants and the floor) on ports the OS says are
+free (BENCH_PORT_BASE=0). They run and write their outputs; nothing here asserts on speed.
 """
 from __future__ import annotations
 
@@ -54,7 +54,8 @@ def test_make_bench_smoke_runs_every_row_and_writes_its_outputs(tmp_path):
     runs = sorted(out.glob("*/bench.json"))
     assert runs, f"no bench.json under {out}"
     results = json.loads(runs[-1].read_text())
-    assert [r["key"] for r in results["rows"]] == ["model", "noop", "handler", "batch1", "multi", "proxied"]
+    assert [r["key"] for r in results["rows"]] == ["model", "noop", "handler", "batch1", "multi", "proxied",
+                                                   "floor", "photos", "floor_photos"]
     for row in results["rows"]:
         for c, cell in row["cells"].items():
             assert cell["requests"] > 0, f"{row['title']} at C={c} completed no request"
@@ -63,6 +64,11 @@ def test_make_bench_smoke_runs_every_row_and_writes_its_outputs(tmp_path):
             assert f"| {row['title']} | {row['unit']} | {c} |" in report
     proxied = next(r for r in results["rows"] if r["key"] == "proxied")
     assert all(cell["proxy_cpu_us_per_req"] > 0 for cell in proxied["cells"].values()), "nginx's CPU was not sampled"
+    for key in ("floor", "floor_photos"):
+        floor = next(r for r in results["rows"] if r["key"] == key)
+        assert all(cell["worker_cpu_us_per_req"] > 0 for cell in floor["cells"].values()), "the floor's CPU was not sampled"
+    assert results["photos"]["count"] == 8 and results["floor"]["workers"] >= 1
+    assert "row 3 >= 1.5 x row 7 in req/s at C=16" in report and "**floor** (rows 7 and 9)" in report
     for heading in ("## Results", "## Targets", "## Where the CPU goes", "**machine**",
                     "**command**: `make bench-smoke`"):
         assert heading in report

@@ -1,0 +1,117 @@
+"""The floor's server (rows 7 and 9): FastAPI + uvicorn serving loadtest/floor/app.py from its own
+virtualenv (`make floor-venv`: build/floor-venv from loadtest/floor/requirements.txt), one worker
+process per core this process may use, on a loopback port. Started and waited for (every worker's
+"Application startup complete."), its CPU metered over the master and its workers
+(measure.ProcessTreeCPU), and stopped (master and workers, SIGTERM then SIGKILL), like the
+TorchServe variants of servers.py.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import psutil
+
+from serving import processes
+from serving.server import LaunchError
+from serving.settings import HOST
+
+ROOT = Path(__file__).resolve().parents[2]
+FLOOR_PYTHON = ROOT / "build" / "floor-venv" / "bin" / "python"
+FLOOR_APP = "loadtest.floor.app:app"
+READY_LINE = "Application startup complete."  # uvicorn logs it once per worker, after the app is imported
+START_TIMEOUT_S = 120.0
+STOP_GRACE_S = 10.0
+
+
+def floor_workers() -> int:
+    """One uvicorn worker per core this process may run on (its CPU affinity; neither psutil nor the
+    standard library reads a cgroup CPU quota)."""
+    return len(os.sched_getaffinity(0))
+
+
+@dataclass(frozen=True)
+class FloorServer:
+    """One running floor: uvicorn's master process, its port, its worker count and its log."""
+    pid: int
+    port: int
+    workers: int
+    log: Path
+
+    @property
+    def inference_url(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+    def processes(self) -> list[psutil.Process]:
+        """The master and every process under it (the workers), those still alive."""
+        try:
+            master = psutil.Process(self.pid)
+            return [master, *master.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return []
+
+
+def floor_versions(python: Path = FLOOR_PYTHON) -> dict[str, str]:
+    """The versions the floor's interpreter imports (fastapi, uvicorn, torch, Python); {} without one."""
+    if not Path(python).is_file():
+        return {}
+    code = ("import platform, fastapi, uvicorn, torch; "
+            "print(platform.python_version(), fastapi.__version__, uvicorn.__version__, torch.__version__)")
+    out = subprocess.run([str(python), "-c", code], capture_output=True, text=True, timeout=60)
+    if out.returncode != 0 or len(out.stdout.split()) != 4:
+        return {}
+    return dict(zip(("python", "fastapi", "uvicorn", "torch"), out.stdout.split()))
+
+
+def _wait_ready(process: subprocess.Popen, log: Path, workers: int, timeout: float) -> None:
+    """Until `workers` startup lines are in the log; LaunchError (with the log's end) if uvicorn exits
+    or `timeout` passes first."""
+    deadline = time.monotonic() + timeout
+    while True:
+        text = log.read_text(errors="replace")
+        if text.count(READY_LINE) >= workers:
+            return
+        if process.poll() is not None:
+            raise LaunchError(f"the floor (uvicorn) exited with {process.returncode} during start-up. "
+                              f"The end of its log ({log}):\n" + "\n".join(text.splitlines()[-15:]))
+        if time.monotonic() > deadline:
+            raise LaunchError(f"the floor (uvicorn) had {text.count(READY_LINE)} of {workers} workers ready "
+                              f"after {timeout:g} s. The end of its log ({log}):\n"
+                              + "\n".join(text.splitlines()[-15:]))
+        time.sleep(0.2)
+
+
+@contextmanager
+def floor_running(port: int, run_dir: Path, workers: int | None = None, python: Path = FLOOR_PYTHON,
+                  timeout: float = START_TIMEOUT_S, log: Callable[[str], None] = print) -> Iterator[FloorServer]:
+    """The floor on 127.0.0.1:`port` for the `with` block, its log in run_dir/uvicorn.log; always
+    stopped afterwards. LaunchError says what to do when it cannot start."""
+    python = Path(python)
+    if not python.is_file():
+        raise LaunchError(f"the floor's virtualenv is missing ({python}): run `make floor-venv` "
+                          "(loadtest/floor/requirements.txt)")
+    if processes.port_in_use(port):
+        raise LaunchError(f"port {port} on {HOST} is taken, the floor cannot listen there: stop what holds it "
+                          "or move the benchmark's ports (--port-base, BENCH_PORT_BASE; 0: free ports)")
+    workers = workers or floor_workers()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    log_path = run_dir / "uvicorn.log"
+    command = [str(python), "-m", "uvicorn", FLOOR_APP, "--host", HOST, "--port", str(port),
+               "--workers", str(workers)]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}  # the repo's handlers/ and model_defs/, as they are here
+    log(f"  starting the floor on {HOST}:{port} ({workers} uvicorn workers, {python})")
+    with log_path.open("wb") as out:
+        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                   stdin=subprocess.DEVNULL, start_new_session=True)
+    server = FloorServer(process.pid, port, workers, log_path)
+    try:
+        _wait_ready(process, log_path, workers, timeout)
+        yield server
+    finally:
+        processes.end(server.processes(), grace=STOP_GRACE_S)
+        process.wait(timeout=STOP_GRACE_S)
