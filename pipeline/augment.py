@@ -3,6 +3,8 @@
 Applied to each training batch of canonical images (after `canonicalize`), seeded by the trainer's
 generator so a run is reproducible:
 - affine: rotation, scale, shear and shift (hand-held photos, tilted paper, imperfect framing);
+- elastic: a smooth random displacement field (Simard et al. 2003), the way one writer's strokes
+  wobble from another's (off by default: a TrainingPlan turns it on);
 - stroke thickness: thicker (markers, bold fonts) or thinner (fine pens);
 - blur (out-of-focus photos, JPEG), contrast (gamma: faint pencil to saturated marker);
 - sensor noise.
@@ -29,12 +31,18 @@ class DigitAugment:
     p_noise: float = 0.3
     noise_std: float = 0.1       # of full scale, at most
     gamma: tuple[float, float] = (0.6, 1.6)
+    p_elastic: float = 0.0
+    # displacement scale, pixels of a 28-pixel frame: Simard et al.'s 34 was worse than 17 for mnist_net
+    # (validation, 4 seeds, with 50% dropout: 98.47% vs 98.77% mean)
+    elastic_alpha: float = 17.0
+    elastic_sigma: float = 4.0   # smoothness of the field, pixels of a 28-pixel frame (their 4)
 
     @classmethod
-    def scaled(cls, strength: float) -> "DigitAugment":
-        """Every range and probability times `strength` (1 = the defaults, 0 = nothing changes)."""
+    def scaled(cls, strength: float, p_elastic: float = 0.0) -> "DigitAugment":
+        """Every range and probability times `strength` (1 = the defaults, 0 = nothing changes), and
+        elastic distortion with probability `p_elastic`."""
         full = cls()
-        return cls(rotation_deg=full.rotation_deg * strength,
+        return cls(p_elastic=p_elastic, rotation_deg=full.rotation_deg * strength,
                    scale=(1 - (1 - full.scale[0]) * strength, 1 + (full.scale[1] - 1) * strength),
                    shear=full.shear * strength, shift_px=full.shift_px * strength,
                    p_thicker=full.p_thicker * strength, p_thinner=full.p_thinner * strength,
@@ -67,7 +75,23 @@ class DigitAugment:
             torch.stack([sin, cos + shear * sin, shift[:, 1]], dim=1),
         ], dim=1)
         grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+        if self.p_elastic > 0:
+            grid = grid + self._elastic_field(n, h, w, generator)
         return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+    def _elastic_field(self, n: int, h: int, w: int, generator: torch.Generator) -> torch.Tensor:
+        """[N, H, W, 2] displacements in grid units (-1..1 spans the frame), zero for the images not chosen."""
+        scale = h / 28
+        sigma = self.elastic_sigma * scale
+        radius = int(3 * sigma)
+        taps = torch.exp(-0.5 * (torch.arange(-radius, radius + 1, dtype=torch.float32) / sigma) ** 2)
+        taps = (taps / taps.sum()).view(1, 1, 1, -1).repeat(2, 1, 1, 1)
+        noise = torch.rand(n, 2, h, w, generator=generator) * 2 - 1
+        field = F.conv2d(F.pad(noise, (radius, radius, 0, 0), mode="reflect"), taps, groups=2)
+        field = F.conv2d(F.pad(field, (0, 0, radius, radius), mode="reflect"), taps.transpose(2, 3), groups=2)
+        chosen = (torch.rand(n, 1, 1, 1, generator=generator) < self.p_elastic).float()
+        pixels = field * (self.elastic_alpha * scale) * chosen
+        return (pixels * torch.tensor([2 / w, 2 / h]).view(1, 2, 1, 1)).permute(0, 2, 3, 1)
 
     def _thickness(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         thicker = F.max_pool2d(x, 3, stride=1, padding=1)

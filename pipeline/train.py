@@ -79,7 +79,7 @@ def train_model(spec: ModelSpec, split: Split, out_dir: Path, seed: int = SEED) 
     mean = float(x_train.float().div(255).mean())
     std = float(x_train.float().div(255).std())
 
-    augment = DigitAugment.scaled(plan.augment) if plan.augment else None
+    augment = DigitAugment.scaled(plan.augment, plan.elastic) if plan.augment else None
     model = spec.build()
     optimizer = torch.optim.Adam(model.parameters(), lr=plan.learning_rate)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=plan.epochs)

@@ -31,6 +31,16 @@ def test_mnist_net_ends_in_log_softmax_like_the_seed():
     assert torch.allclose(out.exp().sum(dim=1), torch.ones(3), atol=1e-5)
 
 
+def test_mnist_net_dropout_is_a_training_choice_only():
+    """The registry trains mnist_net with 25% dropout: the same weights, the same answers at inference."""
+    net = get_spec("mnist_net").build()
+    assert net.dropout == 0.25 and net.conv2_drop.p == 0.25
+    classic = MnistNet()
+    classic.load_state_dict(net.state_dict())
+    x = torch.randn(5, 1, 28, 28)
+    assert torch.equal(net.eval()(x), classic.eval()(x))
+
+
 def test_lenet_rejects_the_wrong_input_size_loudly():
     with pytest.raises(RuntimeError):
         LeNet5()(torch.zeros(1, 1, 28, 28))
