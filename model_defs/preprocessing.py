@@ -196,12 +196,28 @@ def find_ink(gray: np.ndarray) -> np.ndarray | None:
         return None
     peak = float(_quantile(signal[keep], 0.99))
     floor = threshold / 3  # below this it is paper texture and noise, above it anti-aliased ink edges
-    near_ink = ndimage.binary_dilation(keep, iterations=max(1, round(max(gray.shape) / 100)))
+    near_ink = _dilate(keep, iterations=max(1, round(max(gray.shape) / 100)))
     values = np.where(near_ink, (signal - floor) * (255.0 / max(peak - floor, 1.0)), 0.0)
-    rows = np.flatnonzero((values > 0).any(axis=1))
-    cols = np.flatnonzero((values > 0).any(axis=0))
+    positive = values > 0
+    rows = np.flatnonzero(positive.any(axis=1))
+    cols = np.flatnonzero(positive.any(axis=0))
     cropped = values[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
     return np.rint(np.clip(cropped, 0, 255)).astype(np.uint8)
+
+
+def _dilate(mask: np.ndarray, iterations: int) -> np.ndarray:
+    """ndimage.binary_dilation(mask, iterations=iterations) with its default cross (4-connected)
+    element and nothing outside the picture, bit for bit, by shifted ORs: 3 us instead of 23 on a
+    28x28 digit (scipy's setup, not the work, was the cost; tests/unit/test_canonical_identity.py)."""
+    grown = mask
+    for _ in range(iterations):
+        step = grown.copy()
+        step[1:] |= grown[:-1]
+        step[:-1] |= grown[1:]
+        step[:, 1:] |= grown[:, :-1]
+        step[:, :-1] |= grown[:, 1:]
+        grown = step
+    return grown
 
 
 def _reduce_to(gray: np.ndarray, side: int) -> np.ndarray:
@@ -274,8 +290,14 @@ def _otsu(signal: np.ndarray) -> float:
     mass = np.cumsum(counts * levels)
     total, total_mass = weight[-1], mass[-1]
     spread = weight * (total - weight)  # 0 where one class is empty: no split there
-    between = np.divide((total_mass * weight - total * mass) ** 2, spread, out=np.full(256, np.nan), where=spread > 0)
-    return float(np.nanargmax(between[:-1])) + 0.5
+    # the first level of the largest between-class variance among the levels that split (np.nanargmax
+    # over NaN elsewhere gave the same level at three times the cost)
+    splits = spread[:-1] > 0
+    if not splits.any():
+        raise ValueError("Otsu's threshold needs ink and paper; the picture has one level")  # as nanargmax raised
+    between = np.divide((total_mass * weight[:-1] - total * mass[:-1]) ** 2, spread[:-1],
+                        out=np.full(255, -np.inf), where=splits)
+    return float(np.argmax(between)) + 0.5
 
 
 def _main_ink(signal: np.ndarray, mask: np.ndarray, touching_edge_is_page: bool) -> np.ndarray | None:
@@ -288,9 +310,11 @@ def _main_ink(signal: np.ndarray, mask: np.ndarray, touching_edge_is_page: bool)
     if count == 0:
         return None
     areas = np.bincount(labels.ravel())[1:]
-    boxes = ndimage.find_objects(labels)
     contrast = np.bincount(labels.ravel(), weights=signal.ravel())[1:] / areas
     candidates = np.flatnonzero(contrast >= FAINT * _quantile(signal[mask], 0.9))
+    if count == 1 and len(candidates):  # one piece, not faint: it is the digit, the rules below keep it
+        return mask.copy()              # (as they would, 12 of a 28x28 digit's 42 us; one piece is the rule)
+    boxes = ndimage.find_objects(labels)
     if touching_edge_is_page:  # a page edge or shadow runs along the edge; a digit only ends there
         edge = np.zeros(count + 1, dtype=np.int64)
         for line in (labels[0], labels[-1], labels[1:-1, 0], labels[1:-1, -1]):
