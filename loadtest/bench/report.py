@@ -115,7 +115,8 @@ def render_markdown(results: dict, plot_name: str | None, kept: str) -> str:
         "why the serving settings are what they are: one line per value in `pipeline/model_config.py`.",
         "",
         f"- **model**: `{results['model']}`; {results['images']} real held-out images sent as PNG "
-        f"(rows 2-4, 6 and 7 one per request, row 5 {results['images_per_request']} per request as base64 JSON)",
+        f"(rows 2-4, 6{' and 7' if results.get('floor') else ''} one per request, row 5 "
+        f"{results['images_per_request']} per request as base64 JSON)",
         *photo_lines(results),
         *floor_lines(results),
         f"- **settings** (pipeline/model_config.py, job queue: serving/settings.py): batchSize {s['batch_size']}, "
