@@ -1,4 +1,4 @@
-"""What each archive's model-config.yaml tells TorchServe: batching, workers, timeout, threads, limits.
+"""What each archive's model-config.yaml tells TorchServe: batching, timeout, threads, limits.
 
 Written into every archive by pipeline/archive.py; the handler reads its section back at initialize.
 One line per value with the measurement behind it: `make bench-tune` on the 2-core development
@@ -17,8 +17,9 @@ class ModelServing:
     batch_size: int = 16
     # 1 client: 349 req/s, p50 2.7 ms vs 248, 3.9 ms at 2 ms; the same at 16/64 clients; 0 polls: 9 req/s, p50 104 ms.
     max_batch_delay_ms: int = 1
-    # two 1-thread workers served +60% at 64 clients on CPU; one per GPU there; a busy CPU-only model: raise it.
-    workers: int = 1
+    # None: not in the archive, so the server sets it where it starts, from its CPUs (serving/workers.py;
+    # the same archive on CPU and GPU pods). A number pins it in the archive (make bench-tune's variants).
+    workers: int | None = None
     # a batch of 16 small images takes milliseconds: 30 s only catches a stuck worker, which TorchServe restarts.
     response_timeout_s: int = 30
     # a second intra-op thread made one worker slower (16 clients 2,789 vs 3,816 req/s): the frontend needs the core.
@@ -26,9 +27,9 @@ class ModelServing:
 
     def model_config(self, limits: InputLimits) -> dict:
         """The model-config.yaml TorchServe reads from the archive (handler section: ours)."""
+        workers = {} if self.workers is None else {"minWorkers": self.workers, "maxWorkers": self.workers}
         return {
-            "minWorkers": self.workers,
-            "maxWorkers": self.workers,
+            **workers,
             "batchSize": self.batch_size,
             "maxBatchDelay": self.max_batch_delay_ms,
             "responseTimeout": self.response_timeout_s,

@@ -64,7 +64,7 @@ def post(url: str, body: bytes, headers: dict | None = None, timeout: float = 30
 
 
 def worker_pids(server: Server, model: str) -> list[int]:
-    return [int(w["pid"]) for w in server.management.workers(model) if w.get("pid")]
+    return sorted(int(w["pid"]) for w in server.management.workers(model) if w.get("pid"))
 
 
 def wait_ready(server: Server, model: str, timeout: float = 30.0, not_pid: int | None = None) -> float:

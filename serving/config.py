@@ -27,13 +27,15 @@ from pathlib import Path
 from handlers.limits import LIMITS
 from pipeline.model_config import SERVING
 from serving.settings import HOST, JOB_QUEUE_SIZE, Ports
+from serving.workers import configured_workers
 
 PROFILES = ("local", "production")
 
-# Production only (the container, docker/entrypoint.sh), property -> value. Batching, workers and
-# the response timeout of each model travel in its archive's model-config.yaml
-# (pipeline/model_config.py, one line per value with the measurement behind it); job_queue_size
-# (serving/settings.py) is in both profiles. Scale out with more pods (k8s HPA), not more workers per GPU.
+# Production only (the container, docker/entrypoint.sh), property -> value. Batching and the
+# response timeout of each model travel in its archive's model-config.yaml (pipeline/model_config.py,
+# one line per value with the measurement behind it); the workers per model are sized where the
+# server starts (serving/workers.py), job_queue_size (serving/settings.py) is in both profiles.
+# Scale out with more pods (k8s HPA).
 PRODUCTION: dict[str, str] = {
     # for a model without its own responseTimeout (ours set 30 s in model-config.yaml): a batch takes
     # milliseconds, so only a stuck worker reaches it, and TorchServe then restarts that worker.
@@ -62,8 +64,11 @@ def properties_escape(value: str) -> str:
 
 
 def render(profile: str, model_store: Path | str, ports: Ports | None = None,
-           token_auth: bool = False, extra: dict | None = None, proxied: bool = True) -> str:
+           token_auth: bool = False, extra: dict | None = None, proxied: bool = True,
+           workers: int | None = None) -> str:
     """`extra`: test-only settings (e.g. a small job_queue_size); each replaces the line of that key.
+    `workers` per model (None: serving/workers.py's configured_workers(), from WORKERS_PER_MODEL or
+    the CPUs this process may use; an archive whose model-config.yaml names workers keeps its own).
     Every listener is on 127.0.0.1. `proxied` (always in production): TorchServe's inference and
     metrics on ports.backend_*, behind the reverse proxy (serving/proxy.py) on the public ports;
     proxied=False (local only: the benchmark's variants): TorchServe itself on the public ports."""
@@ -96,7 +101,7 @@ def render(profile: str, model_store: Path | str, ports: Ports | None = None,
         f"max_request_size={LIMITS.max_request_bytes}",
         f"max_response_size={LIMITS.max_request_bytes}",
         f"job_queue_size={JOB_QUEUE_SIZE}",
-        "default_workers_per_model=1",
+        f"default_workers_per_model={workers or configured_workers()}",
         "install_py_dep_per_model=false",
     ]
     if profile == "production":

@@ -16,6 +16,7 @@ from loadtest.bench.servers import PORT_STRIDE, server_extra, servers_running, s
 from loadtest.bench.workload import BATCH1, FLOOR, HANDLER, NOOP, PROXIED, Photos, Workload, checker, rows_for
 from pipeline.model_config import SERVING
 from serving.settings import JOB_QUEUE_SIZE, Ports
+from serving.workers import configured_workers
 
 CHECKS = {"model": None, "noop": "status", "handler": "full", "batch1": "full", "multi": "list",
           "proxied": "full", "floor": "full", "photos": "full", "floor_photos": "full"}  # row -> checker kind
@@ -69,7 +70,7 @@ def run_bench(args: argparse.Namespace, log: Callable[[str], None] = print) -> d
     return {
         "model": model,
         "settings": {"batch_size": serving.batch_size, "max_batch_delay_ms": serving.max_batch_delay_ms,
-                     "workers": serving.workers, "torch_threads": serving.torch_threads,
+                     "workers": serving.workers or configured_workers(), "torch_threads": serving.torch_threads,
                      "response_timeout_s": serving.response_timeout_s, "job_queue_size": JOB_QUEUE_SIZE},
         "logging": args.logging, "server_extra": extra,
         "concurrency": list(args.concurrency),

@@ -72,9 +72,10 @@ PARITY_BATCH = 16
 PARITY_TARGET = 1e-5
 BATCHES = (1, 16, 64, 256)
 def _variant(workers: int | None = None, batch: int | None = None) -> str:
-    """lenet5's served settings (pipeline/model_config.py) as a tuning variant, workers/batch changed."""
+    """lenet5's served settings (pipeline/model_config.py) as a tuning variant, workers/batch changed
+    (one worker unless given: the served archive leaves the count to the server)."""
     s = SERVING["lenet5"]
-    return f"b{batch or s.batch_size}d{s.max_batch_delay_ms}w{workers or s.workers}t{s.torch_threads}"
+    return f"b{batch or s.batch_size}d{s.max_batch_delay_ms}w{workers or s.workers or 1}t{s.torch_threads}"
 
 
 CPU_VARIANTS = (_variant(), _variant(workers=4))                     # + "+cpu"; the first is the baseline

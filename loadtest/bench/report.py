@@ -121,7 +121,8 @@ def render_markdown(results: dict, plot_name: str | None, kept: str) -> str:
         *floor_lines(results),
         f"- **settings** (pipeline/model_config.py, job queue: serving/settings.py): batchSize {s['batch_size']}, "
         f"maxBatchDelay {s['max_batch_delay_ms']} ms, "
-        f"{s['workers']} worker, {s['torch_threads']} torch thread(s) per worker, job queue {s['job_queue_size']}",
+        f"{s['workers']} worker(s) per model (serving/workers.py, from the CPUs), {s['torch_threads']} torch "
+        f"thread(s) per worker, job queue {s['job_queue_size']}",
         "- **servers**: " + ("the local profile of serving/config.py (127.0.0.1) with the production "
                              "container's JVM options and logging (docker/log4j2.xml: stdout only, no "
                              "per-request lines)" if results.get("logging", "container") == "container" else

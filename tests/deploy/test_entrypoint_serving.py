@@ -24,6 +24,7 @@ from handlers.contract import check_prediction
 from pipeline.model_config import SERVING
 from serving.management import ManagementAPI, wait_ready
 from serving.settings import Ports
+from serving.workers import configured_workers
 from tests.support.entrypoint import entrypoint_env, entrypoint_running
 from tests.support.paths import MODEL_STORE
 from tests.support.paths import REPO as ROOT
@@ -88,7 +89,7 @@ def test_entrypoint_serves_a_prediction_and_stops_cleanly_on_sigterm(tmp_path, h
         java = [p for p in descendants if p.name() == "java"]
         assert len(java) == 1
         workers = [p for p in descendants if "model_service_worker" in " ".join(p.cmdline())]
-        assert len(workers) == len(SERVING)
+        assert len(workers) == len(SERVING) * configured_workers()  # sized from this machine's CPUs
         # TorchServe on loopback behind the proxy; nginx on LISTEN_ADDRESS's public ports
         listening = listening_addresses({p.pid for p in java})
         assert {("127.0.0.1", ports.backend_inference), ("127.0.0.1", ports.management),

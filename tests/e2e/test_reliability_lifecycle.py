@@ -136,7 +136,8 @@ def test_sigterm_to_the_container_entrypoint_with_requests_in_flight(tmp_path, p
     no process of the server is left. (tests/deploy/test_entrypoint_serving.py checks the rest of it.)"""
     work_dir = tmp_path / "work"
     env = {**port_env(ports), "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-           "LISTEN_ADDRESS": HOST, "MODEL_STORE": str(MODEL_STORE), "WORK_DIR": str(work_dir)}
+           "LISTEN_ADDRESS": HOST, "MODEL_STORE": str(MODEL_STORE), "WORK_DIR": str(work_dir),
+           "WORKERS_PER_MODEL": "1"}
     entry = subprocess.Popen([str(ROOT / "docker" / "entrypoint.sh")], cwd=ROOT, env=env, stdout=subprocess.PIPE,
                              stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True, start_new_session=True)
     server = Server(work_dir.resolve(), ports)  # the entrypoint's TMPDIR is WORK_DIR/tmp

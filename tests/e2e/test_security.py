@@ -190,26 +190,27 @@ MB = 2**20
 
 
 def send_measured(srv, body, headers: dict, timeout: float = 60):
-    """POST to lenet5 while sampling the frontend's and the worker's resident memory."""
-    [worker] = probe.worker_pids(srv, "lenet5")
+    """POST to lenet5 while sampling the frontend's and lenet5's workers' resident memory (the
+    largest growth of any of its workers: the request reaches one of them)."""
+    workers = probe.worker_pids(srv, "lenet5")
     frontend = srv.pid()
-    with probe.PeakRSS([frontend, worker]) as peak:
+    with probe.PeakRSS([frontend, *workers]) as peak:
         answer = probe.post(f"{srv.inference_url}/predictions/lenet5", body,
                             {**headers, **srv.auth("inference")}, timeout=timeout)
-    return answer, peak.growth[frontend] / MB, peak.growth[worker] / MB, worker
+    return answer, peak.growth[frontend] / MB, max(peak.growth[w] for w in workers) / MB, workers
 
 
-def assert_still_serving(srv, worker: int):
+def assert_still_serving(srv, workers: list[int]):
     answer = probe.post(f"{srv.inference_url}/predictions/lenet5", probe.digit_png(), srv.auth("inference"))
     assert answer.status == 200, answer.body[:200]
-    assert probe.worker_pids(srv, "lenet5") == [worker], "the worker was restarted"
+    assert probe.worker_pids(srv, "lenet5") == workers, "a worker was restarted"
 
 
 @pytest.mark.e2e
 @pytest.mark.parametrize("name", list(CATALOGUE))
 def test_hostile_request_is_answered_in_bounded_time_and_memory(shipped, name):
     case = CATALOGUE[name]
-    answer, frontend_mb, worker_mb, worker = send_measured(shipped, case.body, case.headers)
+    answer, frontend_mb, worker_mb, workers = send_measured(shipped, case.body, case.headers)
     print(f"\n{name}: {answer.status} in {answer.seconds:.3f} s, peak growth frontend {frontend_mb:.1f} MB, "
           f"worker {worker_mb:.1f} MB")
     assert answer.status == case.status, (answer.status, answer.error, answer.body[:300])
@@ -218,7 +219,7 @@ def test_hostile_request_is_answered_in_bounded_time_and_memory(shipped, name):
     assert answer.seconds < case.max_seconds
     assert worker_mb < case.max_worker_mb
     assert frontend_mb < case.max_frontend_mb
-    assert_still_serving(shipped, worker)
+    assert_still_serving(shipped, workers)
 
 
 @pytest.mark.e2e
@@ -229,11 +230,11 @@ def test_a_100_mb_body_is_refused_before_it_is_read(shipped, chunked):
         body = (b"\0" * MB for _ in range(size // MB))  # no Content-Length: the frontend counts
     else:
         body = b"\0" * size
-    answer, frontend_mb, worker_mb, worker = send_measured(shipped, body, {"Content-Type": "image/png"})
+    answer, frontend_mb, worker_mb, workers = send_measured(shipped, body, {"Content-Type": "image/png"})
     print(f"\n100 MB body ({'chunked' if chunked else 'Content-Length'}): {answer.status or answer.error} in "
           f"{answer.seconds:.3f} s, peak growth frontend {frontend_mb:.1f} MB, worker {worker_mb:.1f} MB")
     # TorchServe answers 413 without a body (or resets the upload it will not read)
     assert answer.status == 413 or (answer.status is None and "Connection" in answer.error), answer
     assert answer.seconds < 5.0
     assert frontend_mb < 64 and worker_mb < 16
-    assert_still_serving(shipped, worker)
+    assert_still_serving(shipped, workers)

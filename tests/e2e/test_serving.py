@@ -49,11 +49,15 @@ def test_every_model_answers_with_the_contract(server, held_out, name):
 
 
 def test_models_are_listed_with_ready_batching_workers(server):
+    """Each model has the workers serving/workers.py sizes from this machine's CPUs (the archives
+    name none), all ready."""
     from serving.management import get_json
+    from serving.workers import configured_workers
     for name in NAMES:
         description = get_json(f"{server.management_url}/models/{name}")[0]
         assert description["batchSize"] > 1
-        assert any(w["status"] == "READY" for w in description["workers"])
+        assert description["minWorkers"] == configured_workers(), description
+        assert [w["status"] for w in description["workers"]] == ["READY"] * configured_workers()
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -38,7 +38,7 @@ def build(store: Path, response_timeout_s: int = 2, artifacts: Path = ARTIFACTS,
 
 def store_with_slow_model(store: Path, model_store: Path = MODEL_STORE, response_timeout_s: int = 2) -> dict:
     """A model store holding the served archives (linked from `model_store`) and lenet5_slow.mar;
-    returns the launcher's `extra` settings that load all of them."""
+    returns the launcher's `extra` settings that load all of them, one worker each."""
     require_archives(model_store)
     store.mkdir(parents=True, exist_ok=True)
     for name in SERVING:
@@ -46,7 +46,8 @@ def store_with_slow_model(store: Path, model_store: Path = MODEL_STORE, response
         link.unlink(missing_ok=True)
         link.symlink_to((model_store / f"{name}.mar").resolve())
     build(store, response_timeout_s, build_dir=store.parent / f"{store.name}-staging")
-    return {"load_models": ",".join(f"{n}.mar" for n in [*SERVING, NAME])}
+    # one worker per model, whatever the CPUs: a fault the tests inject hits the model's only worker
+    return {"load_models": ",".join(f"{n}.mar" for n in [*SERVING, NAME]), "default_workers_per_model": "1"}
 
 
 def main(argv=None) -> int:
