@@ -54,6 +54,7 @@ class ImageClassifierHandler(BaseHandler):
         self.labels: list[str] = []
         self.input_size: tuple[int, int] = (0, 0)
         self.limits = InputLimits()
+        self.batch_model = None
 
     # ---- start-up ---------------------------------------------------------------------------
     def initialize(self, context):
@@ -79,6 +80,7 @@ class ImageClassifierHandler(BaseHandler):
 
         super().initialize(context)  # torch.jit.load onto the GPU TorchServe assigned, else CPU
         self.use_device(self.device)
+        self.batch_model = batch_model(self.model, self.device)
         self._warm_up()
         logger.info("%s ready on %s: input %s, %d labels, %d torch threads", self.metadata["name"],
                     self.device, self.input_size, len(self.labels), torch.get_num_threads())
@@ -94,7 +96,7 @@ class ImageClassifierHandler(BaseHandler):
 
     def _warm_up(self) -> None:
         """Run the TorchScript profiling passes now, not on the first client's request."""
-        for batch in (1, 2, 1):
+        for batch in (1, 2, 1, BATCH_MODEL_FROM, 16):
             self.predict(np.zeros((batch, *self.input_size), dtype=np.uint8))
         for batch in (1, 2, 1):  # the gradient passes are profiled separately
             self.saliency(np.zeros((batch, *self.input_size), dtype=np.uint8), np.zeros(batch, dtype=np.int64))
@@ -135,7 +137,8 @@ class ImageClassifierHandler(BaseHandler):
     def predict(self, images: np.ndarray) -> np.ndarray:
         """uint8 [N, H, W] -> probabilities [N, classes], one forward pass."""
         batch = torch.from_numpy(images).unsqueeze(1).to(self.device)
-        return self.model(batch).float().cpu().numpy()
+        model = self.batch_model if self.batch_model is not None and len(images) >= BATCH_MODEL_FROM else self.model
+        return model(batch).float().cpu().numpy()
 
     def saliency(self, images: np.ndarray, targets: np.ndarray) -> np.ndarray:
         """uint8 [N, H, W], answers [N] -> float32 [N, H, W]: one forward and one backward pass."""
@@ -196,6 +199,20 @@ class ImageClassifierHandler(BaseHandler):
     def _error(self, context, idx: int, status: int, body: dict) -> bytes:
         context.set_response_status(status, HTTPStatus(status).phrase, idx)
         return self._json(context, idx, body)
+
+
+# On the CPU, batches of this many images or more go through a frozen copy of the model optimised
+# for inference (oneDNN convolutions): lenet5, one thread, 2-CPU Xeon, us per batch plain ->
+# optimised: 1 image 55 -> 132, 2: 176 -> 142, 8: 703 -> 333, 16: 854 -> 351 (probabilities within
+# 1.2e-7 of the plain model's). Single images, and every gradient (saliency), use the plain model.
+BATCH_MODEL_FROM = 2
+
+
+def batch_model(model, device):
+    """The model frozen and optimised for inference on the CPU, or None elsewhere (a GPU)."""
+    if torch.device(device).type != "cpu":
+        return None
+    return torch.jit.optimize_for_inference(torch.jit.freeze(model.eval()))
 
 
 def _is_explanation(context, idx: int) -> bool:

@@ -19,7 +19,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from handlers.classifier_handler import ImageClassifierHandler
+from handlers.classifier_handler import ImageClassifierHandler, batch_model
 from handlers.image_decoding import load_pixels, open_header
 from handlers.limits import LIMITS
 from model_defs.preprocessing import canonicalize
@@ -54,6 +54,7 @@ def measure(model: str, count: int, repeats: int) -> dict[str, float]:
     handler.labels = handler.metadata["labels"]
     handler.model = artifacts.scripted_model(model)
     handler.device = torch.device("cpu")
+    handler.batch_model = batch_model(handler.model, handler.device)  # as initialize sets it
 
     pixels = [load_pixels(open_header(p, LIMITS)) for p in pngs]
     canonical = np.stack([canonicalize(p, spec.preprocessing, spec.input_size) for p in pixels])
