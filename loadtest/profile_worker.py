@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -62,6 +63,11 @@ class Measured:
     rps: float
     worker_cpu_s: float
     worker_pids: list[int]
+    frontend_cpu_s: float = float("nan")  # the Java frontend's, over the same window
+
+    @property
+    def frontend_us_per_request(self) -> float:
+        return self.frontend_cpu_s / self.requests * 1e6 if self.requests else float("nan")
 
     @property
     def worker_us_per_request(self) -> float:
@@ -85,18 +91,21 @@ def cpu_seconds(processes: list[psutil.Process]) -> dict[int, float]:
 
 
 def measure(url: str, requests, check, workers: list[psutil.Process], concurrency: int,
-            duration_s: float, timeout_s: float) -> Measured:
-    """`duration_s` of closed-loop load; the workers that did the work and their CPU per request."""
-    before = cpu_seconds(workers)
+            duration_s: float, timeout_s: float, frontend: psutil.Process | None = None) -> Measured:
+    """`duration_s` of closed-loop load; the workers that did the work and their CPU per request
+    (and the frontend's, when given)."""
+    ends = [frontend] if frontend is not None else []
+    before, frontend_before = cpu_seconds(workers), cpu_seconds(ends)
     result = client.run(url, requests, check, concurrency, duration_s, timeout_s=timeout_s)
-    after = cpu_seconds(workers)
+    after, frontend_after = cpu_seconds(workers), cpu_seconds(ends)
     grown = {pid: after[pid] - before[pid] for pid in after if pid in before}
     if not grown or max(grown.values()) <= 0:
         raise RuntimeError("no worker of the server used any CPU under load: is the model served?")
     busiest = max(grown.values())
     busy = sorted(pid for pid, s in grown.items() if s >= BUSY_FRACTION * busiest)
+    frontend_s = sum(frontend_after[pid] - frontend_before[pid] for pid in frontend_after if pid in frontend_before)
     return Measured(result.requests, sum(result.errors.values()), result.rps,
-                    sum(grown[pid] for pid in busy), busy)
+                    sum(grown[pid] for pid in busy), busy, frontend_s if ends else float("nan"))
 
 
 def py_spy(pids: list[int], duration_s: float, rate: int, fmt: str, out: Path, native: bool) -> None:
@@ -177,7 +186,8 @@ def summarise(stacks: Counter, measured: Measured, context: dict) -> str:
              f"store `{context['store']}`.", "",
              f"- measured without the profiler for {context['duration']:g} s: {measured.rps:,.0f} req/s, "
              f"{measured.requests:,} answers ({measured.errors} errors), worker CPU "
-             f"**{us:.0f} us per request** (psutil, worker pid(s) {', '.join(map(str, measured.worker_pids))})",
+             f"**{us:.0f} us per request** (psutil, worker pid(s) {', '.join(map(str, measured.worker_pids))}); "
+             f"the Java frontend {measured.frontend_us_per_request:.0f} us per request",
              f"- py-spy {context['py_spy']}: {total:,} samples of the worker at {context['rate']} Hz over "
              f"{context['duration']:g} s (idle waits excluded), flame graph: `{context['svg']}` "
              "(a window of its own just before these samples)",
@@ -214,9 +224,12 @@ def profile(args) -> int:
         print(f"  warming up: {args.warmup:g} s at {args.concurrency} in flight")
         client.run(url, requests, check, args.concurrency, args.warmup, timeout_s=args.timeout)
         workers = worker_processes(server.pid())
-        measured = measure(url, requests, check, workers, args.concurrency, args.duration, args.timeout)
+        measured = measure(url, requests, check, workers, args.concurrency, args.duration, args.timeout,
+                           psutil.Process(server.pid()))
         print(f"  measured: {measured.rps:,.0f} req/s, worker CPU {measured.worker_us_per_request:.0f} us per "
-              f"request (workers {measured.worker_pids})")
+              f"request (workers {measured.worker_pids}), frontend {measured.frontend_us_per_request:.0f} us")
+        if args.measure_only:
+            return 0
         load = load_in_background(url, requests, check, args.concurrency, 2 * args.duration + 2, args.timeout)
         with tempfile.TemporaryDirectory(prefix="profile-") as tmp:
             time.sleep(1)
@@ -263,6 +276,8 @@ def main(argv=None) -> int:
     parser.add_argument("--port-base", type=int, default=0, help="the server's ports (0: free ones)")
     parser.add_argument("--svg", default=str(ROOT / "worker-profile.svg"))
     parser.add_argument("--summary", default=str(ROOT / "worker-profile.md"))
+    parser.add_argument("--measure-only", action="store_true",
+                        help="stop after measuring (no py-spy, nothing written): for before/after runs")
     parser.add_argument("--raw", default=None, help="also keep py-spy's collapsed stacks in this file")
     parser.add_argument("--command", default="python -m loadtest.profile_worker", help="recorded in the summary")
     args = parser.parse_args(argv)
@@ -271,6 +286,8 @@ def main(argv=None) -> int:
     if not shutil.which("java"):
         print("error: java is not on the PATH: TorchServe's frontend needs it", file=sys.stderr)
         return 1
+    # a timeout's SIGTERM unwinds like Ctrl-C, so that the server started here is stopped
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     return profile(args)
 
 

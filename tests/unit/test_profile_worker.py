@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -16,6 +17,7 @@ def test_py_spy_samples_a_busy_python_process(tmp_path):
     if not pw.PY_SPY.is_file():
         pytest.fail(f"{pw.PY_SPY} is missing: requirements.txt pins py-spy; run `make venv`")
     busy = subprocess.Popen([sys.executable, "-c", BUSY])
+    time.sleep(0.5)  # past the interpreter's start-up, into the loop
     try:
         out = tmp_path / "busy.txt"
         pw.py_spy([busy.pid], 1, 200, "raw", out, native=False)
@@ -25,7 +27,8 @@ def test_py_spy_samples_a_busy_python_process(tmp_path):
     stacks = pw.read_collapsed([out])
     samples = sum(stacks.values())
     assert samples >= 50  # 200 Hz for 1 s of a process that never waits
-    assert sum(n for stack, n in stacks.items() if any(f.startswith("spin_here ") for f in stack)) == samples
+    in_loop = sum(n for stack, n in stacks.items() if any(f.startswith("spin_here ") for f in stack))
+    assert in_loop >= 0.8 * samples  # --nonblocking reads a few stacks mid-change
 
 
 def test_py_spy_failure_says_what_failed(tmp_path):
@@ -43,12 +46,12 @@ def test_summary_counts_self_area_and_inclusive_samples(tmp_path):
         "<module> (/v/ts/model_service_worker.py:1);emit (/usr/lib/python3.11/logging/__init__.py:1098) 60\n")
     stacks = pw.read_collapsed([raw])
     assert sum(stacks.values()) == 100
-    measured = pw.Measured(requests=1000, errors=0, rps=500.0, worker_cpu_s=0.5, worker_pids=[7])
+    measured = pw.Measured(requests=1000, errors=0, rps=500.0, worker_cpu_s=0.5, worker_pids=[7], frontend_cpu_s=0.2)
     assert measured.worker_us_per_request == pytest.approx(500.0)
     context = dict(model="lenet5", command="make profile", date="2026-11-26", cpus=2, load="1.00",
                    concurrency=16, store="model_store", duration=8.0, rate=250, py_spy="0.4.2", svg="w.svg")
     text = pw.summarise(stacks, measured, context)
-    assert "**500 us per request**" in text
+    assert "**500 us per request**" in text and "the Java frontend 200 us per request" in text
     assert "| Python's standard library | 60 | 60.0% | 300 |" in text   # by area
     assert "| scipy | 30 | 30.0% | 150 |" in text
     assert "| handle (handlers/classifier_handler.py:150) | 40 | 40.0% | 200 |" in text  # inclusive
