@@ -15,8 +15,11 @@ checked. Then, all bounded in time:
      seconds of py-spy writing collapsed stacks, from which the summary's tables are counted; the
      load runs throughout. py-spy attaches with ptrace (root, or CAP_SYS_PTRACE).
 
-The workers profiled are those of the served model that did the work: the Python children of the
-frontend whose CPU grew by at least a fifth of the busiest one's during the measuring window.
+The workers measured are those of the served model that did the work: the Python children of the
+frontend whose CPU grew by at least a fifth of the busiest one's during the measuring window. One
+such worker is profiled alone; several (TorchServe starts one per CPU) are profiled with every
+Python process under the frontend (py-spy --subprocesses: one tower per process, idle ones add no
+samples).
 The summary (`--summary`, Markdown) gives the measured figures and the frames with the most samples:
 by their own time (self), by area (our code, TorchServe, torch, numpy, ...), and our own functions
 with everything they call (inclusive), each also as microseconds per request: its share of the
@@ -108,28 +111,26 @@ def measure(url: str, requests, check, workers: list[psutil.Process], concurrenc
                     sum(grown[pid] for pid in busy), busy, frontend_s if ends else float("nan"))
 
 
-def py_spy(pids: list[int], duration_s: float, rate: int, fmt: str, out: Path, native: bool) -> None:
-    """py-spy record on each pid for `duration_s` (all at once); one output per pid (suffix .<pid>
-    when several). RuntimeError with py-spy's own words when it fails (no ptrace, say)."""
-    jobs = []
-    for pid in pids:
-        target = out if len(pids) == 1 else out.with_suffix(f".{pid}{out.suffix}")
-        # --nonblocking: read the stacks without pausing the worker (its timing stays as measured)
-        command = [str(PY_SPY), "record", "--pid", str(pid), "--duration", str(int(duration_s)), "--rate", str(rate),
-                   "--format", fmt, "--function", "--full-filenames", "--output", str(target), "--nonblocking"]
-        if native:
-            command.append("--native")
-        jobs.append((pid, subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)))
-    for pid, job in jobs:
-        try:
-            output, _ = job.communicate(timeout=duration_s + 60)
-        except subprocess.TimeoutExpired:
-            job.kill()
-            output, _ = job.communicate()
-        if job.returncode != 0:
-            hint = ("\npy-spy needs ptrace: run as root or grant CAP_SYS_PTRACE (in a container: --cap-add "
-                    "SYS_PTRACE)") if "ermission" in output else ""
-            raise RuntimeError(f"py-spy on worker {pid} failed ({job.returncode}): {output.strip()[-800:]}{hint}")
+def py_spy(pid: int, duration_s: float, rate: int, fmt: str, out: Path, native: bool = False,
+           subprocesses: bool = False) -> None:
+    """py-spy record on `pid` (and, with `subprocesses`, every Python process under it: the
+    frontend's workers, one flame graph, each worker a tower of its own) for `duration_s`.
+    RuntimeError with py-spy's own words when it fails (no ptrace, say)."""
+    # --nonblocking: read the stacks without pausing the worker (its timing stays as measured)
+    command = [str(PY_SPY), "record", "--pid", str(pid), "--duration", str(int(duration_s)), "--rate", str(rate),
+               "--format", fmt, "--function", "--full-filenames", "--output", str(out), "--nonblocking"]
+    command += ["--native"] if native else []
+    command += ["--subprocesses"] if subprocesses else []
+    job = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        output, _ = job.communicate(timeout=duration_s + 60)
+    except subprocess.TimeoutExpired:
+        job.kill()
+        output, _ = job.communicate()
+    if job.returncode != 0:
+        hint = ("\npy-spy needs ptrace: run as root or grant CAP_SYS_PTRACE (in a container: --cap-add "
+                "SYS_PTRACE)") if "ermission" in output else ""
+        raise RuntimeError(f"py-spy on process {pid} failed ({job.returncode}): {output.strip()[-800:]}{hint}")
 
 
 def read_collapsed(paths: list[Path]) -> Counter:
@@ -233,14 +234,15 @@ def profile(args) -> int:
         load = load_in_background(url, requests, check, args.concurrency, 2 * args.duration + 2, args.timeout)
         with tempfile.TemporaryDirectory(prefix="profile-") as tmp:
             time.sleep(1)
-            svg = Path(args.svg)
-            py_spy(measured.worker_pids, args.duration, args.rate, "flamegraph", svg, args.native)
-            raw = Path(tmp) / "worker.txt"
-            py_spy(measured.worker_pids, args.duration, args.rate, "raw", raw, args.native)
-            paths = [raw] if len(measured.worker_pids) == 1 else sorted(Path(tmp).glob("worker.*.txt"))
-            stacks = read_collapsed(paths)
+            # one worker: that process; several: all of them under the frontend, in one flame graph
+            pid, several = ((measured.worker_pids[0], False) if len(measured.worker_pids) == 1
+                            else (server.pid(), True))
+            py_spy(pid, args.duration, args.rate, "flamegraph", Path(args.svg), args.native, several)
+            raw = Path(tmp) / "workers.txt"
+            py_spy(pid, args.duration, args.rate, "raw", raw, args.native, several)
+            stacks = read_collapsed([raw])
             if args.raw:
-                Path(args.raw).write_text("".join(p.read_text() for p in paths))
+                shutil.copyfile(raw, args.raw)
         load.join(timeout=2 * args.duration + 2 + args.timeout + 5)
     version = subprocess.run([str(PY_SPY), "--version"], capture_output=True, text=True).stdout.split()[-1]
     context = {"model": args.model, "command": args.command, "date": dt.date.today().isoformat(),

@@ -6,6 +6,7 @@ import subprocess
 import sys
 import time
 
+import psutil
 import pytest
 
 from loadtest import profile_worker as pw
@@ -20,7 +21,7 @@ def test_py_spy_samples_a_busy_python_process(tmp_path):
     time.sleep(0.5)  # past the interpreter's start-up, into the loop
     try:
         out = tmp_path / "busy.txt"
-        pw.py_spy([busy.pid], 1, 200, "raw", out, native=False)
+        pw.py_spy(busy.pid, 1, 200, "raw", out)
     finally:
         busy.kill()
         busy.wait()
@@ -31,10 +32,28 @@ def test_py_spy_samples_a_busy_python_process(tmp_path):
     assert in_loop >= 0.8 * samples  # --nonblocking reads a few stacks mid-change
 
 
+
+def test_py_spy_follows_the_python_processes_under_a_parent_that_is_not_python(tmp_path):
+    """As under TorchServe's Java frontend: one recording, every worker in it."""
+    two = BUSY.replace("spin_here", "spin_there")
+    parent = subprocess.Popen(["bash", "-c", f"{sys.executable} -c '{BUSY}' & {sys.executable} -c '{two}' & wait"],
+                              start_new_session=True)
+    time.sleep(0.8)
+    try:
+        out = tmp_path / "both.txt"
+        pw.py_spy(parent.pid, 1, 100, "raw", out, subprocesses=True)
+    finally:
+        for child in psutil.Process(parent.pid).children(recursive=True):
+            child.kill()
+        parent.kill()
+        parent.wait()
+    frames = {f.split(" ")[0] for stack in pw.read_collapsed([out]) for f in stack}
+    assert {"spin_here", "spin_there"} <= frames
+
 def test_py_spy_failure_says_what_failed(tmp_path):
     done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    with pytest.raises(RuntimeError, match=r"py-spy on worker \d+ failed"):
-        pw.py_spy([int(done.stdout)], 1, 100, "raw", tmp_path / "gone.txt", native=False)
+    with pytest.raises(RuntimeError, match=r"py-spy on process \d+ failed"):
+        pw.py_spy(int(done.stdout), 1, 100, "raw", tmp_path / "gone.txt")
 
 
 def test_summary_counts_self_area_and_inclusive_samples(tmp_path):
