@@ -53,7 +53,9 @@ BUSY_FRACTION = 0.2   # a worker is profiled when its CPU grew by at least this 
 TOP = 15              # rows of each table in the summary
 # Where a frame's file lies -> the area it is counted in (first match wins; paths as py-spy prints
 # them with --full-filenames).
-AREAS = (("our handler (handlers/)", "/handlers/"), ("our preprocessing (model_defs/)", "/model_defs/"),
+# (the archive's copy of the handler lies at the top of TorchServe's unpacked model directory)
+AREAS = (("our handler (handlers/)", "/handlers/"), ("our handler (handlers/)", "/classifier_handler.py"),
+         ("our preprocessing (model_defs/)", "/model_defs/"),
          ("TorchServe (ts/)", "/ts/"), ("torch", "/torch/"), ("numpy", "/numpy/"), ("scipy", "/scipy/"),
          ("PIL", "/PIL/"), ("Python's standard library", "/lib/python3"))
 
@@ -189,12 +191,18 @@ def summarise(stacks: Counter, measured: Measured, context: dict) -> str:
              f"{measured.requests:,} answers ({measured.errors} errors), worker CPU "
              f"**{us:.0f} us per request** (psutil, worker pid(s) {', '.join(map(str, measured.worker_pids))}); "
              f"the Java frontend {measured.frontend_us_per_request:.0f} us per request",
-             f"- py-spy {context['py_spy']}: {total:,} samples of the worker at {context['rate']} Hz over "
+             f"- py-spy {context['py_spy']}: {total:,} samples of the worker(s) at {context['rate']} Hz over "
              f"{context['duration']:g} s (idle waits excluded), flame graph: `{context['svg']}` "
              "(a window of its own just before these samples)",
              "- us per request below = the frame's share of the samples x the measured CPU per request"]
     if total == 0:
         return "\n".join(lines + ["", "py-spy recorded no samples: was the worker busy?"]) + "\n"
+    in_handle = sum(n for stack, n in stacks.items()
+                    if any(f.startswith("handle (") and "classifier_handler.py" in f for f in stack))
+    lines += ["", f"Inside our handler's `handle` (decode, batch, predict, encode): {100 * in_handle / total:.1f}% of "
+              f"the samples, {us * in_handle / total:.0f} us per request; outside it (TorchServe's worker: "
+              f"reading the batch from the socket, metrics, logging, writing the answers): "
+              f"{100 * (total - in_handle) / total:.1f}%, {us * (total - in_handle) / total:.0f} us per request."]
     lines += table("By area (the file of the innermost frame)", areas, names=str)
     lines += table("Our functions, with everything they call (inclusive)", inclusive)
     lines += table("Innermost frames (self time)", own)
