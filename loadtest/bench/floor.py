@@ -20,6 +20,7 @@ import psutil
 from serving import processes
 from serving.server import LaunchError
 from serving.settings import HOST
+from serving.workers import usable_cpus
 
 ROOT = Path(__file__).resolve().parents[2]
 FLOOR_PYTHON = ROOT / "build" / "floor-venv" / "bin" / "python"
@@ -30,9 +31,9 @@ STOP_GRACE_S = 10.0
 
 
 def floor_workers() -> int:
-    """One uvicorn worker per core this process may run on (its CPU affinity; neither psutil nor the
-    standard library reads a cgroup CPU quota)."""
-    return len(os.sched_getaffinity(0))
+    """One uvicorn worker per core this process may use (its CPU affinity, or fewer where a cgroup
+    CPU quota says so: serving/workers.py's usable_cpus)."""
+    return max(1, int(usable_cpus()))
 
 
 @dataclass(frozen=True)

@@ -28,8 +28,8 @@ def targets(results: dict) -> list[dict]:
          "value": ratio(tp("handler", top), tp("noop", top)), "bound": 0.85},
         {"target": f"row 3 >= 2 x row 4 at C={top} (batching earns its keep)",
          "value": ratio(tp("handler", top), tp("batch1", top)), "bound": 2.0},
-        {"target": f"row 5 >= 10 x row 3 in images/s at C={top}",
-         "value": ratio(tp("multi", top), tp("handler", top)), "bound": 10.0},
+        {"target": f"row 5 >= 4 x row 3 in images/s at C={mid} (several images per request, no base64)",
+         "value": ratio(tp("multi", mid), tp("handler", mid)), "bound": 4.0},
     ]
     if "proxied" in rows:  # runs before the proxy (2026-11-26) had no row 6
         out.append({"target": f"row 6 >= 0.9 x row 3 at C={top} (the proxy in front costs little)",
@@ -116,7 +116,7 @@ def render_markdown(results: dict, plot_name: str | None, kept: str) -> str:
         "",
         f"- **model**: `{results['model']}`; {results['images']} real held-out images sent as PNG "
         f"(rows 2-4, 6{' and 7' if results.get('floor') else ''} one per request, row 5 "
-        f"{results['images_per_request']} per request as base64 JSON)",
+        f"{results['images_per_request']} per request as one NumPy .npy array of their pixels)",
         *photo_lines(results),
         *floor_lines(results),
         f"- **settings** (pipeline/model_config.py, job queue: serving/settings.py): batchSize {s['batch_size']}, "
