@@ -73,51 +73,10 @@ class Cell:
         }
 
 
-class ServerCPU:
-    """CPU seconds of one TorchServe: the Java frontend and its Python workers, and the nginx in
-    front of it when it is proxied, sampled with psutil."""
-
-    def __init__(self, server: Server):
-        pid = server.pid()
-        if pid is None:
-            raise ConnectionError(f"no live TorchServe frontend for {server.run_dir}: did it stop?")
-        self.java = psutil.Process(pid)
-        self.workers: dict[int, psutil.Process] = {}
-        nginx = proxy.pid(server.proxy_dir) if server.proxied else None
-        self.nginx = [psutil.Process(nginx), *psutil.Process(nginx).children()] if nginx else []
-
-    def sample(self) -> CPU:
-        """CPU seconds so far (workers that ended since the last sample no longer count)."""
-        out = {"frontend": 0.0, "worker": 0.0, "proxy": 0.0}
-        for process in self.nginx:
-            try:
-                t = process.cpu_times()
-                out["proxy"] += t.user + t.system
-            except psutil.Error:
-                pass
-        try:
-            t = self.java.cpu_times()
-            out["frontend"] = t.user + t.system
-            for child in self.java.children(recursive=True):
-                self.workers.setdefault(child.pid, child)
-        except psutil.Error:
-            return out
-        for pid, proc in list(self.workers.items()):
-            try:
-                t = proc.cpu_times()
-                out["worker"] += t.user + t.system
-            except psutil.Error:
-                self.workers.pop(pid, None)
-        return out
-
-    @staticmethod
-    def diff(after: CPU, before: CPU) -> CPU:
-        return {k: max(0.0, after[k] - before[k]) for k in after}
-
-
 class ProcessTreeCPU:
-    """CPU seconds of a server that is one process and its children (the floor: uvicorn's master,
-    counted as the frontend, and its worker processes), sampled with psutil like ServerCPU."""
+    """CPU seconds of a server that is one process and its children: TorchServe's Java frontend and
+    its Python workers, or the floor's uvicorn master and its worker processes; the root counts as
+    the frontend, the children as the workers; sampled with psutil."""
 
     def __init__(self, pid: int):
         try:
@@ -142,6 +101,33 @@ class ProcessTreeCPU:
                 out["worker"] += t.user + t.system
             except psutil.Error:
                 self.children.pop(pid, None)
+        return out
+
+    @staticmethod
+    def diff(after: CPU, before: CPU) -> CPU:
+        return {k: max(0.0, after[k] - before[k]) for k in after}
+
+
+class ServerCPU(ProcessTreeCPU):
+    """CPU seconds of one TorchServe (ProcessTreeCPU of its frontend), and of the nginx in front of
+    it when it is proxied."""
+
+    def __init__(self, server: Server):
+        pid = server.pid()
+        if pid is None:
+            raise ConnectionError(f"no live TorchServe frontend for {server.run_dir}: did it stop?")
+        super().__init__(pid)
+        nginx = proxy.pid(server.proxy_dir) if server.proxied else None
+        self.nginx = [psutil.Process(nginx), *psutil.Process(nginx).children()] if nginx else []
+
+    def sample(self) -> CPU:
+        out = super().sample()
+        for process in self.nginx:
+            try:
+                t = process.cpu_times()
+                out["proxy"] += t.user + t.system
+            except psutil.Error:
+                pass
         return out
 
 
