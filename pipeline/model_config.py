@@ -13,7 +13,8 @@ from handlers.limits import InputLimits
 
 @dataclass(frozen=True)
 class ModelServing:
-    # 16 fills without waiting at 16 clients; 32 served +10% at 64 clients but -31% at 16 (2,631 vs 3,816 req/s).
+    # 2 workers on 2 CPUs, 16 / 64 clients (make bench-tune, 2026-11-26): 16 -> 2,275 / 4,057 req/s; 8 -> 2,765 /
+    # 3,197 (two half batches at 16 clients, too many small ones at 64); 32 -> 2,124 / 4,081; 64 -> 2,230 / 3,793.
     batch_size: int = 16
     # 1 client: 349 req/s, p50 2.7 ms vs 248, 3.9 ms at 2 ms; the same at 16/64 clients; 0 polls: 9 req/s, p50 104 ms.
     max_batch_delay_ms: int = 1
