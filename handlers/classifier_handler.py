@@ -37,6 +37,7 @@ from handlers.image_decoding import check_size, load_pixels, open_header
 from handlers.limits import InputLimits
 from handlers.request_decoding import ImageSource, request_header, request_to_sources
 from handlers.saliency import canonical_png, explain, heatmap_png
+from handlers.worker_logging import quiet_per_batch_lines
 from model_defs.preprocessing import canonicalize
 
 logger = logging.getLogger(__name__)
@@ -82,6 +83,7 @@ class ImageClassifierHandler(BaseHandler):
         self.use_device(self.device)
         self.batch_model = batch_model(self.model, self.device)
         self._warm_up()
+        quiet_per_batch_lines()  # TorchServe's two lines per batch: handlers/worker_logging.py
         logger.info("%s ready on %s: input %s, %d labels, %d torch threads", self.metadata["name"],
                     self.device, self.input_size, len(self.labels), torch.get_num_threads())
 
