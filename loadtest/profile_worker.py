@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import re
 import shutil
 import signal
 import subprocess
@@ -50,6 +51,7 @@ from pipeline.model_config import SERVING
 ROOT = Path(__file__).resolve().parent.parent
 PY_SPY = Path(sys.executable).parent / "py-spy"
 BUSY_FRACTION = 0.2   # a worker is profiled when its CPU grew by at least this fraction of the busiest's
+UNPACKED_MODEL_DIR = re.compile(r"[0-9a-f]{32}")
 TOP = 15              # rows of each table in the summary
 # Where a frame's file lies -> the area it is counted in (first match wins; paths as py-spy prints
 # them with --full-filenames).
@@ -161,7 +163,9 @@ def short(frame: str) -> str:
     """"name (/long/path/to/pkg/module.py:12)" -> "name (pkg/module.py:12)"."""
     name, _, where = frame.partition(" (")
     parts = where.rstrip(")").split("/")
-    return f"{name} ({'/'.join(parts[-2:])})" if len(parts) > 1 else frame
+    if len(parts) > 1 and UNPACKED_MODEL_DIR.fullmatch(parts[-2]):  # TorchServe's <uuid>/ of the archive
+        parts = parts[-1:]
+    return f"{name} ({'/'.join(parts[-2:])})" if len(parts) > 1 else f"{name} ({parts[-1]})"
 
 
 def summarise(stacks: Counter, measured: Measured, context: dict) -> str:

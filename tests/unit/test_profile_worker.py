@@ -76,6 +76,8 @@ def test_summary_counts_self_area_and_inclusive_samples(tmp_path):
     assert "| handle (handlers/classifier_handler.py:150) | 40 | 40.0% | 200 |" in text  # inclusive
     assert "| canonicalize (model_defs/preprocessing.py:321) | 30 | 30.0% | 150 |" in text
     assert "| label (ndimage/_measurements.py:43) | 30 | 30.0% | 150 |" in text  # self
+    assert pw.short("handle (/tmp/models/befe7704c79d4e33a3dcb53eb7bb773b/classifier_handler.py:158)") == \
+        "handle (classifier_handler.py:158)"
     assert "`handle` (decode, batch, predict, encode): 40.0% of the samples, 200 us" in text
     assert "outside it (TorchServe's worker: " in text and "60.0%, 300 us per request" in text
 
