@@ -13,6 +13,7 @@ import pytest
 from pipeline.model_config import SERVING
 from serving.server import Server
 from serving.settings import Ports
+from serving.workers import configured_workers
 from tests.support.paths import MODEL_STORE
 from tests.support.paths import REPO as ROOT
 
@@ -33,7 +34,9 @@ def test_soak_smoke_runs_clean_and_reports_memory(tmp_path):
     assert report["errors"] == 0 and report["problems"] == []
     assert report["requests"] >= 100 and report["good"] > 0 and report["expected_4xx"] > 0
     assert report["requests"] == report["good"] + report["expected_4xx"]
-    assert set(report["processes"]) == {"frontend", *SERVING}
+    # each model's workers as serving/workers.py sizes them here: "lenet5", "lenet5#1", ...
+    workers = [f"{name}#{i}" if i else name for name in SERVING for i in range(configured_workers())]
+    assert set(report["processes"]) == {"frontend", *workers}
     for process in report["processes"].values():
         assert process["rss_start"] > 10 * 2**20 and process["rss_end"] > 10 * 2**20
         assert process["pid_start"] == process["pid_end"]
