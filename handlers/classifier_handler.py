@@ -117,10 +117,7 @@ class ImageClassifierHandler(BaseHandler):
         opened = [self.open(source) for source in sources]
         total = sum(image.shape[0] * image.shape[1] if isinstance(image, np.ndarray) else
                     image.size[0] * image.size[1] for image in opened)
-        if total > self.limits.max_pixels_per_request:
-            raise InputError(413, "too_many_pixels", f"The request's images hold {total:,} pixels in all; "
-                             f"the limit is {self.limits.max_pixels_per_request:,} per request. Downscale "
-                             "them or split them over several requests.")
+        self.limits.check_request_pixels(total)
         return [self.to_canonical(image) for image in opened], is_list
 
     def open(self, source: ImageSource):

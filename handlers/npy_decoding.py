@@ -70,15 +70,9 @@ def check_shape(shape: tuple[int, ...], limits: InputLimits) -> tuple[int, int, 
     if count == 0:
         raise InputError(422, "bad_array_shape", f"The .npy array has shape {list(shape)}: no images. "
                          "Send at least one.")
-    if count > limits.max_images_per_request:
-        raise InputError(413, "too_many_images", f"{count} images in one request; the limit is "
-                         f"{limits.max_images_per_request}. Split them over several requests.")
+    limits.check_image_count(count)
     check_size((width, height), limits, what="Each image of the .npy array is")
-    total = count * height * width
-    if total > limits.max_pixels_per_request:
-        raise InputError(413, "too_many_pixels", f"The request's images hold {total:,} pixels in all; "
-                         f"the limit is {limits.max_pixels_per_request:,} per request. Downscale "
-                         "them or split them over several requests.")
+    limits.check_request_pixels(count * height * width)
     return count, height, width
 
 

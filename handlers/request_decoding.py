@@ -149,9 +149,7 @@ def json_to_sources(document, limits: InputLimits) -> tuple[list[ImageSource], b
         instances = document["instances"]
         if not isinstance(instances, list) or not instances:
             raise InputError(422, "bad_instances", '"instances" must be a non-empty list of images.')
-        if len(instances) > limits.max_images_per_request:
-            raise InputError(413, "too_many_images", f"{len(instances)} images in one request; the limit "
-                             f"is {limits.max_images_per_request}. Split them over several requests.")
+        limits.check_image_count(len(instances))
         return [_instance_to_source(item) for item in instances], True
     return [_instance_to_source(document)], False
 
@@ -202,9 +200,7 @@ def image_parts(row: dict) -> list[bytes]:
 
 def parts_to_sources(parts: list[bytes], limits: InputLimits) -> list[ImageSource]:
     """Several image parts of one form -> one image each (a .npy part must then hold one [H, W] image)."""
-    if len(parts) > limits.max_images_per_request:
-        raise InputError(413, "too_many_images", f"{len(parts)} images in one request; the limit is "
-                         f"{limits.max_images_per_request}. Split them over several requests.")
+    limits.check_image_count(len(parts))
     sources: list[ImageSource] = []
     for number, part in enumerate(parts, start=1):
         if not is_npy(part):
