@@ -10,6 +10,11 @@ from pathlib import Path
 KEEP_MARKER = "<!-- notes below this line are written by hand; make bench keeps them -->"
 
 
+def ratio(a: float, b: float) -> float:
+    """a / b, NaN where b is 0 (a row that served nothing)."""
+    return a / b if b else float("nan")
+
+
 def targets(results: dict) -> list[dict]:
     """The targets of BENCHMARKS.md at the highest C (and p99 at C=16): [{target, value, bound, met, shown}]."""
     rows = {r["key"]: r for r in results["rows"]}
@@ -19,9 +24,6 @@ def targets(results: dict) -> list[dict]:
 
     def tp(key, c):
         return rows[key]["cells"][c]["throughput"]
-
-    def ratio(a, b):
-        return a / b if b else float("nan")
 
     out = [
         {"target": f"row 3 >= 0.85 x row 2 at C={top} (our handler costs little over the stack)",
@@ -56,9 +58,6 @@ def floor_targets(rows: dict[str, dict], conc: list[str]) -> list[dict]:
     """Issue 15's targets against the floor (row 7), ratios within the run: row 3 >= 1.5 x its req/s
     at C=16 and C=64; at C=1 row 3's p50 <= 1.5 x and its server CPU per request <= 2 x the floor's;
     the same throughput ratio on the JPEG photos (row 8 against row 9). [] for runs without the floor."""
-    def ratio(a, b):
-        return a / b if b else float("nan")
-
     out = []
     pairs = [("handler", "floor", "row 3", "row 7", "")]
     if "photos" in rows and "floor_photos" in rows:

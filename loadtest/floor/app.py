@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse
 
 from handlers import contract
 from handlers.errors import InputError
-from handlers.image_decoding import load_pixels, open_header
+from handlers.image_decoding import open_image
 from handlers.limits import LIMITS
 from model_defs.preprocessing import canonicalize
 
@@ -26,7 +26,7 @@ app = FastAPI()
 @app.post("/predictions/lenet5")
 async def predict(request: Request):
     try:
-        image = canonicalize(load_pixels(open_header(await request.body(), LIMITS)),
+        image = canonicalize(open_image(await request.body(), LIMITS),
                              META["preprocessing"], tuple(META["input_size"]))
     except InputError as err:
         return JSONResponse(err.body(), status_code=err.status)
