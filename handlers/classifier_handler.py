@@ -33,7 +33,7 @@ from ts.torch_handler.base_handler import BaseHandler
 from handlers import contract
 from handlers.digest import sha256_of
 from handlers.errors import InputError
-from handlers.image_decoding import check_size, load_pixels, open_header
+from handlers.image_decoding import check_request_pixels, check_size, load_pixels, open_header
 from handlers.limits import InputLimits
 from handlers.request_decoding import ImageSource, request_header, request_to_sources
 from handlers.saliency import canonical_png, explain, heatmap_png
@@ -117,7 +117,7 @@ class ImageClassifierHandler(BaseHandler):
         opened = [self.open(source) for source in sources]
         total = sum(image.shape[0] * image.shape[1] if isinstance(image, np.ndarray) else
                     image.size[0] * image.size[1] for image in opened)
-        self.limits.check_request_pixels(total)
+        check_request_pixels(total, self.limits)
         return [self.to_canonical(image) for image in opened], is_list
 
     def open(self, source: ImageSource):

@@ -133,6 +133,21 @@ def check_size(size: tuple[int, int], limits: InputLimits, what: str = "The imag
                          f"{limits.max_image_pixels:,} pixels in all. Downscale it before sending.")
 
 
+def check_image_count(count: int, limits: InputLimits) -> None:
+    """413 too_many_images when one request carries more images than max_images_per_request."""
+    if count > limits.max_images_per_request:
+        raise InputError(413, "too_many_images", f"{count} images in one request; the limit is "
+                         f"{limits.max_images_per_request}. Split them over several requests.")
+
+
+def check_request_pixels(total: int, limits: InputLimits) -> None:
+    """413 too_many_pixels when one request's images hold more than max_pixels_per_request."""
+    if total > limits.max_pixels_per_request:
+        raise InputError(413, "too_many_pixels", f"The request's images hold {total:,} pixels in all; "
+                         f"the limit is {limits.max_pixels_per_request:,} per request. Downscale "
+                         "them or split them over several requests.")
+
+
 def load_pixels(image: Image.Image) -> Image.Image:
     """Decode the pixels of an image opened by `open_header`, EXIF orientation applied."""
     try:

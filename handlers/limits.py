@@ -7,8 +7,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from handlers.errors import InputError
-
 
 @dataclass(frozen=True)
 class InputLimits:
@@ -38,19 +36,6 @@ class InputLimits:
                                           # 4000 one-row strips pass
     max_bmp_rle_bytes: int = 1_000_000    # Pillow's RLE decoder is Python, ~0.26 us per 2-byte run
                                           # (7.3 MB: 0.95 s): 1 MB = 0.13 s
-
-    def check_image_count(self, count: int) -> None:
-        """413 too_many_images when one request carries more images than max_images_per_request."""
-        if count > self.max_images_per_request:
-            raise InputError(413, "too_many_images", f"{count} images in one request; the limit is "
-                             f"{self.max_images_per_request}. Split them over several requests.")
-
-    def check_request_pixels(self, total: int) -> None:
-        """413 too_many_pixels when one request's images hold more than max_pixels_per_request."""
-        if total > self.max_pixels_per_request:
-            raise InputError(413, "too_many_pixels", f"The request's images hold {total:,} pixels in all; "
-                             f"the limit is {self.max_pixels_per_request:,} per request. Downscale "
-                             "them or split them over several requests.")
 
 
 LIMITS = InputLimits()

@@ -20,7 +20,7 @@ import numpy as np
 from numpy.lib import format as npy_format
 
 from handlers.errors import InputError
-from handlers.image_decoding import check_size
+from handlers.image_decoding import check_image_count, check_request_pixels, check_size
 from handlers.limits import InputLimits
 
 NPY_MAGIC = npy_format.MAGIC_PREFIX  # b"\x93NUMPY"
@@ -70,9 +70,9 @@ def check_shape(shape: tuple[int, ...], limits: InputLimits) -> tuple[int, int, 
     if count == 0:
         raise InputError(422, "bad_array_shape", f"The .npy array has shape {list(shape)}: no images. "
                          "Send at least one.")
-    limits.check_image_count(count)
+    check_image_count(count, limits)
     check_size((width, height), limits, what="Each image of the .npy array is")
-    limits.check_request_pixels(count * height * width)
+    check_request_pixels(count * height * width, limits)
     return count, height, width
 
 

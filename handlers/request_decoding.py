@@ -30,7 +30,7 @@ from typing import Union
 import numpy as np
 
 from handlers.errors import InputError
-from handlers.image_decoding import sniff_unsupported
+from handlers.image_decoding import check_image_count, sniff_unsupported
 from handlers.limits import InputLimits
 from handlers.npy_decoding import is_npy, npy_to_arrays
 
@@ -149,7 +149,7 @@ def json_to_sources(document, limits: InputLimits) -> tuple[list[ImageSource], b
         instances = document["instances"]
         if not isinstance(instances, list) or not instances:
             raise InputError(422, "bad_instances", '"instances" must be a non-empty list of images.')
-        limits.check_image_count(len(instances))
+        check_image_count(len(instances), limits)
         return [_instance_to_source(item) for item in instances], True
     return [_instance_to_source(document)], False
 
@@ -200,7 +200,7 @@ def image_parts(row: dict) -> list[bytes]:
 
 def parts_to_sources(parts: list[bytes], limits: InputLimits) -> list[ImageSource]:
     """Several image parts of one form -> one image each (a .npy part must then hold one [H, W] image)."""
-    limits.check_image_count(len(parts))
+    check_image_count(len(parts), limits)
     sources: list[ImageSource] = []
     for number, part in enumerate(parts, start=1):
         if not is_npy(part):
