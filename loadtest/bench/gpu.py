@@ -55,9 +55,11 @@ import numpy as np
 
 from loadtest import client
 from loadtest.archives import BUILD
+from loadtest.bench import pod_memory
 from loadtest.bench.measure import ServerTarget, load_average, machine
+from loadtest.bench.report import KEEP_MARKER, kept_notes
 from loadtest.bench.rounds import Entry, Schedule, run_rounds
-from loadtest.bench.servers import servers_running, store_for
+from loadtest.bench.servers import PORT_STRIDE, servers_running, store_for
 from loadtest.bench.tuning import Variant, parse_variant
 from loadtest.bench.workload import Workload, checker
 from pipeline import artifacts
@@ -392,7 +394,9 @@ def served(args: argparse.Namespace, work: Workload, variants: dict[str, ServedV
     for label, v in variants.items():
         if v.variant.server not in stores:
             stores[v.variant.server] = store_for(v.variant.server, MODEL, v.variant.serving, build=args.build)
-        runs[label] = (stores[v.variant.server], v.variant.extra)
+        # lenet5's archive names its workers; the other two models idle with one each (the server's
+        # default, from the CPUs, would start 13 of each per server on a 16-CPU machine)
+        runs[label] = (stores[v.variant.server], {**v.variant.extra, "default_workers_per_model": "1"})
     schedule = Schedule(tuple(args.concurrency), args.rounds, args.duration, args.warmup)
     load_before = load_average()
     started = time.monotonic()
@@ -502,6 +506,7 @@ def render(results: dict) -> str:
     ]
     lines += _render_parity(results.get("parity", {}), dev) + _render_in_process(results.get("in_process"), dev)
     lines += _render_served(results.get("served"), dev, rehearsal)
+    lines += pod_memory.render(results.get("pod_memory"), rehearsal)
     return "\n".join(lines) + "\n"
 
 
@@ -692,11 +697,14 @@ def main(argv: list[str] | None = None) -> int:
     json_path = args.results / f"bench-gpu-{stamp}.json"
     results: dict = {"rehearsal": args.cpu_rehearsal, "device": str(device), "command": args.command,
                      "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "finished": None,
-                     "machine": machine(), "gpu": gpu_info(device), "parity": {}, "in_process": None, "served": None}
+                     "machine": machine(), "gpu": gpu_info(device), "parity": {}, "in_process": None, "served": None,
+                     "pod_memory": None}
+
+    notes = kept_notes(args.out)  # the hand-written notes below the marker stay
 
     def write() -> None:
         json_path.write_text(json.dumps(results, indent=1))
-        args.out.write_text(render(results))
+        args.out.write_text(render(results) + "\n" + KEEP_MARKER + "\n" + notes)
 
     log(f"GPU benchmark on {device}" + (f" ({results['gpu'].get('gpu')})" if results["gpu"].get("gpu") else "") +
         f"; served part: {len(variants)} servers, about {estimate_s(args, len(variants)):.0f} s of rounds "
@@ -762,6 +770,18 @@ def main(argv: list[str] | None = None) -> int:
         except SERVED_ERRORS as err:
             results["served"] = {"error": f"{type(err).__name__}: {err}"}
             print(f"{tag}error: the served part failed: {err}", file=sys.stderr, flush=True)
+    log("4. the GPU pod's server: every model's workers as k8s/overlays/gpu sizes them, their host memory")
+    if args.no_served:
+        results["pod_memory"] = {"error": "not run (--no-served)"}
+    else:
+        try:
+            port_base = args.port_base and args.port_base + PORT_STRIDE * len(variants)  # past part 3's servers
+            results["pod_memory"] = pm = pod_memory.measure(works, 0 if args.cpu_rehearsal else 1, port_base, log)
+            log(f"  {pm['total_pss_mib']:,.0f} MiB (PSS) of the pod's {pm['pod_memory_mib']:,} MiB limit, "
+                f"{len(pm['memory']['workers'])} workers of median {pm['worker_pss_median_mib']:,.0f} MiB")
+        except (*SERVED_ERRORS, TimeoutError) as err:
+            results["pod_memory"] = {"error": f"{type(err).__name__}: {err}"}
+            print(f"{tag}error: the pod memory part failed: {err}", file=sys.stderr, flush=True)
     results["finished"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     write()
     text = render(results)
