@@ -207,8 +207,9 @@ def read_pack(path: Path, models) -> dict[str, Workload]:
     return out
 
 
-def write_pack(path: Path, works: dict[str, Workload], png_models=(MODEL,)) -> None:
-    """Every model's canonical images, true labels and sha256; PNGs only for `png_models` (sent)."""
+def write_pack(path: Path, works: dict[str, Workload], png_models=tuple(SERVING)) -> None:
+    """Every model's canonical images, true labels and sha256; PNGs for `png_models` (sent: lenet5 in
+    part 3, every model in part 4)."""
     arrays = {}
     for model, work in works.items():
         arrays[f"{model}__canonical"] = work.canonical
