@@ -14,9 +14,11 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from serving.config import render
+from loadtest.bench.pod_memory import quantity, read_measured
+from serving.config import PRODUCTION, render
 from serving.proxy import render as proxy_render
 from serving.settings import HOST, Ports
+from serving.workers import workers_per_model
 from tests.support.dockerfile import image_venv, last
 from tests.support.k8s import K8S_VERSION, OVERLAYS, container_env, container_ports, main_container, one, pod_spec
 from tests.support.make import make_vars
@@ -218,6 +220,21 @@ def test_gpu_overlay_asks_for_one_gpu_on_gpu_nodes_and_cpu_overlay_for_none(rend
     for container in (gpu, cpu):
         for kind in ("requests", "limits"):
             assert {"cpu", "memory"} <= set(container["resources"][kind]), kind
+
+
+def test_gpu_pods_memory_holds_what_bench_gpu_measured(rendered):
+    """BENCHMARKS-GPU.md part 4 measured the GPU pod's server (its CPU limit's workers, all on CUDA):
+    the request covers it, and the limit covers the workers plus Java at its heap cap, plus 512 MiB
+    (Java beyond its heap, nginx). A new CPU limit means other workers: measure again (make bench-gpu)."""
+    measured = read_measured((ROOT / "BENCHMARKS-GPU.md").read_text())
+    assert measured, "BENCHMARKS-GPU.md has no part 4 (the GPU pod's memory): run make bench-gpu on a GPU"
+    resources = main_container(rendered["gpu"])["resources"]
+    assert quantity(resources["limits"]["cpu"]) == measured["pod_cpus"], "the GPU pod's CPU limit changed: re-measure"
+    assert workers_per_model(measured["pod_cpus"]) == measured["workers_per_model"]
+    heap = float(re.search(r"MaxRAMPercentage=(\d+)", PRODUCTION["vmargs"]).group(1)) / 100
+    limit_mib = quantity(resources["limits"]["memory"]) / 2**20
+    assert quantity(resources["requests"]["memory"]) / 2**20 >= measured["total_pss_mib"]
+    assert limit_mib >= measured["workers_pss_mib"] + heap * limit_mib + 512, (limit_mib, measured)
 
 
 def test_values_written_in_more_than_one_file_agree(dockerfile, rendered):

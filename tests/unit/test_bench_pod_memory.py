@@ -67,3 +67,18 @@ def test_the_report_says_what_the_pod_holds_against_its_limit():
     assert "4,890 MiB (PSS) of the pod's 6,144 MiB limit (80%)" in text and "1 errors" in text
     assert "Not measured: LaunchError: x" in "\n".join(pod_memory.render({"error": "LaunchError: x"}, False))
     assert "rehearsal" in "\n".join(pod_memory.render(result, rehearsal=True))
+
+
+def test_the_figures_read_back_from_the_report_are_those_it_wrote():
+    result = {"pod_cpus": 4.0, "pod_memory_mib": 12288, "workers_per_model": 3,
+              "models": ["lenet5", "mnist_net", "fashion_mlp"], "number_of_gpu": 1, "all_ready_s": 1.0,
+              "answered": {"lenet5": {"requests": 10, "errors": {}}},
+              "memory": {"frontend": {"pid": 1, "rss": 1085.0, "pss": 1081.0},
+                         "workers": [{"pid": i, "rss": 1075.0, "pss": 773.6} for i in range(9)]},
+              "worker_pss_median_mib": 773.6, "worker_pss_max_mib": 773.6, "worker_rss_median_mib": 1075.0,
+              "total_pss_mib": 8043.4, "share_of_limit": 0.65}
+    text = "# GPU benchmarks\n\n" + "\n".join(pod_memory.render(result, rehearsal=False)) + "\n## 5. next\n"
+    assert pod_memory.read_measured(text) == {"pod_cpus": 4.0, "workers_per_model": 3, "workers": 9,
+                                              "workers_pss_mib": 6962.0, "total_pss_mib": 8043.0}
+    assert pod_memory.read_measured("# GPU benchmarks\n") is None
+    assert pod_memory.read_measured("\n".join(pod_memory.render({"error": "TimeoutError: x"}, False))) is None
