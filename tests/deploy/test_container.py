@@ -110,6 +110,13 @@ def run_arguments(pod, image: str, host_ports: Ports) -> list[str]:
     return args + [image]
 
 
+def container_output(tail: int = 4000) -> str:
+    """The end of what the container wrote, stdout and stderr (`podman logs` replays the container's
+    stderr on its own: the entrypoint's Python tracebacks land there)."""
+    logs = podman("logs", NAME, check=False)
+    return f"stdout:\n{logs.stdout[-tail:]}\nstderr:\n{logs.stderr[-tail:]}"
+
+
 def healthy() -> subprocess.CompletedProcess:
     """The image's own HEALTHCHECK command, run by podman inside the container."""
     return podman("healthcheck", "run", NAME, check=False, timeout=60)
@@ -139,14 +146,12 @@ def container(pod):
                 break
             state = podman("inspect", "--format", "{{.State.Status}}", NAME, check=False).stdout.strip()
             if state != "running":
-                pytest.fail(f"the container stopped ({state}) before it was ready:\n"
-                            + podman("logs", NAME, check=False).stdout[-4000:])
+                pytest.fail(f"the container stopped ({state}) before it was ready:\n" + container_output())
             if time.monotonic() - started > READY_TIMEOUT_S:
                 break
             time.sleep(0.5)
         if ready_s is None:
-            pytest.fail(f"not ready after {READY_TIMEOUT_S} s: {check.stdout}{check.stderr}\n"
-                        + podman("logs", NAME, check=False).stdout[-4000:])
+            pytest.fail(f"not ready after {READY_TIMEOUT_S} s: {check.stdout}{check.stderr}\n" + container_output())
         record(ready_s=round(ready_s, 1))
         yield {"image": image, "ready_s": ready_s, "grace_s": pod["grace_s"],
                "inference": f"http://127.0.0.1:{host_ports.inference}",
@@ -313,7 +318,7 @@ def test_sigterm_with_requests_in_flight_exits_0_within_the_grace_period(contain
     state = json.loads(podman("inspect", "--format", "{{json .State}}", NAME).stdout)
     record(stop_s=round(stop_s, 1), requests_during_stop_test=outcomes)
     assert state["Status"] == "exited", state
-    assert state["ExitCode"] == 0, (state, podman("logs", NAME).stdout[-3000:])
+    assert state["ExitCode"] == 0, (state, container_output(3000))
     assert stop_s < container["grace_s"], f"stopped after {stop_s:.1f} s, past the {container['grace_s']} s grace period"
     assert outcomes["other"] == 0, outcomes
     logs = podman("logs", NAME).stdout
