@@ -19,6 +19,7 @@ Both: model-control API off, model URLs limited to archive files directly in the
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import re
 import sys
@@ -27,7 +28,7 @@ from pathlib import Path
 from handlers.limits import LIMITS
 from pipeline.model_config import SERVING
 from serving.settings import HOST, JOB_QUEUE_SIZE, Ports
-from serving.workers import configured_workers
+from serving.workers import configured_workers, usable_cpus
 
 PROFILES = ("local", "production")
 
@@ -45,6 +46,27 @@ PRODUCTION: dict[str, str] = {
     # half-working frontend; no hsperfdata file (the root filesystem is read-only).
     "vmargs": "-XX:MaxRAMPercentage=25 -XX:+ExitOnOutOfMemoryError -XX:-UsePerfData",
 }
+
+
+# Both profiles. TorchServe 0.12's WorkerThread hands every batch to its worker's socket with
+# CompletableFuture.runAsync(), which the JDK runs on a NEW THREAD per call when the common pool's
+# parallelism is 1, its default on 2 CPUs (CPUs - 1): a thread started and ended per batch. Never 1:
+# row 3's frontend at 1 client 456 -> 261 us per request, row 4 (batch size 1) at 64 clients 357 -> 200
+# us and 813 -> 1,357 req/s (2-CPU Xeon, servers warm, 2026-11-26; BENCHMARKS.md "Per-batch fixed costs").
+COMMON_POOL_PARALLELISM = "java.util.concurrent.ForkJoinPool.common.parallelism"
+
+
+def common_pool_parallelism(cpus: float) -> int:
+    """The JDK's own default (the CPUs Java counts, less one) but never 1."""
+    return max(2, math.ceil(cpus) - 1)
+
+
+def jvm_options(profile: str, cpus: float | None = None) -> str:
+    """The frontend's JVM options (config.properties `vmargs`): PRODUCTION's in production, and in
+    both profiles the common pool's parallelism from `cpus` (None: the CPUs this process may use)."""
+    base = PRODUCTION["vmargs"] if profile == "production" else ""
+    pool = f"-D{COMMON_POOL_PARALLELISM}={common_pool_parallelism(usable_cpus() if cpus is None else cpus)}"
+    return f"{base} {pool}".strip()
 
 
 def allowed_urls(model_store: Path | str) -> str:
@@ -103,9 +125,10 @@ def render(profile: str, model_store: Path | str, ports: Ports | None = None,
         f"job_queue_size={JOB_QUEUE_SIZE}",
         f"default_workers_per_model={workers or configured_workers()}",
         "install_py_dep_per_model=false",
+        f"vmargs={jvm_options(profile)}",
     ]
     if profile == "production":
-        lines += [f"{key}={value}" for key, value in PRODUCTION.items()]
+        lines += [f"{key}={value}" for key, value in PRODUCTION.items() if key != "vmargs"]
     if extra:
         lines = [line for line in lines if line.split("=", 1)[0] not in extra] + [f"{k}={v}" for k, v in extra.items()]
     return "\n".join(lines) + "\n"

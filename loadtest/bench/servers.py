@@ -12,7 +12,7 @@ from typing import Callable, Iterator
 from loadtest.archives import BUILD, variant_store
 from pipeline.archive import ArchiveError
 from pipeline.model_config import ModelServing
-from serving.config import PRODUCTION
+from serving.config import jvm_options
 from serving.server import Server, running_together
 from serving.settings import HOST, Ports
 
@@ -25,11 +25,11 @@ Log = Callable[[str], None]
 
 
 def server_extra(logging: str) -> dict[str, str]:
-    """config.properties lines for the benchmark servers beyond the local profile: the JVM options
-    and the logging of the production container (docker/log4j2.xml, stdout only, no per-request
-    lines; stdout lands in <run dir>/logs/console.log), or TorchServe's own log4j2.xml
+    """config.properties lines for the benchmark servers beyond the local profile: the production
+    container's JVM options (serving/config.py jvm_options) and its logging (docker/log4j2.xml, stdout
+    only, no per-request lines; stdout lands in <run dir>/logs/console.log), or TorchServe's own log4j2.xml
     ("torchserve": five log files, several lines per request) to measure what logging costs."""
-    vmargs = PRODUCTION.get("vmargs", "")
+    vmargs = jvm_options("production")
     if logging == "container":
         if not CONTAINER_LOG4J.is_file():
             raise ArchiveError(f"{CONTAINER_LOG4J} is missing; run with --logging torchserve")
