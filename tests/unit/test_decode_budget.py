@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from handlers.errors import InputError
-from handlers.image_decoding import open_image
+from handlers.image_decoding import jpeg_draft_scale, open_image
 from handlers.limits import LIMITS
 from reliability import crafted
 
@@ -81,7 +81,9 @@ def test_ordinary_progressive_and_chunked_files_pass():
     for options in ({"progressive": True}, {"progressive": True, "optimize": True}, {"subsampling": 0}):
         buf = io.BytesIO()
         Image.fromarray(photo).save(buf, format="JPEG", quality=90, **options)
-        assert open_image(buf.getvalue(), LIMITS).size == (1600, 1200)
+        image = open_image(buf.getvalue(), LIMITS)  # decoded, at the DCT scale draft_large_jpeg picks
+        scale = jpeg_draft_scale((1600, 1200))
+        assert scale > 1 and image.size == (1600 // scale, 1200 // scale) and image.mode == "L"
     buf = io.BytesIO()
     Image.fromarray(photo).save(buf, format="TIFF", compression="tiff_lzw")
     assert open_image(buf.getvalue(), LIMITS).size == (1600, 1200)

@@ -237,8 +237,13 @@ def test_specks_far_from_the_digit_do_not_move_or_shrink_it():
 
 
 def test_a_dim_photo_is_read_with_the_right_polarity():
+    """Read inverted, the dim photo's thin ring would correlate negatively with the lit one's; read
+    right, it is the same ring, placed within a pixel (the centre of mass of a thin ring rounds either
+    way: at a 240-px working side it lands one pixel off, correlation 0.72 in place, 0.998 shifted)."""
     dim = canonicalize(photographed(ring(), light=(40, 110), shadow=False), "digit", (28, 28))
-    assert similarity(dim, canonicalize(photographed(ring(), shadow=False), "digit", (28, 28))) >= 0.9
+    lit = canonicalize(photographed(ring(), shadow=False), "digit", (28, 28))
+    best = max(similarity(np.roll(dim, (dy, dx), axis=(0, 1)), lit) for dy in (-1, 0, 1) for dx in (-1, 0, 1))
+    assert best >= 0.95
 
 
 def test_the_page_edge_along_the_picture_border_is_not_ink():
