@@ -286,8 +286,11 @@ def _median_filter(picture: np.ndarray, size: int) -> np.ndarray:
     grid of a photo, window 13 (numpy partitions uint8 rows seven times slower than int16 ones)."""
     padded = np.pad(picture, size // 2, mode="edge").astype(np.int16)
     windows = np.lib.stride_tricks.sliding_window_view(padded, (size, size)).reshape(*picture.shape, size * size)
+    if not windows.flags.writeable:  # the reshape kept a read-only view (tiny pictures) instead of copying
+        windows = windows.copy()
     middle = size * size // 2
-    return np.partition(windows, middle, axis=-1)[..., middle].astype(np.uint8)
+    windows.partition(middle, axis=-1)  # in place, on the reshape's copy: 0.58 ms instead of 1.04 for 45x60
+    return windows[..., middle].astype(np.uint8)
 
 
 def _closing(picture: np.ndarray, size: int) -> np.ndarray:
@@ -365,9 +368,12 @@ def _main_ink(signal: np.ndarray, mask: np.ndarray, touching_edge_is_page: bool)
     labels, count = ndimage.label(mask, structure=np.ones((3, 3), dtype=bool))
     if count == 0:
         return None
-    areas = np.bincount(labels.ravel())[1:]
-    contrast = np.bincount(labels.ravel(), weights=signal.ravel())[1:] / areas
-    candidates = np.flatnonzero(contrast >= FAINT * _quantile(signal[mask], 0.9))
+    # counted over the ink only (the same sums in the same order as over the whole picture, without
+    # the paper's label 0): 0.1 ms instead of 0.3 on a photo's 240x180
+    pieces, ink = labels[mask], signal[mask]
+    areas = np.bincount(pieces, minlength=count + 1)[1:]
+    contrast = np.bincount(pieces, weights=ink, minlength=count + 1)[1:] / areas
+    candidates = np.flatnonzero(contrast >= FAINT * _quantile(ink, 0.9))
     if count == 1 and len(candidates):  # one piece, not faint: it is the digit, the rules below keep it
         return mask.copy()              # (as they would, 12 of a 28x28 digit's 42 us; one piece is the rule)
     boxes = ndimage.find_objects(labels)
@@ -384,6 +390,8 @@ def _main_ink(signal: np.ndarray, mask: np.ndarray, touching_edge_is_page: bool)
     kept = [i for i in candidates if areas[i] >= MIN_PART * areas[main]
             and boxes[i][0].start < rows.stop + reach and boxes[i][0].stop > rows.start - reach
             and boxes[i][1].start < cols.stop + reach and boxes[i][1].stop > cols.start - reach]
+    if len(kept) == count:  # every piece: the mask itself (what is_kept[labels] gives, without the lookup)
+        return mask.copy()
     is_kept = np.zeros(count + 1, dtype=bool)
     is_kept[np.asarray(kept) + 1] = True
     return is_kept[labels]
