@@ -369,7 +369,7 @@ def _main_ink(signal: np.ndarray, mask: np.ndarray, touching_edge_is_page: bool)
     if count == 0:
         return None
     # counted over the ink only (the same sums in the same order as over the whole picture, without
-    # the paper's label 0): 0.1 ms instead of 0.3 on a photo's 240x180
+    # the paper's label 0): 0.05 ms instead of 0.26 on a photo's 240x180 (medians of 300)
     pieces, ink = labels[mask], signal[mask]
     areas = np.bincount(pieces, minlength=count + 1)[1:]
     contrast = np.bincount(pieces, weights=ink, minlength=count + 1)[1:] / areas
