@@ -229,6 +229,8 @@ def plot_mistakes(model: str, outcomes: list[Outcome], sets_by_name: dict, path:
     """Per set, the k most confident wrong answers: the picture as sent beside the canonical input."""
     from PIL import Image
 
+    from handlers.image_decoding import open_image
+    from handlers.limits import LIMITS
     from model_defs.preprocessing import canonicalize
     plt = _pyplot()
     spec = get_spec(model)
@@ -252,10 +254,10 @@ def plot_mistakes(model: str, outcomes: list[Outcome], sets_by_name: dict, path:
             if j >= len(idx):
                 continue
             i = idx[j]
-            picture = Image.open(io.BytesIO(evalset.items[i][0]))
+            picture = Image.open(io.BytesIO(evalset.items[i][0]))  # shown as sent
             picture.load()
-            try:
-                canon = canonicalize(picture, spec.preprocessing, spec.input_size)
+            try:  # decoded as the handler decodes it (a large JPEG at a reduced DCT scale)
+                canon = canonicalize(open_image(evalset.items[i][0], LIMITS), spec.preprocessing, spec.input_size)
             except Exception as err:  # the figure must not die on what the server refused or survived
                 canon = np.zeros(spec.input_size, np.uint8)
                 print(f"warning: canonicalize failed on {outcome.set_name}[{i}]: {err}", file=sys.stderr)
