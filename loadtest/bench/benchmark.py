@@ -40,7 +40,7 @@ def run_bench(args: argparse.Namespace, log: Callable[[str], None] = print) -> d
     extra = server_extra(args.logging)
     variants = {v: (store_for(v, model, build=Path(args.build)), extra, v == PROXIED)
                 for v in (NOOP, HANDLER, BATCH1, PROXIED)}
-    schedule = Schedule(tuple(args.concurrency), args.rounds, args.duration, args.warmup)
+    schedule = Schedule(tuple(args.concurrency), args.rounds, args.duration, args.warmup, args.server_warmup)
     with ExitStack() as stack:
         servers = dict(stack.enter_context(servers_running(variants, args.port_base, "bench-", args.keep_logs, log)))
         if floor:  # after the TorchServe variants hold their ports; in the slot after theirs
@@ -75,6 +75,7 @@ def run_bench(args: argparse.Namespace, log: Callable[[str], None] = print) -> d
         "logging": args.logging, "server_extra": extra,
         "concurrency": list(args.concurrency),
         "rounds": args.rounds, "duration_s": args.duration, "warmup_s": args.warmup,
+        "server_warmup_s": args.server_warmup,
         "images_per_request": args.images_per_request, "images": len(work.pngs),
         "photos": photos.summary() if photos else None,
         "floor": {"workers": workers, "versions": floor_versions(args.floor_python)} if floor else None,

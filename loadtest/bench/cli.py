@@ -36,6 +36,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16, 64])
     parser.add_argument("--duration", type=float, default=5.0, help="seconds measured per cell and round")
     parser.add_argument("--warmup", type=float, default=1.0, help="seconds of warm-up before each cell")
+    parser.add_argument("--server-warmup", type=float, default=10.0,
+                        help="seconds each server is under load before the rounds (the frontend's JIT)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--images-per-request", type=int, default=64)
     parser.add_argument("--limit", type=int, default=None, help="use only the first N held-out images")
@@ -70,6 +72,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.smoke:
         args.duration, args.warmup, args.rounds = min(args.duration, 0.5), min(args.warmup, 0.2), 1
+        args.server_warmup = min(args.server_warmup, 0.4)
         args.limit = args.limit or 64
         args.images_per_request = min(args.images_per_request, 8)
         args.photos = min(args.photos, 8)

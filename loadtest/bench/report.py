@@ -134,7 +134,8 @@ def render_markdown(results: dict, plot_name: str | None, kept: str) -> str:
         f"- **load average** (1/5/15 min) before {results['load_average_before']}, after "
         f"{results['load_average_after']}: other work on the machine shares its cores, compare rows as ratios",
         f"- **run**: {results['started']} to {results['finished']}, {results['rounds']} interleaved round(s) of "
-        f"{results['duration_s']:g} s per cell after {results['warmup_s']:g} s warm-up; "
+        f"{results['duration_s']:g} s per cell after {results['warmup_s']:g} s warm-up, each server first "
+        f"{results.get('server_warmup_s', 0):g} s under load (the frontend's JIT); "
         f"client and servers on the same machine",
         f"- **command**: `{results['command']}`",
         "",

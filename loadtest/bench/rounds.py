@@ -25,13 +25,18 @@ class Schedule:
     rounds: int
     duration_s: float
     warmup_s: float
+    # each target under load this long before the rounds (at least 2 x warmup_s): a fresh frontend's
+    # JIT compiler spent 600-730 us of CPU per request at 1 client for its first ~10 s (2-CPU Xeon,
+    # 2026-11-26), which a 2 s warm-up left in the C=1 cells
+    server_warmup_s: float = 0.0
 
 
 def run_rounds(entries: Sequence[Entry], schedule: Schedule,
                log: Callable[[str], None] = print) -> dict[tuple[str, int], Cell]:
-    """{(entry key, C): its rounds pooled}; targets are warmed first for 2 x warmup_s each."""
+    """{(entry key, C): its rounds pooled}; targets are warmed first (Schedule.server_warmup_s, at
+    least 2 x warmup_s each)."""
     for entry in entries:
-        entry.target.warm(schedule.warmup_s * 2)
+        entry.target.warm(max(schedule.warmup_s * 2, schedule.server_warmup_s))
     cells = {(e.key, c): Cell() for e in entries for c in schedule.concurrency}
     entries = list(entries)
     for round_index in range(schedule.rounds):
