@@ -12,7 +12,7 @@ Profiles:
 - production: the container's (docker/entrypoint.sh). Token auth is off on
   purpose: TorchServe's tokens are made per process at start and expire after 60 min, so every
   replica would have its own; access is controlled by the cluster instead (NetworkPolicy, ingress;
-  k8s/, README "Deployment"). Plus the PRODUCTION settings below (timeouts, JVM).
+  k8s/, README "Deployment"). Plus the PRODUCTION settings and PRODUCTION_JVM below (timeouts, JVM).
 Both: model-control API off, model URLs limited to archive files directly in the local model store
 (`allowed_urls`), Prometheus metrics.
 """
@@ -41,11 +41,12 @@ PRODUCTION: dict[str, str] = {
     # for a model without its own responseTimeout (ours set 30 s in model-config.yaml): a batch takes
     # milliseconds, so only a stuck worker reaches it, and TorchServe then restarts that worker.
     "default_response_timeout": str(max(s.response_timeout_s for s in SERVING.values())),
-    # The frontend's heap: a quarter of the container's memory limit (the Python workers need the
-    # rest); a Java OutOfMemoryError ends the process so Kubernetes restarts the pod instead of a
-    # half-working frontend; no hsperfdata file (the root filesystem is read-only).
-    "vmargs": "-XX:MaxRAMPercentage=25 -XX:+ExitOnOutOfMemoryError -XX:-UsePerfData",
 }
+# Production's JVM options (config.properties `vmargs`, rendered by jvm_options with the setting both
+# profiles get): the frontend's heap a quarter of the container's memory limit (the Python workers
+# need the rest); a Java OutOfMemoryError ends the process so Kubernetes restarts the pod instead of a
+# half-working frontend; no hsperfdata file (the root filesystem is read-only).
+PRODUCTION_JVM = "-XX:MaxRAMPercentage=25 -XX:+ExitOnOutOfMemoryError -XX:-UsePerfData"
 
 
 # Both profiles. TorchServe 0.12's WorkerThread hands every batch to its worker's socket with
@@ -62,9 +63,9 @@ def common_pool_parallelism(cpus: float) -> int:
 
 
 def jvm_options(profile: str, cpus: float | None = None) -> str:
-    """The frontend's JVM options (config.properties `vmargs`): PRODUCTION's in production, and in
+    """The frontend's JVM options (config.properties `vmargs`): PRODUCTION_JVM in production, and in
     both profiles the common pool's parallelism from `cpus` (None: the CPUs this process may use)."""
-    base = PRODUCTION["vmargs"] if profile == "production" else ""
+    base = PRODUCTION_JVM if profile == "production" else ""
     pool = f"-D{COMMON_POOL_PARALLELISM}={common_pool_parallelism(usable_cpus() if cpus is None else cpus)}"
     return f"{base} {pool}".strip()
 
@@ -128,7 +129,7 @@ def render(profile: str, model_store: Path | str, ports: Ports | None = None,
         f"vmargs={jvm_options(profile)}",
     ]
     if profile == "production":
-        lines += [f"{key}={value}" for key, value in PRODUCTION.items() if key != "vmargs"]
+        lines += [f"{key}={value}" for key, value in PRODUCTION.items()]
     if extra:
         lines = [line for line in lines if line.split("=", 1)[0] not in extra] + [f"{k}={v}" for k, v in extra.items()]
     return "\n".join(lines) + "\n"

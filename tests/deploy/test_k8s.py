@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from loadtest.bench.pod_memory import quantity, read_measured
-from serving.config import PRODUCTION, render
+from serving.config import PRODUCTION_JVM, render
 from serving.proxy import render as proxy_render
 from serving.settings import HOST, Ports
 from serving.workers import workers_per_model
@@ -231,7 +231,7 @@ def test_gpu_pods_memory_holds_what_bench_gpu_measured(rendered):
     resources = main_container(rendered["gpu"])["resources"]
     assert quantity(resources["limits"]["cpu"]) == measured["pod_cpus"], "the GPU pod's CPU limit changed: re-measure"
     assert workers_per_model(measured["pod_cpus"]) == measured["workers_per_model"]
-    heap = float(re.search(r"MaxRAMPercentage=(\d+)", PRODUCTION["vmargs"]).group(1)) / 100
+    heap = float(re.search(r"MaxRAMPercentage=(\d+)", PRODUCTION_JVM).group(1)) / 100
     limit_mib = quantity(resources["limits"]["memory"]) / 2**20
     assert quantity(resources["requests"]["memory"]) / 2**20 >= measured["total_pss_mib"]
     assert limit_mib >= measured["workers_pss_mib"] + heap * limit_mib + 512, (limit_mib, measured)

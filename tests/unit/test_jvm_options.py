@@ -5,7 +5,7 @@ checks that against a running server)."""
 import pytest
 
 from loadtest.bench.servers import server_extra
-from serving.config import COMMON_POOL_PARALLELISM, PRODUCTION, common_pool_parallelism, jvm_options, render
+from serving.config import COMMON_POOL_PARALLELISM, PRODUCTION_JVM, common_pool_parallelism, jvm_options, render
 from tests.support.properties import parse_properties
 
 
@@ -25,7 +25,7 @@ def test_both_profiles_set_the_common_pool(profile, tmp_path):
     vmargs = parse_properties(render(profile, tmp_path))["vmargs"]
     assert pool_setting(vmargs) >= 2
     if profile == "production":  # the container's heap and OOM options stay
-        assert set(PRODUCTION["vmargs"].split()) < set(vmargs.split())
+        assert set(PRODUCTION_JVM.split()) < set(vmargs.split())
     assert pool_setting(jvm_options(profile, cpus=2)) == 2
 
 
