@@ -47,8 +47,12 @@ ARCHIVE_SRC := $(wildcard handlers/*.py model_defs/*.py) pipeline/model_config.p
 CHECKPOINTS := $(foreach m,$(MODELS),$(ARTIFACTS)/$(m)/checkpoint.pt)
 EXPORTS := $(foreach m,$(MODELS),$(ARTIFACTS)/$(m)/model.pt)
 ARCHIVES := $(foreach m,$(MODELS),$(STORE)/$(m).mar)
+# The frontend's batcher (serving/batcher.py, serving/java/README.md): a Java agent built against the
+# installed TorchServe. SERVABLE: what every target that starts a TorchServe (or an image) needs.
+BATCHER := serving/java/build/tinyserve-batcher.jar
+SERVABLE := $(ARCHIVES) $(BATCHER)
 
-.PHONY: help venv data train export archive samples serve nginx stop status test test-unit test-e2e lint clean distclean
+.PHONY: help venv data train export archive batcher samples serve nginx stop status test test-unit test-e2e lint clean distclean
 
 help: ## this list: every target and the variables users set, per file
 	@awk 'function flush() { if (vars != "") printf "  variables:\n%s", vars; vars = "" } \
@@ -113,13 +117,19 @@ archive: $(ARCHIVES) ## torch-model-archiver -> model_store/<model>.mar
 $(STORE)/%.mar: $(ARTIFACTS)/%/model.pt $(ARCHIVE_SRC)
 	$(RUN) -m pipeline.archive --models $* --artifacts $(ARTIFACTS) --store $(STORE)
 
+batcher: $(BATCHER) ## the frontend's batcher, a Java agent (serving/java/) -> serving/java/build/tinyserve-batcher.jar
+$(BATCHER): $(wildcard serving/java/*.java) serving/batcher.py $(VENV_STAMP)
+	@command -v javac >/dev/null || { echo "javac missing: installing Debian's openjdk-17-jdk-headless (to build serving/java/)"; \
+	  $(call apt_install,openjdk-17-jdk-headless,to build serving/java/); }
+	$(RUN) -m serving.batcher
+
 # Real held-out pictures to try the models with (samples/digit.png, samples/shoe.png).
 SAMPLES := samples/digit.png samples/shoe.png
 samples: $(SAMPLES) ## held-out pictures to try: samples/digit.png, samples/shoe.png
 $(SAMPLES) &: $(EXPORTS) pipeline/samples.py
 	$(RUN) -m pipeline.samples --out samples
 
-serve: $(ARCHIVES) $(SAMPLES) nginx ## build what is missing, start TorchServe behind nginx on 127.0.0.1, wait until READY
+serve: $(SERVABLE) $(SAMPLES) nginx ## build what is missing, start TorchServe behind nginx on 127.0.0.1, wait until READY
 	@$(RUN) -m serving.launcher start --model-store $(STORE)
 
 # The reverse proxy in front of TorchServe (serving/proxy.py): Debian's nginx-light when missing.
@@ -136,7 +146,7 @@ status: $(VENV_STAMP) ## is make serve's server running, on which ports
 
 # The tests build what they need (archives, the typed digits' fonts, the container image) and run
 # their own server on other ports.
-test: lint $(ARCHIVES) fonts nginx ## lint, unit and end-to-end tests, the container test (what CI runs: .ci/run)
+test: lint $(SERVABLE) fonts nginx ## lint, unit and end-to-end tests, the container test (what CI runs: .ci/run)
 	$(MAKE) --no-print-directory container-image && $(RUN) -m pytest -q tests
 
 # Imports point one way: model_defs <- handlers <- pipeline <- serving <- tools <- tests (pyproject.toml).
@@ -144,14 +154,14 @@ lint: $(VENV_STAMP) ## ruff (style, import order) and import-linter (the layers 
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports --no-cache
 
-test-unit: $(ARCHIVES) ## the tests that need no server
+test-unit: $(SERVABLE) ## the tests that need no server
 	$(RUN) -m pytest -q tests -m "not e2e"
 
-test-e2e: $(ARCHIVES) nginx ## the tests against real TorchServe servers
+test-e2e: $(SERVABLE) nginx ## the tests against real TorchServe servers
 	$(RUN) -m pytest -q tests -m e2e
 
 clean: ## remove build outputs, archives, samples, .run, logs and results; keep artifacts/ and .venv
-	rm -rf build $(STORE) samples .run logs results .pytest_cache
+	rm -rf build $(STORE) samples .run logs results .pytest_cache serving/java/build
 
 # Deployment, load testing and reliability targets live beside this file, one fragment each.
 include $(sort $(wildcard mk/*.mk))

@@ -20,7 +20,7 @@ browser: ## install Debian's chromium when missing (the page test's browser)
 	echo "chromium missing: installing Debian's chromium (the page test's browser)"; \
 	$(call apt_install,chromium,the page test's browser)
 
-test-page: $(ARCHIVES) browser ## the page in headless chromium against its own TorchServe (make test runs it)
+test-page: $(SERVABLE) browser ## the page in headless chromium against its own TorchServe (make test runs it)
 	$(RUN) -m pytest -q tests/e2e/test_page.py
 
 # make test and make test-e2e run tests/e2e/test_page.py: they need the browser first.

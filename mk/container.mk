@@ -11,7 +11,7 @@ CONTAINER_IMAGE = $(call local_image,cpu)
 
 .PHONY: container-image container-test container-clean
 
-container-image: $(ARCHIVES) ## build tinyserve:0.1.0-cpu with podman on a local Debian 12 base
+container-image: $(SERVABLE) ## build tinyserve:0.1.0-cpu with podman on a local Debian 12 base
 	@reason="$$(docker/podman.sh unsupported)"; \
 	if [ -n "$$reason" ]; then \
 	  if [ "$$CI" = true ]; then echo "make container-image: $$reason; CI=true: the container test must run" >&2; exit 1; fi; \

@@ -42,7 +42,7 @@ pushed_image = $(if $(REGISTRY),$(REGISTRY)/)$(IMAGE_NAME):$(call image_tag,$(1)
 .PHONY: docker docker-engine push k8s deploy check-deploy print-image
 
 # the engine is checked first, so a machine without one learns it before any archive is built
-docker: docker-engine $(ARCHIVES) ## build tinyserve:0.1.0 (GPU, CUDA) and tinyserve:0.1.0-cpu
+docker: docker-engine $(SERVABLE) ## build tinyserve:0.1.0 (GPU, CUDA) and tinyserve:0.1.0-cpu
 	@set -e; for v in $(VARIANTS); do \
 	  case $$v in gpu) variant=cuda;; cpu) variant=cpu;; *) echo "make docker: VARIANTS takes gpu and/or cpu, not '$$v'" >&2; exit 1;; esac; \
 	  pip_args=; if [ -n "$(HOST_PIP)" ]; then pip_args=$$($(PY) docker/pip_build_args.py --variant $$variant --torch-version $(TORCH_PIN)); fi; \
@@ -81,7 +81,7 @@ deploy: k8s ## render and kubectl apply one overlay, wait for the rollout
 	$(KUBECTL) apply -f $(K8S_OUT)/$(OVERLAY).yaml
 	$(KUBECTL) -n $(K8S_NAMESPACE) rollout status deployment/$(K8S_DEPLOYMENT) --timeout=10m
 
-check-deploy: $(ARCHIVES) ## offline: hadolint, kustomize + Kubernetes 1.30 schemas, consistency, entrypoint (in make test)
+check-deploy: $(SERVABLE) ## offline: hadolint, kustomize + Kubernetes 1.30 schemas, consistency, entrypoint (in make test)
 	$(RUN) -m pytest -q tests/deploy --ignore=tests/deploy/test_container.py
 
 # For tests and scripts: the image each overlay should run.

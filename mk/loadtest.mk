@@ -6,7 +6,7 @@
 ## BENCH_ARGS="--rounds 5"         more options for python -m loadtest.bench (loadtest/bench/cli.py)
 ## BENCH_PORT_BASE=38100           the benchmark's own servers use it..+40 (0: ports the OS says are free)
 ## BENCH_SMOKE_OUT=dir             where make bench-smoke writes (default results/bench-smoke)
-## TUNE='handler b32d5w1t1 noop'   make bench-tune's variants: handler (as served; alias ours), noop, b<batch>d<ms>w<workers>t<threads>[+async][+tslog][+cpu]
+## TUNE='handler b32d5w1t1 noop'   make bench-tune's variants: handler (as served; alias ours), noop, b<batch>d<ms>w<workers>t<threads>[+async][+tslog][+cpu][+upstream: TorchServe's own batcher]
 ## BENCH_GPU_ARGS="--duration 2"   more options for python -m loadtest.bench.gpu (make bench-gpu, bench-gpu-rehearsal)
 USERS ?= 16
 SPAWN_RATE ?= 4
@@ -40,10 +40,10 @@ loadtest: $(VENV_STAMP) ## Locust, headless, against a running server; checks ev
 	$(RUN) -m loadtest.run_loadtest --users $(USERS) --spawn-rate $(SPAWN_RATE) --run-time $(DURATION) \
 	  $(if $(LOADTEST_HOST),--host $(LOADTEST_HOST)) $(if $(LOADTEST_OUT),--results $(LOADTEST_OUT))
 
-bench: $(ARCHIVES) $(FLOOR_STAMP) ## lenet5 on its own servers, the floor and phone photos; rewrites BENCHMARKS.md
+bench: $(SERVABLE) $(FLOOR_STAMP) ## lenet5 on its own servers, the floor and phone photos; rewrites BENCHMARKS.md
 	$(RUN) -m loadtest.bench --command "make bench$(if $(BENCH_ARGS), BENCH_ARGS='$(BENCH_ARGS)')" $(BENCH_ARGS)
 
-bench-smoke: $(ARCHIVES) $(FLOOR_STAMP) ## the same, seconds long, into BENCH_SMOKE_OUT (make test runs it)
+bench-smoke: $(SERVABLE) $(FLOOR_STAMP) ## the same, seconds long, into BENCH_SMOKE_OUT (make test runs it)
 	$(RUN) -m loadtest.bench --smoke --command "make bench-smoke" --out $(BENCH_SMOKE_OUT)/BENCHMARKS.md \
 	  --plot $(BENCH_SMOKE_OUT)/benchmarks.png --results $(BENCH_SMOKE_OUT) --build $(BENCH_SMOKE_OUT)/build
 
@@ -53,7 +53,7 @@ bench-smoke: $(ARCHIVES) $(FLOOR_STAMP) ## the same, seconds long, into BENCH_SM
 # no worker on a GPU). Prints a table; writes results/bench/tune-<date>.json.
 TUNE ?= handler b16d2w1t1 b32d1w1t1 b16d1w1t2 b16d1w2t1 handler+tslog noop
 .PHONY: bench-tune
-bench-tune: $(ARCHIVES) ## our handler under the TUNE settings side by side, interleaved; prints a table
+bench-tune: $(SERVABLE) ## our handler under the TUNE settings side by side, interleaved; prints a table
 	$(RUN) -m loadtest.bench --command "make bench-tune TUNE='$(TUNE)'$(if $(BENCH_ARGS), BENCH_ARGS='$(BENCH_ARGS)')" --tune $(TUNE) $(BENCH_ARGS)
 
 # What each stage of our handler costs per image, in process (the floor under rows 3 and 5).
@@ -67,10 +67,10 @@ bench-stages: $(EXPORTS) ## what each stage of our handler costs per image, in p
 .PHONY: bench-gpu bench-gpu-rehearsal
 bench-gpu: $(VENV_STAMP) ## on a CUDA machine: parity, in process, 1/2/4 workers per GPU; writes BENCHMARKS-GPU.md (else skips)
 	@if $(RUN) -c 'import sys, torch; sys.exit(not torch.cuda.is_available())'; then \
-	  $(MAKE) --no-print-directory $(ARCHIVES) && \
+	  $(MAKE) --no-print-directory $(SERVABLE) && \
 	  $(RUN) -m loadtest.bench.gpu --command "make bench-gpu$(if $(BENCH_GPU_ARGS), BENCH_GPU_ARGS='$(BENCH_GPU_ARGS)')" $(BENCH_GPU_ARGS); \
 	else $(RUN) -m loadtest.bench.gpu; fi
 
-bench-gpu-rehearsal: $(ARCHIVES) ## make bench-gpu on the CPU, labelled rehearsal (no GPU), into results/bench-gpu-rehearsal/
+bench-gpu-rehearsal: $(SERVABLE) ## make bench-gpu on the CPU, labelled rehearsal (no GPU), into results/bench-gpu-rehearsal/
 	$(RUN) -m loadtest.bench.gpu --cpu-rehearsal \
 	  --command "make bench-gpu-rehearsal$(if $(BENCH_GPU_ARGS), BENCH_GPU_ARGS='$(BENCH_GPU_ARGS)')" $(BENCH_GPU_ARGS)

@@ -13,16 +13,16 @@ SOAK_CLIENTS ?= 8
 
 .PHONY: soak soak-smoke serve-secure
 
-soak: $(ARCHIVES) ## 10 min of steady load on its own server; fails on an error, a restart or >10% memory growth
+soak: $(SERVABLE) ## 10 min of steady load on its own server; fails on an error, a restart or >10% memory growth
 	$(RUN) -m reliability.soak --duration $(SOAK_DURATION) --warmup $(SOAK_WARMUP) --rate $(SOAK_RATE) \
 	  --clients $(SOAK_CLIENTS) --port-base $(SOAK_PORT_BASE) --out results/soak.json
 
 # Seconds are too few to judge memory growth (the JVM is still sizing its heap): errors and
 # restarts are what the smoke checks; the growth limit only catches a runaway.
-soak-smoke: $(ARCHIVES) ## the same for seconds (make test runs it)
+soak-smoke: $(SERVABLE) ## the same for seconds (make test runs it)
 	$(RUN) -m reliability.soak --duration 8 --warmup 3 --rate 40 --clients 4 --max-growth 1.0 \
 	  --port-base $(SOAK_PORT_BASE) --run-dir build/soak-smoke --out results/soak-smoke.json
 
-serve-secure: $(ARCHIVES) ## make serve with token auth on; keys in .run/key_file.json
+serve-secure: $(SERVABLE) ## make serve with token auth on; keys in .run/key_file.json
 	@$(RUN) -m serving.launcher start --model-store $(STORE) --token-auth
 	@echo "  token auth is on: every call needs -H \"Authorization: Bearer <key>\" (keys: .run/key_file.json, README \"Reliability and security\")"

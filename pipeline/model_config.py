@@ -16,7 +16,10 @@ class ModelServing:
     # 2 workers on 2 CPUs, 16 / 64 clients (make bench-tune, 2026-11-26): 16 -> 2,275 / 4,057 req/s; 8 -> 2,765 /
     # 3,197 (two half batches at 16 clients, too many small ones at 64); 32 -> 2,124 / 4,081; 64 -> 2,230 / 3,793.
     batch_size: int = 16
-    # 1 client: 349 req/s, p50 2.7 ms vs 248, 3.9 ms at 2 ms; the same at 16/64 clients; 0 polls: 9 req/s, p50 104 ms.
+    # Waited only by TorchServe's own batcher: ours (serving/batcher.py, in every server we start) never waits, a
+    # batch is the jobs queued when a worker is free (1 / 16 / 64 clients 788 / 2,826 / 4,386 req/s, theirs at 1 ms
+    # 420 / 2,388 / 4,384; make bench-tune TUNE='handler handler+upstream', 2026-11-26). For theirs: 1 ms beat 2 ms
+    # at 1 client (349 vs 248 req/s), and 0 becomes 100 ms in TorchServe (9 req/s, p50 104 ms).
     max_batch_delay_ms: int = 1
     # None: not in the archive, so the server sets it where it starts, from its CPUs (serving/workers.py;
     # the same archive on CPU and GPU pods). A number pins it in the archive (make bench-tune's variants).

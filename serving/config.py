@@ -27,6 +27,7 @@ from pathlib import Path
 
 from handlers.limits import LIMITS
 from pipeline.model_config import SERVING
+from serving.batcher import vm_option as batcher_vm_option
 from serving.settings import HOST, JOB_QUEUE_SIZE, Ports
 from serving.workers import configured_workers, usable_cpus
 
@@ -62,12 +63,14 @@ def common_pool_parallelism(cpus: float) -> int:
     return max(2, math.ceil(cpus) - 1)
 
 
-def jvm_options(profile: str, cpus: float | None = None) -> str:
+def jvm_options(profile: str, cpus: float | None = None, batcher: bool = True) -> str:
     """The frontend's JVM options (config.properties `vmargs`): PRODUCTION_JVM in production, and in
-    both profiles the common pool's parallelism from `cpus` (None: the CPUs this process may use)."""
+    both profiles the common pool's parallelism from `cpus` (None: the CPUs this process may use) and
+    our batcher (serving/batcher.py; `batcher=False`: TorchServe's own, for comparisons)."""
     base = PRODUCTION_JVM if profile == "production" else ""
     pool = f"-D{COMMON_POOL_PARALLELISM}={common_pool_parallelism(usable_cpus() if cpus is None else cpus)}"
-    return f"{base} {pool}".strip()
+    agent = batcher_vm_option() if batcher else ""
+    return " ".join(part for part in (base, pool, agent) if part)
 
 
 def allowed_urls(model_store: Path | str) -> str:

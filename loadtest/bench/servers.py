@@ -24,12 +24,13 @@ PORT_STRIDE = 10  # server i on port_base + 10 * i (+1 management, +2 metrics)
 Log = Callable[[str], None]
 
 
-def server_extra(logging: str) -> dict[str, str]:
+def server_extra(logging: str, batcher: bool = True) -> dict[str, str]:
     """config.properties lines for the benchmark servers beyond the local profile: the production
     container's JVM options (serving/config.py jvm_options) and its logging (docker/log4j2.xml, stdout
     only, no per-request lines; stdout lands in <run dir>/logs/console.log), or TorchServe's own log4j2.xml
-    ("torchserve": five log files, several lines per request) to measure what logging costs."""
-    vmargs = jvm_options("production")
+    ("torchserve": five log files, several lines per request) to measure what logging costs.
+    `batcher=False`: TorchServe's own batcher instead of ours (serving/batcher.py)."""
+    vmargs = jvm_options("production", batcher=batcher)
     if logging == "container":
         if not CONTAINER_LOG4J.is_file():
             raise ArchiveError(f"{CONTAINER_LOG4J} is missing; run with --logging torchserve")

@@ -18,7 +18,7 @@ from pipeline.model_config import SERVING, ModelServing
 
 ALIASES = {"ours": HANDLER}  # the old name of the production handler variant; old commands keep working
 VARIANT = re.compile(r"^(?:(?P<base>noop|handler|ours)|b(?P<b>\d+)d(?P<d>\d+)w(?P<w>\d+)t(?P<t>\d+))"
-                     r"(?P<flags>(\+(async|tslog|cpu))*)$")
+                     r"(?P<flags>(\+(async|tslog|cpu|upstream))*)$")
 
 
 @dataclass(frozen=True)
@@ -33,13 +33,15 @@ class Variant:
 def parse_variant(spec: str, model: str) -> Variant:
     """"handler" (alias "ours"), "noop" or "b16d5w1t1" (batch, delay ms, workers, torch threads),
     with optional "+async" (async_logging=true), "+tslog" (TorchServe's own log4j2.xml instead
-    of the container's) and "+cpu" (number_of_gpu=0: the workers stay on the CPU even where TorchServe
-    sees a GPU; loadtest/bench/gpu.py's CPU baseline); ValueError says the grammar."""
+    of the container's), "+cpu" (number_of_gpu=0: the workers stay on the CPU even where TorchServe
+    sees a GPU; loadtest/bench/gpu.py's CPU baseline) and "+upstream" (TorchServe's own batcher, which
+    waits maxBatchDelay, instead of ours: serving/batcher.py); ValueError says the grammar."""
     match = VARIANT.match(spec)
     if not match:
         raise ValueError(f"tuning variant {spec!r}: expected handler, noop or b<batch>d<delay>w<workers>t<threads>, "
-                         "optionally followed by +async, +tslog and/or +cpu (e.g. b32d5w1t1+tslog)")
-    extra = server_extra("torchserve" if "+tslog" in match["flags"] else "container")
+                         "optionally followed by +async, +tslog, +cpu and/or +upstream (e.g. b32d5w1t1+tslog)")
+    extra = server_extra("torchserve" if "+tslog" in match["flags"] else "container",
+                         batcher="+upstream" not in match["flags"])
     if "+async" in match["flags"]:
         extra["async_logging"] = "true"
     if "+cpu" in match["flags"]:

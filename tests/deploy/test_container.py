@@ -279,6 +279,13 @@ def test_logs_go_to_stdout_only(container):
     assert not log_files, log_files
 
 
+def test_the_frontend_runs_our_batcher(container):
+    """The image carries the agent (serving/batcher.py) and Java installs it: the TorchServe in the image
+    is the one it was built against."""
+    logs = podman("logs", NAME)
+    assert "tinyserve batcher: installed" in logs.stdout + logs.stderr, container_output()
+
+
 def test_sigterm_with_requests_in_flight_exits_0_within_the_grace_period(container, held_out):
     """Last in this file: it stops the container. `podman stop -t <grace>` sends SIGTERM and
     would send SIGKILL after the pod's terminationGracePeriodSeconds."""

@@ -26,17 +26,20 @@ NAME = "lenet5_slow"
 
 
 def build(store: Path, response_timeout_s: int = 2, artifacts: Path = ARTIFACTS,
-          build_dir: Path = REPO / "build" / "reliability") -> Path:
-    """Write <store>/lenet5_slow.mar and return its path."""
+          build_dir: Path = REPO / "build" / "reliability", max_batch_delay_ms: int | None = None) -> Path:
+    """Write <store>/lenet5_slow.mar and return its path (`max_batch_delay_ms`: instead of LeNet-5's)."""
     settings = SERVING[BASE_MODEL].model_config(LIMITS)
     settings["responseTimeout"] = response_timeout_s
+    if max_batch_delay_ms is not None:
+        settings["maxBatchDelay"] = max_batch_delay_ms
     return build_archive(name=NAME, handler=HANDLER, store=store, model_config=settings,
                          model_file=artifacts / BASE_MODEL / "model.pt",
                          files={"model_meta.json": artifacts / BASE_MODEL / "manifest.json"},
                          staging=build_dir / BASE_MODEL)
 
 
-def store_with_slow_model(store: Path, model_store: Path = MODEL_STORE, response_timeout_s: int = 2) -> dict:
+def store_with_slow_model(store: Path, model_store: Path = MODEL_STORE, response_timeout_s: int = 2,
+                          max_batch_delay_ms: int | None = None) -> dict:
     """A model store holding the served archives (linked from `model_store`) and lenet5_slow.mar;
     returns the launcher's `extra` settings that load all of them, one worker each."""
     require_archives(model_store)
@@ -45,7 +48,7 @@ def store_with_slow_model(store: Path, model_store: Path = MODEL_STORE, response
         link = store / f"{name}.mar"
         link.unlink(missing_ok=True)
         link.symlink_to((model_store / f"{name}.mar").resolve())
-    build(store, response_timeout_s, build_dir=store.parent / f"{store.name}-staging")
+    build(store, response_timeout_s, build_dir=store.parent / f"{store.name}-staging", max_batch_delay_ms=max_batch_delay_ms)
     # one worker per model, whatever the CPUs: a fault the tests inject hits the model's only worker
     return {"load_models": ",".join(f"{n}.mar" for n in [*SERVING, NAME]), "default_workers_per_model": "1"}
 
