@@ -119,7 +119,8 @@ def render_markdown(results: dict, plot_name: str | None, kept: str) -> str:
         *photo_lines(results),
         *floor_lines(results),
         f"- **settings** (pipeline/model_config.py, job queue: serving/settings.py): batchSize {s['batch_size']}, "
-        f"maxBatchDelay {s['max_batch_delay_ms']} ms, "
+        "our batcher in the frontend (serving/java/README.md: a batch is the jobs queued, it never waits; "
+        f"maxBatchDelay {s['max_batch_delay_ms']} ms only for TorchServe's own), "
         f"{s['workers']} worker(s) per model (serving/workers.py, from the CPUs), {s['torch_threads']} torch "
         f"thread(s) per worker, job queue {s['job_queue_size']}",
         "- **servers**: " + ("the local profile of serving/config.py (127.0.0.1) with the production "
