@@ -4,8 +4,9 @@ Each archive carries model_meta.json (the export manifest: name, input size, lab
 preprocessing, sha256 of model.pt) and a model-config.yaml whose `handler:` section holds the
 input limits and torch threads (from serving/settings.py). The stages of `handle`:
 
-  decode       each request -> images (request_decoding, image_decoding, canonicalize);
-               a bad request gets its own 4xx and leaves the batch
+  decode       each request -> images (request_decoding, image_decoding, canonicalize): every
+               request's headers first, then each request's pixels; a bad request gets its
+               own 4xx and leaves the batch
   batch        the good requests' canonical images -> one uint8 tensor [N, 1, H, W]
   predict      one forward pass of the TorchScript model (softmax baked in) on the worker's device
   unbatch      probabilities back to the request that sent each image
@@ -35,7 +36,7 @@ from handlers.digest import sha256_of
 from handlers.errors import InputError
 from handlers.image_decoding import check_request_pixels, check_size, load_pixels, open_header
 from handlers.limits import InputLimits
-from handlers.request_decoding import ImageSource, request_header, request_to_sources
+from handlers.request_decoding import ImageSource, PendingRequest, request_header, request_to_sources
 from handlers.saliency import canonical_png, explain, heatmap_png
 from handlers.worker_logging import quiet_per_batch_lines
 from handlers.worker_protocol import install as install_buffered_reads
@@ -47,6 +48,7 @@ METADATA_FILE = "model_meta.json"
 JSON_CONTENT_TYPE = "application/json"
 
 
+# TorchServe loads this module and refuses it unless it defines exactly one class: the handler.
 class ImageClassifierHandler(BaseHandler):
     """Decode, batch, predict, unbatch, encode: one forward pass per TorchServe batch."""
 
@@ -106,21 +108,25 @@ class ImageClassifierHandler(BaseHandler):
             self.saliency(np.zeros((batch, *self.input_size), dtype=np.uint8), np.zeros(batch, dtype=np.int64))
 
     # ---- stages -----------------------------------------------------------------------------
-    def decode(self, row: dict, content_type: str | None, explain: bool = False) -> tuple[list[np.ndarray], bool]:
-        """One request -> its canonical images, and whether the client sent a list.
+    # decode, in two steps that `handle` runs one at a time across its batch's requests: every
+    # request's headers first (their code stays warm: in process 281 us per PNG in a batch of 16,
+    # 298 request by request), then each request's pixels, decoded and canonicalised together so
+    # that one request's full-size pixels are in memory at a time (decoding every request's pixels
+    # before canonicalising any saved 20 us more, at up to batchSize times the memory).
+    def open_request(self, request: PendingRequest, row: dict, content_type: str | None) -> None:
+        """The request's images opened (headers only, limits checked) and whether the client sent a list.
 
         Every image's header is checked (and the request's total pixels) before any pixels are
         decoded, so an oversized request costs microseconds, not a worker's time."""
-        sources, is_list = request_to_sources(row, content_type, self.limits)
-        if explain and len(sources) > self.limits.max_images_per_explanation:
+        sources, request.is_list = request_to_sources(row, content_type, self.limits)
+        if request.explain and len(sources) > self.limits.max_images_per_explanation:
             raise InputError(413, "too_many_images_to_explain", f"{len(sources)} images in one explanation "
                              f"request; the limit is {self.limits.max_images_per_explanation}. Split them over "
                              "several requests, or ask /predictions/ for the answers alone.")
-        opened = [self.open(source) for source in sources]
+        request.images = [self.open(source) for source in sources]
         total = sum(image.shape[0] * image.shape[1] if isinstance(image, np.ndarray) else
-                    image.size[0] * image.size[1] for image in opened)
+                    image.size[0] * image.size[1] for image in request.images)
         check_request_pixels(total, self.limits)
-        return [self.to_canonical(image) for image in opened], is_list
 
     def open(self, source: ImageSource):
         """Encoded bytes -> a lazily opened image (header checked); a pixel array -> itself, checked."""
@@ -129,10 +135,11 @@ class ImageClassifierHandler(BaseHandler):
             return source
         return open_header(source, self.limits)
 
-    def to_canonical(self, image) -> np.ndarray:
-        if not isinstance(image, np.ndarray):
-            image = load_pixels(image)
-        return canonicalize(image, self.metadata["preprocessing"], self.input_size)
+    def to_canonical(self, request: PendingRequest) -> None:
+        """Its opened images -> pixels (decoded) -> the model's canonical inputs (model_defs/preprocessing.py)."""
+        request.images = [canonicalize(image if isinstance(image, np.ndarray) else load_pixels(image),
+                                       self.metadata["preprocessing"], self.input_size)
+                          for image in request.images]
 
     @torch.inference_mode()
     def predict(self, images: np.ndarray) -> np.ndarray:
@@ -156,18 +163,11 @@ class ImageClassifierHandler(BaseHandler):
     # ---- TorchServe entry point -------------------------------------------------------------
     def handle(self, data, context):
         responses: list = [None] * len(data)
-        decoded: list[tuple[int, list[np.ndarray], bool, bool]] = []
-        for idx, row in enumerate(data):
-            try:
-                explain_it = _is_explanation(context, idx)
-                images, is_list = self.decode(row, request_header(context, idx, "Content-Type"), explain_it)
-                decoded.append((idx, images, is_list, explain_it))
-            except InputError as err:
-                responses[idx] = self._error(context, idx, err.status, err.body())
-            except Exception:  # a bug of ours: this request gets a 500, the batch carries on
-                logger.exception("unexpected error decoding request %d", idx)
-                responses[idx] = self._error(context, idx, 500, contract.error(
-                    "internal_error", "The server failed on this request; see its log."))
+        pending = [PendingRequest(idx, _is_explanation(context, idx)) for idx in range(len(data))]
+        pending = self._each(pending, responses, context, lambda request: self.open_request(
+            request, data[request.idx], request_header(context, request.idx, "Content-Type")))
+        pending = self._each(pending, responses, context, self.to_canonical)
+        decoded = [(r.idx, r.images, r.is_list, r.explain) for r in pending]
 
         if decoded:
             batch = np.stack([image for _, images, _, _ in decoded for image in images])
@@ -191,6 +191,22 @@ class ImageClassifierHandler(BaseHandler):
                                for result, image in zip(results, images)]
                 responses[idx] = self._json(context, idx, results if is_list else results[0])
         return responses
+
+    def _each(self, pending: list[PendingRequest], responses: list, context, step) -> list[PendingRequest]:
+        """step(request) for each pending request, in order; a request whose step raises gets its own
+        4xx (InputError) or 500 (a bug of ours) in `responses` and leaves the batch, which carries on."""
+        kept = []
+        for request in pending:
+            try:
+                step(request)
+                kept.append(request)
+            except InputError as err:
+                responses[request.idx] = self._error(context, request.idx, err.status, err.body())
+            except Exception:
+                logger.exception("unexpected error decoding request %d", request.idx)
+                responses[request.idx] = self._error(context, request.idx, 500, contract.error(
+                    "internal_error", "The server failed on this request; see its log."))
+        return kept
 
     @staticmethod
     def _json(context, idx: int, body) -> bytes:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import json
 import re
 import struct
@@ -35,6 +36,16 @@ from handlers.limits import InputLimits
 from handlers.npy_decoding import is_npy, npy_to_arrays
 
 ImageSource = Union[bytes, np.ndarray]
+
+
+@dataclasses.dataclass
+class PendingRequest:
+    """One request of a batch while the handler decodes it: its images at the current step (opened,
+    then canonical) and whether the client sent a list (then it gets a list of answers)."""
+    idx: int
+    explain: bool
+    images: list = dataclasses.field(default_factory=list)
+    is_list: bool = False
 
 DATA_URI = re.compile(r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?P<params>(;[^,;]*)*?);base64,", re.IGNORECASE)
 MAX_JSON_DEPTH = 8

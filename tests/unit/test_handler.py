@@ -175,3 +175,12 @@ def test_batches_on_the_cpu_go_through_the_optimised_model_within_1e_6(loaded, h
             want = exported[start:start + size]
             assert (got.argmax(1) == want.argmax(1)).all()
             assert np.abs(got - want).max() <= 1e-6  # batched maths differs in the last bits only
+
+
+def test_torchserve_finds_exactly_one_class_in_the_handler_module():
+    """TorchServe's worker refuses a handler module that defines more than one class (every worker
+    dies at load with "Expected only one class"): helpers live in other modules."""
+    from ts.utils.util import list_classes_from_module
+
+    from handlers import classifier_handler
+    assert list_classes_from_module(classifier_handler) == [classifier_handler.ImageClassifierHandler]
