@@ -167,29 +167,29 @@ class ImageClassifierHandler(BaseHandler):
         pending = self._each(pending, responses, context, lambda request: self.open_request(
             request, data[request.idx], request_header(context, request.idx, "Content-Type")))
         pending = self._each(pending, responses, context, self.to_canonical)
-        decoded = [(r.idx, r.images, r.is_list, r.explain) for r in pending]
 
-        if decoded:
-            batch = np.stack([image for _, images, _, _ in decoded for image in images])
+        if pending:
+            batch = np.stack([image for request in pending for image in request.images])
             probabilities = self.predict(batch)
-            wanted = np.concatenate([np.full(len(images), explain_it) for _, images, _, explain_it in decoded])
+            wanted = np.concatenate([np.full(len(request.images), request.explain) for request in pending])
             try:  # a failure here (a bug of ours) costs the explanations, not the predictions
                 saliency = iter(self.saliency(batch[wanted], probabilities[wanted].argmax(1)) if wanted.any() else [])
             except Exception:
                 logger.exception("saliency failed for %d images", int(wanted.sum()))
                 saliency = None
             offset = 0
-            for idx, images, is_list, explain_it in decoded:
+            for request in pending:
+                idx, images = request.idx, request.images
                 results = [self.encode(p) for p in probabilities[offset : offset + len(images)]]
                 offset += len(images)
-                if explain_it and saliency is None:
+                if request.explain and saliency is None:
                     responses[idx] = self._error(context, idx, 500, contract.error(
                         "internal_error", "The server failed to explain this request; see its log."))
                     continue
-                if explain_it:
+                if request.explain:
                     results = [self.explain_answer(result, image, next(saliency))
                                for result, image in zip(results, images)]
-                responses[idx] = self._json(context, idx, results if is_list else results[0])
+                responses[idx] = self._json(context, idx, results if request.is_list else results[0])
         return responses
 
     def _each(self, pending: list[PendingRequest], responses: list, context, step) -> list[PendingRequest]:

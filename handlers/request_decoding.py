@@ -47,6 +47,7 @@ class PendingRequest:
     images: list = dataclasses.field(default_factory=list)
     is_list: bool = False
 
+
 DATA_URI = re.compile(r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?P<params>(;[^,;]*)*?);base64,", re.IGNORECASE)
 MAX_JSON_DEPTH = 8
 
