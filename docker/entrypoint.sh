@@ -69,11 +69,7 @@ export TS_DECODE_INPUT_REQUEST=false
 
 CONFIG=$WORK_DIR/config.properties
 PYTHONPATH=$APP_DIR python3 -m serving.config --profile production --model-store "$MODEL_STORE" > "$CONFIG" \
-    || fail "could not render the TorchServe config (see the message above; ports must be 1-65535 and all differ)."
-# Java exits with a bare "Error opening zip file" when an agent is missing: our batcher (serving/batcher.py)
-for jar in $(sed -n 's/^vmargs=//p' "$CONFIG" | tr ' ' '\n' | sed -n 's/^-javaagent:\([^=]*\).*/\1/p'); do
-    [ -f "$jar" ] || fail "the frontend's batcher $jar is missing: run \`make batcher\` before building the image (make docker does)."
-done
+    || fail "could not render the TorchServe config (see the message above; ports must be 1-65535 and all differ, the batcher's jar built)."
 PROXY_DIR=$WORK_DIR/proxy
 PROXY_CONFIG=$(PYTHONPATH=$APP_DIR python3 -m serving.proxy --profile production --prefix "$PROXY_DIR" \
     --listen-address "$LISTEN_ADDRESS" --write) \

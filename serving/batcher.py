@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -42,7 +43,7 @@ UPSTREAM = {
 
 
 class BatcherBuildError(RuntimeError):
-    """The agent could not be built: the message says what is missing and what to do."""
+    """The agent is missing or could not be built: the message says what is missing and what to do."""
 
 
 def frontend_jar() -> Path:
@@ -58,6 +59,19 @@ def frontend_jar() -> Path:
 def vm_option(jar: Path = AGENT_JAR) -> str:
     """The JVM option that installs the batcher (config.properties' vmargs)."""
     return f"-javaagent:{jar}"
+
+
+def require_agents(properties: str) -> None:
+    """BatcherBuildError when a `-javaagent:` jar in config.properties' vmargs is missing (Java would exit
+    with a bare "Error opening zip file"): checked before Java starts by the launcher (serving/server.py)
+    and, through `python -m serving.config`, by the container's entrypoint."""
+    for line in properties.splitlines():
+        if line.startswith("vmargs="):
+            for jar in re.findall(r"-javaagent:([^\s=]+)", line):
+                if not Path(jar).is_file():
+                    hint = (" (build it with `make batcher`; make serve, make test and make docker do)"
+                            if Path(jar) == AGENT_JAR else "")
+                    raise BatcherBuildError(f"the frontend's Java agent {jar} is missing{hint}")
 
 
 def sources() -> list[Path]:

@@ -27,6 +27,7 @@ from pathlib import Path
 
 from handlers.limits import LIMITS
 from pipeline.model_config import SERVING
+from serving.batcher import BatcherBuildError, require_agents
 from serving.batcher import vm_option as batcher_vm_option
 from serving.settings import HOST, JOB_QUEUE_SIZE, Ports
 from serving.workers import configured_workers, usable_cpus
@@ -146,7 +147,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         text = render(args.profile, args.model_store, Ports.from_env(), args.token_auth)
-    except ValueError as err:
+        require_agents(text)  # the entrypoint starts Java with this config
+    except (ValueError, BatcherBuildError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     sys.stdout.write(text)

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -41,7 +40,7 @@ import psutil
 from pipeline.archive import ArchiveError, require_archives
 from pipeline.model_config import SERVING
 from serving import logs, processes, proxy
-from serving.batcher import AGENT_JAR
+from serving.batcher import BatcherBuildError, require_agents
 from serving.config import render
 from serving.management import ManagementAPI
 from serving.management import wait_ready as wait_all_ready
@@ -194,17 +193,6 @@ def preflight(server: Server, model_store: Path) -> None:
                               f"choose another port: make serve {label.upper()}_PORT=<port>.")
 
 
-def require_java_agents(properties: str) -> None:
-    """LaunchError when a `-javaagent:` jar in config.properties' vmargs (our batcher, serving/batcher.py)
-    is missing: Java would exit with a bare "Error opening zip file"."""
-    for line in properties.splitlines():
-        if line.startswith("vmargs="):
-            for jar in re.findall(r"-javaagent:([^\s=]+)", line):
-                if not Path(jar).is_file():
-                    hint = " (make batcher builds it; make serve and make test do so)" if Path(jar) == AGENT_JAR else ""
-                    raise LaunchError(f"the frontend's Java agent {jar} is missing{hint}")
-
-
 def start(*, run_dir: Path, model_store: Path, ports: Ports | None = None, timeout: float = 120.0,
           profile: str = "local", token_auth: bool = False, extra: dict | None = None, proxy: bool = True) -> Server:
     """Start TorchServe from `run_dir`, wait until every model has a READY worker, then (`proxy`) the
@@ -223,8 +211,12 @@ def start(*, run_dir: Path, model_store: Path, ports: Ports | None = None, timeo
     server.key_file.unlink(missing_ok=True)  # a dead server's keys; TorchServe writes new ones
     since = {**logs.offsets(server.log_dir), CONSOLE_LOG: 0}  # ts_log keeps earlier runs: quote only this one's
     config = server.run_dir / "config.properties"
-    config.write_text(render(profile, model_store, server.ports, token_auth, extra, proxied=server.proxied))
-    require_java_agents(config.read_text())
+    properties = render(profile, model_store, server.ports, token_auth, extra, proxied=server.proxied)
+    try:
+        require_agents(properties)
+    except BatcherBuildError as err:
+        raise LaunchError(str(err)) from None
+    config.write_text(properties)
     command = [torchserve_bin(), "--start", "--ncs", "--ts-config", str(config), "--model-store", str(model_store)]
     if "-Dlog4j.configurationFile=" not in (extra or {}).get("vmargs", ""):  # else the caller's logging
         command += ["--log-config", str(logs.LOG4J_CONFIG)]

@@ -13,7 +13,6 @@ import pytest
 
 from serving import batcher
 from serving.config import jvm_options, render
-from serving.server import LaunchError, require_java_agents
 
 MODEL = "org/pytorch/serve/wlm/Model"
 
@@ -105,12 +104,12 @@ def test_both_profiles_start_java_with_the_agent(profile, tmp_path):
 
 def test_a_missing_agent_jar_is_a_launch_error_that_says_how_to_build_it(tmp_path, monkeypatch):
     missing = tmp_path / "tinyserve-batcher.jar"
-    with pytest.raises(LaunchError, match="Java agent .*tinyserve-batcher.jar is missing$"):
-        require_java_agents(f"vmargs=-Xmx1g -javaagent:{missing}\n")
-    monkeypatch.setattr("serving.server.AGENT_JAR", missing)  # ours: the message says how to build it
-    with pytest.raises(LaunchError, match="is missing .*make batcher"):
-        require_java_agents(f"vmargs=-javaagent:{missing}=verbose -Xmx1g\n")
-    require_java_agents("vmargs=-Xmx1g\n")  # no agent, nothing to check
+    with pytest.raises(batcher.BatcherBuildError, match="Java agent .*tinyserve-batcher.jar is missing$"):
+        batcher.require_agents(f"vmargs=-Xmx1g -javaagent:{missing}\n")
+    monkeypatch.setattr("serving.batcher.AGENT_JAR", missing)  # ours: the message says how to build it
+    with pytest.raises(batcher.BatcherBuildError, match="is missing .*make batcher"):
+        batcher.require_agents(f"vmargs=-javaagent:{missing}=verbose -Xmx1g\n")
+    batcher.require_agents("vmargs=-Xmx1g\n")  # no agent, nothing to check
 
 
 def test_the_build_refuses_a_frontend_our_model_java_was_not_written_for(tmp_path):
