@@ -39,21 +39,14 @@ public final class BatcherAgent {
      * agent would replace, as the frontend does, and prints "replaced:" and those it did replace.
      */
     public static void main(String[] args) throws IOException, ClassNotFoundException {
-        Properties expected = new Properties();
-        try (InputStream in = resource(REPLACED)) {
-            expected.load(in);
-        }
-        for (String name : new TreeSet<>(expected.stringPropertyNames())) {
+        for (String name : new TreeSet<>(replaced().stringPropertyNames())) {
             Class.forName(name.replace('/', '.'), false, ClassLoader.getSystemClassLoader());
         }
         System.out.println("replaced: " + String.join(" ", REPLACED_SO_FAR));
     }
 
     public static void premain(String args, Instrumentation inst) throws IOException {
-        Properties expected = new Properties();
-        try (InputStream in = resource(REPLACED)) {
-            expected.load(in);
-        }
+        Properties expected = replaced();
         Map<String, byte[]> replacements = new HashMap<>();
         for (String name : expected.stringPropertyNames()) {
             byte[] original;
@@ -105,6 +98,15 @@ public final class BatcherAgent {
             }
             return replacement;
         }
+    }
+
+    /** Class name (internal form) -> SHA-256 of the class it replaces, as the build recorded it. */
+    private static Properties replaced() throws IOException {
+        Properties expected = new Properties();
+        try (InputStream in = resource(REPLACED)) {
+            expected.load(in);
+        }
+        return expected;
     }
 
     private static InputStream resource(String name) throws IOException {
