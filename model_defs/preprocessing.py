@@ -90,10 +90,7 @@ def reduce_large(gray: np.ndarray) -> np.ndarray:
     The content ends up 20-28 pixels tall, so a 1200x900 photo loses nothing that matters, and a
     12-megapixel one costs milliseconds instead of a second of float arithmetic.
     """
-    factor = -(-max(gray.shape) // WORKING_SIDE)  # ceil
-    if factor <= 1:
-        return gray
-    return np.asarray(Image.fromarray(gray).reduce(factor))
+    return _reduce_to(gray, WORKING_SIDE)
 
 
 def border_pixels(gray: np.ndarray) -> np.ndarray:
@@ -235,7 +232,8 @@ def shrink_to(gray: np.ndarray, side: int) -> np.ndarray:
 
 
 def _reduce_to(gray: np.ndarray, side: int) -> np.ndarray:
-    factor = -(-max(gray.shape) // side)
+    """Box-average by the smallest integer factor that brings the long side to at most `side`."""
+    factor = -(-max(gray.shape) // side)  # ceil
     return gray if factor <= 1 else np.asarray(Image.fromarray(gray).reduce(factor))
 
 
