@@ -372,8 +372,10 @@ def _main_ink(signal: np.ndarray, mask: np.ndarray, touching_edge_is_page: bool)
     areas = np.bincount(pieces, minlength=count + 1)[1:]
     contrast = np.bincount(pieces, weights=ink, minlength=count + 1)[1:] / areas
     candidates = np.flatnonzero(contrast >= FAINT * _quantile(ink, 0.9))
-    if count == 1 and len(candidates):  # one piece, not faint: it is the digit, the rules below keep it
-        return mask.copy()              # (as they would, 12 of a 28x28 digit's 42 us; one piece is the rule)
+    if not len(candidates):  # every piece faint against the ink's p90: a few bright pixels inside a
+        candidates = np.arange(count)  # faint stroke, which is the digit (this raised, a 500, until 2026-11-26)
+    if count == 1:  # one piece: it is the digit, the rules below keep it
+        return mask.copy()  # (as they would, 12 of a 28x28 digit's 42 us; one piece is the rule)
     boxes = ndimage.find_objects(labels)
     if touching_edge_is_page:  # a page edge or shadow runs along the edge; a digit only ends there
         edge = np.zeros(count + 1, dtype=np.int64)

@@ -82,14 +82,23 @@ SETS: dict[str, tuple[Callable[[], list], list[tuple[str, int]]]] = {
 }
 
 
-def digests() -> Iterator[tuple[str, str, int, str]]:
-    """(set name, kind, side, sha256 of every canonical image of the set, in order), set by set."""
+def canonicalize_each(pictures: list, kind: str, side: int) -> Iterator[np.ndarray]:
+    """`canonicalize`, picture by picture: the definition."""
+    for picture in pictures:
+        yield canonicalize(picture, kind, (side, side))
+
+
+def digests(frame: Callable[[list, str, int], Iterator[np.ndarray]] = canonicalize_each,
+            names: set[str] | None = None) -> Iterator[tuple[str, str, int, str]]:
+    """(set name, kind, side, sha256 of every canonical image of the set, in order), set by set, for
+    the sets named (all by default), each canonicalised by `frame(pictures, kind, side)`."""
     for name, (load, uses) in SETS.items():
+        if names is not None and name not in names:
+            continue
         pictures = load()
         for kind, side in uses:
             digest = hashlib.sha256()
-            for picture in pictures:
-                canonical = canonicalize(picture, kind, (side, side))
+            for canonical in frame(pictures, kind, side):
                 digest.update(np.ascontiguousarray(canonical, dtype=np.uint8).tobytes())
             yield name, kind, side, f"{len(pictures)}:{digest.hexdigest()}"
 

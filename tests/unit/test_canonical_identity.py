@@ -47,3 +47,31 @@ def today():
 def test_canonicalize_is_bit_for_bit_what_the_models_were_trained_with(today, key):
     assert today[key] == TRAINED_WITH[key], (
         f"canonicalize{key[1:]} on {key[0]} no longer gives the bytes the models were trained with")
+
+
+# Chunk sizes for canonicalize_many: under MIN_STACK (picture by picture), at it, and larger stacks,
+# so every set goes through both of its paths with the digests unchanged.
+CHUNKS = (1, 2, 3, 7, 16, 64)
+
+
+def _in_chunks(pictures: list, kind: str, side: int):
+    from model_defs.canonical_batch import canonicalize_many
+    start, turn = 0, 0
+    while start < len(pictures):
+        size = CHUNKS[turn % len(CHUNKS)]
+        yield from canonicalize_many(pictures[start : start + size], kind, (side, side))
+        start, turn = start + size, turn + 1
+
+
+@pytest.fixture(scope="module")
+def in_stacks():
+    # every set whose digit pictures the stack path can take; Fashion-MNIST is framed picture by picture
+    names = {name for name, (_, uses) in SETS.items() if any(kind == "digit" for kind, _ in uses)}
+    return {(name, kind, side): digest for name, kind, side, digest in digests(_in_chunks, names)}
+
+
+@pytest.mark.parametrize("key", [key for key in TRAINED_WITH if key[1] == "digit"],
+                         ids=lambda key: f"{key[0]}-{key[1]}{key[2]}")
+def test_canonicalize_many_is_bit_for_bit_canonicalize(in_stacks, key):
+    assert in_stacks[key] == TRAINED_WITH[key], (
+        f"canonicalize_many{key[1:]} on {key[0]} differs from canonicalize picture by picture")

@@ -255,6 +255,19 @@ def test_the_page_edge_along_the_picture_border_is_not_ink():
     assert cols.size <= 8  # a thin upright stroke, not the wide dark band
 
 
+def test_a_faint_stroke_with_a_bright_tip_is_the_digit():
+    """Every piece of ink fainter than half the ink's p90 (a faint stroke whose few bright pixels set
+    the p90) left `_main_ink` no candidate: argmax of nothing, a 500 for the client. It is the digit."""
+    for pieces in (1, 2):
+        picture = np.zeros((28, 28), np.uint8)
+        picture[4:24, 13:15] = 80  # a faint upright stroke
+        picture[4:7, 13:15] = 255  # its bright tip: 15% of the ink, so the ink's p90 is 255
+        if pieces == 2:
+            picture[22:25, 20:23] = 80  # and a faint mark beside it
+        out = canonicalize(picture, "digit", (32, 32))
+        assert ink_box(out[2:-2, 2:-2])[0] == MNIST_DIGIT_BOX  # the whole stroke, 20 pixels tall
+
+
 def test_fashion_longest_side_28_centred():
     out = canonicalize(blob(h=100, w=100, top=10, left=30, bh=80, bw=40, ink=200), "fashion", (28, 28))
     rows = np.flatnonzero(out.any(axis=1))
