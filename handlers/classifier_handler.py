@@ -5,8 +5,9 @@ preprocessing, sha256 of model.pt) and a model-config.yaml whose `handler:` sect
 input limits and torch threads (from serving/settings.py). The stages of `handle`:
 
   decode       each request -> images (request_decoding, image_decoding, canonicalize): every
-               request's headers first, then each request's pixels; a bad request gets its
-               own 4xx and leaves the batch
+               request's headers first, then each request's pixels into the batch's
+               CanonicalStack, which frames the small digit pictures of all its requests at once
+               (model_defs/canonical_batch.py); a bad request gets its own 4xx and leaves the batch
   batch        the good requests' canonical images -> one uint8 tensor [N, 1, H, W]
   predict      one forward pass of the TorchScript model (softmax baked in) on the worker's device
   unbatch      probabilities back to the request that sent each image
@@ -40,7 +41,7 @@ from handlers.request_decoding import ImageSource, PendingRequest, request_heade
 from handlers.saliency import canonical_png, explain, heatmap_png
 from handlers.worker_logging import quiet_per_batch_lines
 from handlers.worker_protocol import install as install_buffered_reads
-from model_defs.preprocessing import canonicalize
+from model_defs.canonical_batch import CanonicalStack
 
 logger = logging.getLogger(__name__)
 
@@ -108,11 +109,11 @@ class ImageClassifierHandler(BaseHandler):
             self.saliency(np.zeros((batch, *self.input_size), dtype=np.uint8), np.zeros(batch, dtype=np.int64))
 
     # ---- stages -----------------------------------------------------------------------------
-    # decode, in two steps that `handle` runs one at a time across its batch's requests: every
+    # decode, in three steps that `handle` runs one at a time across its batch's requests: every
     # request's headers first (their code stays warm: in process 281 us per PNG in a batch of 16,
-    # 298 request by request), then each request's pixels, decoded and canonicalised together so
-    # that one request's full-size pixels are in memory at a time (decoding every request's pixels
-    # before canonicalising any saved 20 us more, at up to batchSize times the memory).
+    # 298 request by request), then each request's pixels into the batch's CanonicalStack, which
+    # canonicalises a large picture as it comes (one request's full-size pixels in memory at a
+    # time) and keeps a small digit picture's grey levels, then the stack frames those all at once.
     def open_request(self, request: PendingRequest, row: dict, content_type: str | None) -> None:
         """The request's images opened (headers only, limits checked) and whether the client sent a list.
 
@@ -135,11 +136,27 @@ class ImageClassifierHandler(BaseHandler):
             return source
         return open_header(source, self.limits)
 
-    def to_canonical(self, request: PendingRequest) -> None:
-        """Its opened images -> pixels (decoded) -> the model's canonical inputs (model_defs/preprocessing.py)."""
-        request.images = [canonicalize(image if isinstance(image, np.ndarray) else load_pixels(image),
-                                       self.metadata["preprocessing"], self.input_size)
-                          for image in request.images]
+    def to_stack(self, request: PendingRequest, stack: CanonicalStack) -> None:
+        """Its opened images -> pixels (decoded) -> slots in the batch's stack of canonical inputs."""
+        request.slots = [stack.add(image if isinstance(image, np.ndarray) else load_pixels(image))
+                         for image in request.images]
+        request.images = []
+
+    def to_canonical(self, pending: list[PendingRequest], stack: CanonicalStack, responses: list,
+                     context) -> list[PendingRequest]:
+        """Every request's canonical images, framed together (model_defs/canonical_batch.py). Should
+        that fail (a bug of ours), each request's are framed on their own, so that only the requests
+        that fail again get a 500."""
+        try:
+            canonical = stack.images()
+        except Exception:
+            logger.exception("framing %d pictures together failed; framing them request by request",
+                             len(stack.pictures))
+            return self._each(pending, responses, context, lambda request: setattr(
+                request, "images", [stack.canonical(slot) for slot in request.slots]))
+        for request in pending:
+            request.images = list(canonical[request.slots])
+        return pending
 
     @torch.inference_mode()
     def predict(self, images: np.ndarray) -> np.ndarray:
@@ -166,7 +183,9 @@ class ImageClassifierHandler(BaseHandler):
         pending = [PendingRequest(idx, _is_explanation(context, idx)) for idx in range(len(data))]
         pending = self._each(pending, responses, context, lambda request: self.open_request(
             request, data[request.idx], request_header(context, request.idx, "Content-Type")))
-        pending = self._each(pending, responses, context, self.to_canonical)
+        stack = CanonicalStack(self.metadata["preprocessing"], self.input_size)
+        pending = self._each(pending, responses, context, lambda request: self.to_stack(request, stack))
+        pending = self.to_canonical(pending, stack, responses, context)
 
         if pending:
             batch = np.stack([image for request in pending for image in request.images])

@@ -41,11 +41,13 @@ ImageSource = Union[bytes, np.ndarray]
 @dataclasses.dataclass
 class PendingRequest:
     """One request of a batch while the handler decodes it: its images at the current step (opened,
-    then canonical) and whether the client sent a list (then it gets a list of answers)."""
+    then canonical), their slots in the batch's CanonicalStack while they are being framed, and
+    whether the client sent a list (then it gets a list of answers)."""
     idx: int
     explain: bool
     images: list = dataclasses.field(default_factory=list)
     is_list: bool = False
+    slots: list[int] = dataclasses.field(default_factory=list)
 
 
 DATA_URI = re.compile(r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?P<params>(;[^,;]*)*?);base64,", re.IGNORECASE)

@@ -184,3 +184,77 @@ def test_torchserve_finds_exactly_one_class_in_the_handler_module():
 
     from handlers import classifier_handler
     assert list_classes_from_module(classifier_handler) == [classifier_handler.ImageClassifierHandler]
+
+
+def _npy(array: np.ndarray) -> bytes:
+    import io
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=False)
+    return buffer.getvalue()
+
+
+def _mixed_batch(raw: np.ndarray) -> list:
+    """PNG digits, a bad request, a .npy of four digits and a phone photo: small pictures that the
+    batch frames together, and one it frames as it comes."""
+    from pipeline.photos import photo_rng, render_photo
+    return [({"body": png_bytes(raw[i])}, PNG) for i in range(4)] + [
+        ({"body": b"not an image"}, PNG),
+        ({"body": _npy(raw[4:8])}, {"Content-Type": "application/x-npy"}),
+        ({"body": render_photo(raw[8], photo_rng(15, 8))}, {"Content-Type": "image/jpeg"}),
+        ({"body": png_bytes(raw[9])}, PNG)]
+
+
+def _one_by_one(h, raw: np.ndarray) -> list:
+    """The answers each image gets alone in its batch (framed picture by picture)."""
+    alone = [h.one(row, headers) for row, headers in _mixed_batch(raw)]
+    npy = [h.one({"body": png_bytes(raw[i])}, PNG)[1] for i in range(4, 8)]
+    alone[5] = (200, npy)
+    return alone
+
+
+def _same(got, expected) -> None:
+    assert [status for status, _ in got] == [status for status, _ in expected]
+    for (status, body), (_, reference) in zip(got, expected):
+        if status != 200:
+            assert body["error"] == reference["error"]
+            continue
+        for answer, wanted in zip(body if isinstance(body, list) else [body],
+                                  reference if isinstance(reference, list) else [reference]):
+            assert answer["index"] == wanted["index"]
+            assert np.allclose(list(answer["probabilities"].values()), list(wanted["probabilities"].values()),
+                               atol=1e-5)
+
+
+def test_a_batch_frames_its_small_pictures_together_as_each_alone(loaded, held_out, monkeypatch):
+    from model_defs.canonical_batch import CanonicalStack
+    h, raw = loaded("lenet5"), held_out("lenet5").raw
+    stacked = []
+    framed = CanonicalStack.images
+    monkeypatch.setattr(CanonicalStack, "images", lambda self: stacked.append(dict(self.waiting)) or framed(self))
+    got = h.batch(_mixed_batch(raw))
+    assert stacked[0] == {(28, 28): [0, 1, 2, 3, 4, 5, 6, 7, 9]}  # the photo (slot 8) was framed as it came
+    _same(got, _one_by_one(h, raw))
+
+
+def test_if_framing_together_fails_each_request_is_framed_alone(loaded, held_out, monkeypatch, caplog):
+    """A bug of ours in the stack costs its batch nothing; one that fails a picture costs its request a 500."""
+    from model_defs.canonical_batch import CanonicalStack
+    h, raw = loaded("lenet5"), held_out("lenet5").raw
+    expected = _one_by_one(h, raw)
+
+    def broken(self):
+        raise RuntimeError("a bug in the stack")
+
+    alone = CanonicalStack.canonical
+
+    def failing_on_slot_2(self, slot):
+        if slot == 2:
+            raise RuntimeError("a bug on one picture")
+        return alone(self, slot)
+
+    monkeypatch.setattr(CanonicalStack, "images", broken)
+    monkeypatch.setattr(CanonicalStack, "canonical", failing_on_slot_2)
+    got = h.batch(_mixed_batch(raw))
+    assert "framing 10 pictures together failed" in caplog.text
+    assert got[2][0] == 500 and got[2][1]["error"] == "internal_error"
+    _same(got[:2] + got[3:], expected[:2] + expected[3:])
