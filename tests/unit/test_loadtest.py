@@ -134,7 +134,8 @@ def test_stage_costs_times_every_stage_of_the_handler(capsys):
     table = capsys.readouterr().out
     rows = [line for line in table.splitlines() if line.startswith("| ") and "us per image" not in line]
     assert [r.split(" | ")[0][2:] for r in rows] == [
-        "read the header (PIL open)", "decode the pixels", "canonicalise", "forward pass, batches of 16",
+        "read the header (PIL open)", "decode the pixels", "canonicalise, stacks of 16", "forward pass, batches of 16",
         "encode the JSON answer", "**sum**"]
     costs = [float(r.split(" | ")[1].strip(" |*")) for r in rows]
     assert all(c > 0 for c in costs) and costs[-1] == pytest.approx(sum(costs[:-1]), abs=0.2)
+    assert "Canonicalising picture by picture" in table
