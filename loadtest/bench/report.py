@@ -57,7 +57,11 @@ def server_cpu_us(cell: dict) -> float:
 def floor_targets(rows: dict[str, dict], conc: list[str]) -> list[dict]:
     """Issue 15's targets against the floor (row 7), ratios within the run: row 3 >= 1.5 x its req/s
     at C=16 and C=64; at C=1 row 3's p50 <= 1.5 x and its server CPU per request <= 2 x the floor's;
-    the same throughput ratio on the JPEG photos (row 8 against row 9). [] for runs without the floor."""
+    the same throughput ratio on the JPEG photos (row 8 against row 9). [] for runs without the floor.
+
+    Throughput is judged against the floor's best round, not its median: uvicorn's worker processes
+    accept from one shared socket, and in some rounds one of them takes most of the client's
+    keep-alive connections and serves them on one core (2026-11-26: 1,034 / 989 / 1,835 req/s)."""
     out = []
     pairs = [("handler", "floor", "row 3", "row 7", "")]
     if "photos" in rows and "floor_photos" in rows:
@@ -67,8 +71,9 @@ def floor_targets(rows: dict[str, dict], conc: list[str]) -> list[dict]:
             continue
         a, b = rows[ours]["cells"], rows[floor]["cells"]
         for c in (c for c in ("16", "64") if c in conc):
-            out.append({"target": f"{name} >= 1.5 x {floor_name} in req/s at C={c} (beat the floor{what})",
-                        "value": ratio(a[c]["throughput"], b[c]["throughput"]), "bound": 1.5})
+            best = max(b[c].get("throughput_rounds") or [b[c]["throughput"]])
+            out.append({"target": f"{name} >= 1.5 x {floor_name}'s best round in req/s at C={c} (beat the floor{what})",
+                        "value": ratio(a[c]["throughput"], best), "bound": 1.5})
         if "1" in conc and not what:
             out.append({"target": f"{name} p50 <= 1.5 x {floor_name}'s at C=1 (a lone client waits little longer)",
                         "value": ratio(a["1"]["p50_ms"], b["1"]["p50_ms"]), "bound": 1.5, "at_most": True})

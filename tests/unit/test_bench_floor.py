@@ -96,19 +96,29 @@ def _results() -> dict:
 def test_floor_targets_are_issue_15s_ratios_in_the_right_direction():
     results = _results()
     found = {t["target"].split(" (")[0]: t for t in targets(results)}
-    assert found["row 3 >= 1.5 x row 7 in req/s at C=16"]["value"] == pytest.approx(1.8)
-    assert found["row 3 >= 1.5 x row 7 in req/s at C=16"]["met"]
-    assert found["row 3 >= 1.5 x row 7 in req/s at C=64"]["value"] == pytest.approx(1.5)
-    assert found["row 3 >= 1.5 x row 7 in req/s at C=64"]["met"]                 # the bound itself is met
+    assert found["row 3 >= 1.5 x row 7's best round in req/s at C=16"]["value"] == pytest.approx(1.8)
+    assert found["row 3 >= 1.5 x row 7's best round in req/s at C=16"]["met"]
+    assert found["row 3 >= 1.5 x row 7's best round in req/s at C=64"]["value"] == pytest.approx(1.5)
+    assert found["row 3 >= 1.5 x row 7's best round in req/s at C=64"]["met"]   # the bound itself is met
     p50 = found["row 3 p50 <= 1.5 x row 7's at C=1"]
     assert p50["value"] == pytest.approx(2.0) and not p50["met"]                  # at most: 2.0 > 1.5 misses
     cpu = found["row 3 server CPU per request <= 2 x row 7's at C=1"]
     assert cpu["value"] == pytest.approx((900 + 1300) / 1100) and cpu["met"]       # the client's CPU left out
-    assert found["row 8 >= 1.5 x row 9 in req/s at C=16"]["value"] == pytest.approx(1.5)
+    assert found["row 8 >= 1.5 x row 9's best round in req/s at C=16"]["value"] == pytest.approx(1.5)
     assert not any(t["target"].startswith("row 8 p50") for t in targets(results))
     # a run without the floor (--model fashion_mlp, older bench.json) has none of them
     assert floor_targets({r["key"]: r for r in results["rows"] if not r["key"].startswith("floor")},
                          ["1", "16", "64"]) == []
+
+
+def test_the_floor_is_judged_by_its_best_round():
+    """One uvicorn process holding most connections makes a slow round; the median would flatter us."""
+    results = _results()
+    floor = next(r for r in results["rows"] if r["key"] == "floor")
+    floor["cells"]["16"] = {**floor["cells"]["16"], "throughput": 1000.0, "throughput_rounds": [1000.0, 950.0, 1800.0]}
+    found = {t["target"].split(" (")[0]: t for t in targets(results)}
+    beat = found["row 3 >= 1.5 x row 7's best round in req/s at C=16"]
+    assert beat["value"] == pytest.approx(1800 / 1800) and not beat["met"]
 
 
 def test_report_says_what_the_floor_and_the_photos_are():
