@@ -19,10 +19,11 @@ from pathlib import Path
 
 ENV = "WORKERS_PER_MODEL"
 CGROUP = Path("/sys/fs/cgroup")
-# The worker's share of the server's CPU per request, behind nginx at 64 clients: 582 of 707 us
-# (worker 582, TorchServe's frontend 88, nginx 37; BENCHMARKS.md row 6, 2026-11-26). Workers beyond
-# cpus x share would wait for the CPU the frontend and the proxy need.
-WORKER_SHARE = 0.82
+# The worker's share of the server's CPU per request, behind nginx at 64 clients: 278 of 357 us
+# (worker 278, TorchServe's frontend 48, nginx 31; BENCHMARKS.md row 6, 2026-11-26 11:34; it was 582
+# of 707 before the batch's small pictures were framed as one stack). Workers beyond cpus x share
+# would wait for the CPU the frontend and the proxy need.
+WORKER_SHARE = 0.78
 
 
 def cgroup_cpu_limit(root: Path = CGROUP) -> float | None:

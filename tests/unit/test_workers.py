@@ -37,7 +37,7 @@ def test_the_quota_caps_the_cpus_the_process_may_run_on(tmp_path, monkeypatch):
     assert workers.usable_cpus(_cgroup_v2(cgroup_dirs / "c", "800000 100000")) == 2.0  # affinity is fewer
 
 
-@pytest.mark.parametrize("cpus, expected", [(0.5, 1), (1, 1), (2, 2), (4, 3), (6, 5), (16, 13)])
+@pytest.mark.parametrize("cpus, expected", [(0.5, 1), (1, 1), (2, 2), (4, 3), (6, 5), (16, 12)])
 def test_workers_leave_the_frontend_and_the_proxy_their_share(cpus, expected):
     assert workers.workers_per_model(cpus) == expected
 
