@@ -68,7 +68,7 @@ def test_make_bench_smoke_runs_every_row_and_writes_its_outputs(tmp_path):
         floor = next(r for r in results["rows"] if r["key"] == key)
         assert all(cell["worker_cpu_us_per_req"] > 0 for cell in floor["cells"].values()), "the floor's CPU was not sampled"
     assert results["photos"]["count"] == 8 and results["floor"]["workers"] >= 1
-    assert "row 3 >= 1.5 x row 7 in req/s at C=16" in report and "**floor** (rows 7 and 9)" in report
+    assert "row 3 >= 1.5 x row 7's best round in req/s at C=16" in report and "**floor** (rows 7 and 9)" in report
     for heading in ("## Results", "## Targets", "## Where the CPU goes", "**machine**",
                     "**command**: `make bench-smoke`"):
         assert heading in report
