@@ -95,11 +95,14 @@ class ImageClassifierHandler(BaseHandler):
     def use_device(self, device) -> None:
         """Predict on `device` (the model must be there). On CUDA, TF32 off for this worker: with
         PyTorch's default (TF32 convolutions) lenet5's probabilities were 2.0e-3 from the CPU's, 1.1e-6
-        without, at no cost a model this small would notice (H200, BENCHMARKS-GPU.md)."""
+        without, at no cost a model this small would notice (H200, BENCHMARKS-GPU.md). On the CPU,
+        oneDNN off for this worker's plain model (the optimised copy calls it directly)."""
         self.device = torch.device(device)
         if self.device.type == "cuda":
             torch.backends.cudnn.allow_tf32 = False
             torch.backends.cuda.matmul.allow_tf32 = False
+        else:  # the plain model's small batches: ATen's own convolutions (see BATCH_MODEL_FROM)
+            torch.backends.mkldnn.enabled = False
 
     def _warm_up(self) -> None:
         """Run the TorchScript profiling passes now, not on the first client's request."""
@@ -238,10 +241,15 @@ class ImageClassifierHandler(BaseHandler):
 
 
 # On the CPU, batches of this many images or more go through a frozen copy of the model optimised
-# for inference (oneDNN convolutions): lenet5, one thread, 2-CPU Xeon, us per batch plain ->
-# optimised: 1 image 55 -> 132, 2: 176 -> 142, 8: 703 -> 333, 16: 854 -> 351 (probabilities within
-# 1.2e-7 of the plain model's). Single images, and every gradient (saliency), use the plain model.
-BATCH_MODEL_FROM = 2
+# for inference (prepacked oneDNN convolutions); smaller ones, and every gradient (saliency), through
+# the plain model with oneDNN off (use_device): ATen's own convolutions, which PyTorch leaves for
+# oneDNN's from batch 2 on. One thread, 2-CPU Xeon, us per batch, plain (oneDNN on / off) against
+# optimised, each run right after 8 MB of other memory traffic as in a worker (warm loops in
+# brackets), 2026-11-26: lenet5 1 image 127 / 125 (51) against 241; 2: 270 / 155 (76) against 247;
+# 4: 337 / 226 (138) against 264; 6: 413 / 304 (215) against 288 (183); 8: 495 / 380 against 315.
+# mnist_net 1: 227 / 117 (55) against 236; 4: 372 / 286 against 281; 6: 459 / 389 against 306.
+# Probabilities within 1.2e-7 of the plain model's either way.
+BATCH_MODEL_FROM = 5
 
 
 def batch_model(model, device):
