@@ -9,6 +9,11 @@ one forward pass per serving batch, encode the JSON answer. Each stage is timed 
 our worker spends per image on top of what TorchServe's own worker protocol costs (row 2 of
 BENCHMARKS.md, the no-op handler), which is how the notes in BENCHMARKS.md bound the ratios the
 targets ask for.
+
+A second table times the handler's whole `handle` (TorchServe's own Context, one PNG per request)
+on batches of 1 to the serving batch size: what a worker pays per request when its batches are
+that large, every stage run after the others as in a worker. Under load a batch is what is queued
+when a worker comes free (serving/java/README.md), often far fewer than batchSize at 16 clients.
 """
 from __future__ import annotations
 
@@ -54,8 +59,9 @@ def measure(model: str, count: int, repeats: int) -> dict[str, float]:
     handler = ImageClassifierHandler()  # only its predict and encode stages, on the exported model
     handler.metadata = artifacts.manifest(model)
     handler.labels = handler.metadata["labels"]
+    handler.input_size = tuple(handler.metadata["input_size"])
     handler.model = artifacts.scripted_model(model)
-    handler.device = torch.device("cpu")
+    handler.use_device("cpu")
     handler.batch_model = batch_model(handler.model, handler.device)  # as initialize sets it
 
     pixels = [load_pixels(open_header(p, LIMITS)) for p in pngs]
@@ -78,16 +84,38 @@ def measure(model: str, count: int, repeats: int) -> dict[str, float]:
     # not a stage of ours: what one request at a time costs (the floor's way, and a batch of one's)
     alone = median_us_per_image(lambda _: [canonicalize(p, spec.preprocessing, spec.input_size) for p in pixels],
                                 pngs, repeats)
-    return costs, alone
+    whole = {size: median_us_per_image(lambda _, size=size: handle_batches(handler, pngs, size), pngs, repeats)
+             for size in batch_sizes(batch)}
+    return costs, alone, whole
 
 
-def render(model: str, costs: dict[str, float], alone: float, command: str) -> str:
+def batch_sizes(batch: int) -> list[int]:
+    """1, 2, 4, ... up to the serving batch size, which is always last."""
+    sizes = [1 << k for k in range(batch.bit_length()) if 1 << k < batch]
+    return sizes + [batch]
+
+
+def handle_batches(handler: ImageClassifierHandler, pngs: list[bytes], size: int) -> None:
+    """Every PNG once, through `handle` in batches of `size` requests, as a worker receives them."""
+    from ts.context import Context, RequestProcessor
+
+    context = Context(handler.metadata["name"], None, {"model": {}}, size, None, "0.12.0")
+    for start in range(0, len(pngs), size):
+        rows = [{"body": png} for png in pngs[start:start + size]]
+        context.request_processor = [RequestProcessor({"Content-Type": "image/png"}) for _ in rows]
+        handler.handle(rows, context)
+
+
+def render(model: str, costs: dict[str, float], alone: float, whole: dict[int, float], command: str) -> str:
     lines = [f"Stage costs of our handler for `{model}`, in process, one torch thread "
              f"(`{command}`):", "", "| stage | us per image (median) |", "|---|---|"]
     lines += [f"| {name} | {us:.1f} |" for name, us in costs.items()]
     lines.append(f"| **sum** | **{sum(costs.values()):.1f}** |")
     lines += ["", f"Canonicalising picture by picture (`canonicalize`, as for a batch of one or the floor): "
                   f"{alone:.1f} us per image."]
+    lines += ["", "The whole `handle`, one PNG per request, by the requests in a batch:", "",
+              "| requests per batch | us per request (median) | x the stage sum |", "|---|---|---|"]
+    lines += [f"| {size} | {us:.1f} | {us / sum(costs.values()):.2f} |" for size, us in whole.items()]
     return "\n".join(lines) + "\n"
 
 

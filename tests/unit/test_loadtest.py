@@ -131,11 +131,23 @@ def test_stage_costs_times_every_stage_of_the_handler(capsys):
     from loadtest import stage_costs
 
     assert stage_costs.main(["--images", "32", "--repeats", "1"]) == 0
-    table = capsys.readouterr().out
-    rows = [line for line in table.splitlines() if line.startswith("| ") and "us per image" not in line]
+    stages, whole = capsys.readouterr().out.split("The whole `handle`")
+    rows = [line for line in stages.splitlines() if line.startswith("| ") and "us per image" not in line]
     assert [r.split(" | ")[0][2:] for r in rows] == [
         "read the header (PIL open)", "decode the pixels", "canonicalise, stacks of 16", "forward pass, batches of 16",
         "encode the JSON answer", "**sum**"]
     costs = [float(r.split(" | ")[1].strip(" |*")) for r in rows]
     assert all(c > 0 for c in costs) and costs[-1] == pytest.approx(sum(costs[:-1]), abs=0.2)
-    assert "Canonicalising picture by picture" in table
+    assert "Canonicalising picture by picture" in stages
+    # the whole handle by requests per batch, up to the serving batch size, against the stage sum
+    rows = [line.strip("| ").split(" | ") for line in whole.splitlines() if line.startswith("| ") and "us per" not in line]
+    assert [int(r[0]) for r in rows] == [1, 2, 4, 8, 16]
+    assert all(float(us) > 0 and float(x) == pytest.approx(float(us) / costs[-1], abs=0.01) for _, us, x in rows)
+
+
+def test_stage_costs_batch_sizes_end_at_the_serving_batch():
+    from loadtest.stage_costs import batch_sizes
+
+    assert batch_sizes(16) == [1, 2, 4, 8, 16]
+    assert batch_sizes(12) == [1, 2, 4, 8, 12]
+    assert batch_sizes(1) == [1]
