@@ -38,7 +38,8 @@ def floor_workers() -> int:
 
 @dataclass(frozen=True)
 class FloorServer:
-    """One running floor: uvicorn's master process, its port, its worker count and its log."""
+    """One running Python server of ours outside TorchServe (the floor, a peer of make bench-peers):
+    its root process, its port, its worker count and its log."""
     pid: int
     port: int
     workers: int
@@ -69,19 +70,19 @@ def floor_versions(python: Path = FLOOR_PYTHON) -> dict[str, str]:
     return dict(zip(("python", "fastapi", "uvicorn", "torch"), out.stdout.split()))
 
 
-def _wait_ready(process: subprocess.Popen, log: Path, workers: int, timeout: float) -> None:
-    """Until `workers` startup lines are in the log; LaunchError (with the log's end) if uvicorn exits
-    or `timeout` passes first."""
+def _wait_ready(name: str, process: subprocess.Popen, log: Path, ready: int, timeout: float) -> None:
+    """Until `ready` startup lines are in the log (uvicorn logs one per server process);
+    LaunchError (with the log's end) if the server exits or `timeout` passes first."""
     deadline = time.monotonic() + timeout
     while True:
         text = log.read_text(errors="replace")
-        if text.count(READY_LINE) >= workers:
+        if text.count(READY_LINE) >= ready:
             return
         if process.poll() is not None:
-            raise LaunchError(f"the floor (uvicorn) exited with {process.returncode} during start-up. "
+            raise LaunchError(f"{name} exited with {process.returncode} during start-up. "
                               f"The end of its log ({log}):\n" + "\n".join(text.splitlines()[-15:]))
         if time.monotonic() > deadline:
-            raise LaunchError(f"the floor (uvicorn) had {text.count(READY_LINE)} of {workers} workers ready "
+            raise LaunchError(f"{name} had {text.count(READY_LINE)} of {ready} server processes ready "
                               f"after {timeout:g} s. The end of its log ({log}):\n"
                               + "\n".join(text.splitlines()[-15:]))
         time.sleep(0.2)
@@ -96,22 +97,32 @@ def floor_running(port: int, run_dir: Path, workers: int | None = None, python: 
     if not python.is_file():
         raise LaunchError(f"the floor's virtualenv is missing ({python}): run `make floor-venv` "
                           "(loadtest/floor/requirements.txt)")
-    if processes.port_in_use(port):
-        raise LaunchError(f"port {port} on {HOST} is taken, the floor cannot listen there: stop what holds it "
-                          "or move the benchmark's ports (--port-base, BENCH_PORT_BASE; 0: free ports)")
     workers = workers or floor_workers()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    log_path = run_dir / "uvicorn.log"
     command = [str(python), "-m", "uvicorn", FLOOR_APP, "--host", HOST, "--port", str(port),
                "--workers", str(workers)]
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}  # the repo's handlers/ and model_defs/, as they are here
     log(f"  starting the floor on {HOST}:{port} ({workers} uvicorn workers, {python})")
+    with python_server_running("the floor (uvicorn)", command, port, run_dir / "uvicorn.log", workers,
+                               workers, timeout) as server:
+        yield server
+
+
+@contextmanager
+def python_server_running(name: str, command: list[str], port: int, log_path: Path, ready: int, workers: int,
+                          timeout: float = START_TIMEOUT_S) -> Iterator[FloorServer]:
+    """`command` (a Python server of ours from its own virtualenv, the repo on its PYTHONPATH, listening on
+    127.0.0.1:`port`) for the `with` block, until its log holds `ready` uvicorn startup lines; then
+    stopped, with every process under it (SIGTERM, then SIGKILL). LaunchError if it cannot start."""
+    if processes.port_in_use(port):
+        raise LaunchError(f"port {port} on {HOST} is taken, {name} cannot listen there: stop what holds it "
+                          "or move the benchmark's ports (--port-base, BENCH_PORT_BASE; 0: free ports)")
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}  # the repo's handlers/ and model_defs/, as they are here
     with log_path.open("wb") as out:
         process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
                                    stdin=subprocess.DEVNULL, start_new_session=True)
     server = FloorServer(process.pid, port, workers, log_path)
     try:
-        _wait_ready(process, log_path, workers, timeout)
+        _wait_ready(name, process, log_path, ready, timeout)
         yield server
     finally:
         processes.end(server.processes(), grace=STOP_GRACE_S)

@@ -5,7 +5,6 @@ the floor itself; nothing here asserts on speed."""
 from __future__ import annotations
 
 import io
-import re
 
 import pytest
 from PIL import Image
@@ -16,26 +15,14 @@ from loadtest.bench.workload import Photos, Workload, rows_for
 from serving.server import LaunchError
 from serving.settings import Ports
 from tests.support.paths import REPO
+from tests.support.pins import pins
 
 SHARED = ("torch", "numpy", "pillow", "scipy")  # what the floor must run at .venv's versions
 
 
-def _pins(path, every_line: bool) -> dict[str, str]:
-    """name -> version of a requirements file's name[extras]==version lines; every_line: all must be such."""
-    pins = {}
-    for line in path.read_text().splitlines():
-        line = line.split("#", 1)[0].strip()
-        match = re.fullmatch(r"([A-Za-z0-9_.-]+)(\[[a-z,]+\])?==([^\s;]+)", line)
-        if every_line and line:
-            assert match, f"{path.name}: {line!r} is not pinned with =="
-        if match:
-            pins[match[1].lower().replace("_", "-")] = match[3]
-    return pins
-
-
 def test_floor_requirements_are_pinned_at_the_versions_of_the_main_venv():
-    floor = _pins(REPO / "loadtest" / "floor" / "requirements.txt", every_line=True)
-    main = _pins(REPO / "requirements.txt", every_line=False)
+    floor = pins(REPO / "loadtest" / "floor" / "requirements.txt", every_line=True)
+    main = pins(REPO / "requirements.txt", every_line=False)
     for name in SHARED:
         assert floor[name] == main[name], f"the floor runs {name} {floor[name]}, .venv {main[name]}"
     assert {"fastapi", "uvicorn", "uvloop", "httptools"} <= set(floor)
