@@ -39,17 +39,24 @@ test test-unit test-e2e: $(FLOOR_STAMP)
 
 # The peers of make bench-peers (loadtest/peers/, optional rows of issue 15): each in a virtualenv of
 # its own, every version pinned (loadtest/peers/<peer>-requirements.txt), made anew when that file
-# changes. make test builds it: tests/e2e/test_bench_peers.py runs LitServe.
+# changes. make test builds them: tests/e2e/test_bench_peers.py runs the peers.
 PEERS_VENV := build/peers-venv
 LITSERVE_REQUIREMENTS := loadtest/peers/litserve-requirements.txt
 LITSERVE_STAMP := $(PEERS_VENV)/litserve/.installed-$(shell md5sum < $(LITSERVE_REQUIREMENTS) | cut -c1-12)
-peers-venv: $(LITSERVE_STAMP) ## the peers' own virtualenvs (LitServe): build/peers-venv/<peer>
 $(LITSERVE_STAMP): $(LITSERVE_REQUIREMENTS)
 	rm -rf $(PEERS_VENV)/litserve
 	$(PYTHON_SYS) -m venv $(PEERS_VENV)/litserve
 	$(PEERS_VENV)/litserve/bin/python -m pip install --quiet --disable-pip-version-check -r $(LITSERVE_REQUIREMENTS)
 	touch $@
-test test-unit test-e2e: $(LITSERVE_STAMP)
+PYTRITON_REQUIREMENTS := loadtest/peers/pytriton-requirements.txt
+PYTRITON_STAMP := $(PEERS_VENV)/pytriton/.installed-$(shell md5sum < $(PYTRITON_REQUIREMENTS) | cut -c1-12)
+$(PYTRITON_STAMP): $(PYTRITON_REQUIREMENTS)
+	rm -rf $(PEERS_VENV)/pytriton
+	$(PYTHON_SYS) -m venv $(PEERS_VENV)/pytriton
+	$(PEERS_VENV)/pytriton/bin/python -m pip install --quiet --disable-pip-version-check -r $(PYTRITON_REQUIREMENTS)
+	touch $@
+peers-venv: $(LITSERVE_STAMP) $(PYTRITON_STAMP) ## the peers' own virtualenvs (LitServe, PyTriton): build/peers-venv/<peer>
+test test-unit test-e2e: $(LITSERVE_STAMP) $(PYTRITON_STAMP)
 
 loadtest: $(VENV_STAMP) ## Locust, headless, against a running server; checks every answer
 	$(RUN) -m loadtest.run_loadtest --users $(USERS) --spawn-rate $(SPAWN_RATE) --run-time $(DURATION) \
@@ -71,9 +78,9 @@ TUNE ?= handler b16d2w1t1 b32d1w1t1 b16d1w1t2 b16d1w2t1 handler+tslog noop
 bench-tune: $(SERVABLE) ## our handler under the TUNE settings side by side, interleaved; prints a table
 	$(RUN) -m loadtest.bench --command "make bench-tune TUNE='$(TUNE)'$(if $(BENCH_ARGS), BENCH_ARGS='$(BENCH_ARGS)')" --tune $(TUNE) $(BENCH_ARGS)
 
-# Our lenet5 (row 3), the floor and the peers (LitServe) side by side; writes BENCHMARKS-PEERS.md.
+# Our lenet5 (row 3), the floor and the peers (LitServe, PyTriton) side by side; writes BENCHMARKS-PEERS.md.
 .PHONY: bench-peers peers-venv
-bench-peers: $(SERVABLE) $(FLOOR_STAMP) $(LITSERVE_STAMP) ## row 3, the floor and LitServe side by side; rewrites BENCHMARKS-PEERS.md
+bench-peers: $(SERVABLE) $(FLOOR_STAMP) $(LITSERVE_STAMP) $(PYTRITON_STAMP) ## row 3, the floor, LitServe and PyTriton side by side; rewrites BENCHMARKS-PEERS.md
 	$(RUN) -m loadtest.bench.peers --command "make bench-peers$(if $(PEERS_ARGS), PEERS_ARGS='$(PEERS_ARGS)')" $(PEERS_ARGS)
 
 # What each stage of our handler costs per image, in process (the floor under rows 3 and 5).

@@ -70,19 +70,20 @@ def floor_versions(python: Path = FLOOR_PYTHON) -> dict[str, str]:
     return dict(zip(("python", "fastapi", "uvicorn", "torch"), out.stdout.split()))
 
 
-def _wait_ready(name: str, process: subprocess.Popen, log: Path, ready: int, timeout: float) -> None:
-    """Until `ready` startup lines are in the log (uvicorn logs one per server process);
-    LaunchError (with the log's end) if the server exits or `timeout` passes first."""
+def _wait_ready(name: str, process: subprocess.Popen, log: Path, ready: int, timeout: float,
+                ready_line: str = READY_LINE) -> None:
+    """Until `ready` lines `ready_line` are in the log (uvicorn logs its READY_LINE once per server
+    process); LaunchError (with the log's end) if the server exits or `timeout` passes first."""
     deadline = time.monotonic() + timeout
     while True:
         text = log.read_text(errors="replace")
-        if text.count(READY_LINE) >= ready:
+        if text.count(ready_line) >= ready:
             return
         if process.poll() is not None:
             raise LaunchError(f"{name} exited with {process.returncode} during start-up. "
                               f"The end of its log ({log}):\n" + "\n".join(text.splitlines()[-15:]))
         if time.monotonic() > deadline:
-            raise LaunchError(f"{name} had {text.count(READY_LINE)} of {ready} server processes ready "
+            raise LaunchError(f"{name} had {text.count(ready_line)} of {ready} server processes ready "
                               f"after {timeout:g} s. The end of its log ({log}):\n"
                               + "\n".join(text.splitlines()[-15:]))
         time.sleep(0.2)
@@ -108,21 +109,23 @@ def floor_running(port: int, run_dir: Path, workers: int | None = None, python: 
 
 @contextmanager
 def python_server_running(name: str, command: list[str], port: int, log_path: Path, ready: int, workers: int,
-                          timeout: float = START_TIMEOUT_S) -> Iterator[FloorServer]:
+                          timeout: float = START_TIMEOUT_S, ready_line: str = READY_LINE,
+                          env: dict[str, str] | None = None) -> Iterator[FloorServer]:
     """`command` (a Python server of ours from its own virtualenv, the repo on its PYTHONPATH, listening on
-    127.0.0.1:`port`) for the `with` block, until its log holds `ready` uvicorn startup lines; then
-    stopped, with every process under it (SIGTERM, then SIGKILL). LaunchError if it cannot start."""
+    127.0.0.1:`port`, `env` added to this environment) for the `with` block, from when its log holds
+    `ready` lines `ready_line` (uvicorn's startup line by default); then stopped, with every process
+    under it (SIGTERM, then SIGKILL). LaunchError if it cannot start."""
     if processes.port_in_use(port):
         raise LaunchError(f"port {port} on {HOST} is taken, {name} cannot listen there: stop what holds it "
                           "or move the benchmark's ports (--port-base, BENCH_PORT_BASE; 0: free ports)")
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}  # the repo's handlers/ and model_defs/, as they are here
+    env = {**os.environ, **(env or {}), "PYTHONPATH": str(ROOT)}  # the repo's handlers/ and model_defs/
     with log_path.open("wb") as out:
         process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
                                    stdin=subprocess.DEVNULL, start_new_session=True)
     server = FloorServer(process.pid, port, workers, log_path)
     try:
-        _wait_ready(name, process, log_path, ready, timeout)
+        _wait_ready(name, process, log_path, ready, timeout, ready_line)
         yield server
     finally:
         processes.end(server.processes(), grace=STOP_GRACE_S)

@@ -18,6 +18,7 @@ import datetime as dt
 import json
 import os
 import shlex
+import struct
 import subprocess
 import sys
 from contextlib import ExitStack, contextmanager
@@ -27,12 +28,20 @@ from typing import Callable, Iterator
 
 from loadtest import client
 from loadtest.archives import BUILD
-from loadtest.bench.floor import FLOOR_PYTHON, FloorServer, floor_running, floor_workers, python_server_running
+from loadtest.bench.floor import (
+    FLOOR_PYTHON,
+    READY_LINE,
+    FloorServer,
+    floor_running,
+    floor_workers,
+    python_server_running,
+)
 from loadtest.bench.measure import ProcessTreeCPU, ServerTarget, load_average, machine
 from loadtest.bench.report import KEEP_MARKER, kept_notes, ratio
 from loadtest.bench.rounds import Entry, Schedule, run_rounds
 from loadtest.bench.servers import PORT_STRIDE, server_extra, servers_running, store_for
 from loadtest.bench.workload import FLOOR_MODEL, HANDLER, Workload, checker
+from model_defs.registry import get_spec
 from pipeline.archive import ArchiveError
 from pipeline.model_config import SERVING
 from serving.server import LaunchError
@@ -43,13 +52,62 @@ MODEL = FLOOR_MODEL  # the peers serve lenet5, as the floor does
 DEFAULT_PORT_BASE = 38300
 
 
+def json_base64_requests(work: Workload, host: str, port: int) -> list[client.WireRequest]:
+    """The same PNGs as the other rows, as JSON {"image": base64} (what LitServe decodes)."""
+    path = f"/predictions/{work.model}"
+    return [client.build_request(host, port, path, json.dumps({"image": base64.b64encode(png).decode()}).encode(),
+                                 "application/json", label)
+            for png, label in zip(work.pngs, work.model_labels)]
+
+
+def triton_requests(work: Workload, host: str, port: int) -> list[client.WireRequest]:
+    """The same PNGs as Triton inference requests (KServe v2, POST /v2/models/<model>/infer): the PNG as
+    a BYTES tensor [1, 1] in the binary extension (a JSON header, then the 4-byte length and the
+    bytes), the answer asked for as JSON; what tritonclient.http sends."""
+    path = f"/v2/models/{work.model}/infer"
+    out = []
+    for png, label in zip(work.pngs, work.model_labels):
+        header = json.dumps({"inputs": [{"name": "image", "shape": [1, 1], "datatype": "BYTES",
+                                         "parameters": {"binary_data_size": len(png) + 4}}],
+                             "outputs": [{"name": "probabilities", "parameters": {"binary_data": False}}]}).encode()
+        body = header + struct.pack("<I", len(png)) + png
+        request = client.build_request(host, port, path, body, "application/octet-stream", label)
+        head, rest = request.wire.split(b"\r\n\r\n", 1)
+        wire = head + f"\r\nInference-Header-Content-Length: {len(header)}".encode() + b"\r\n\r\n" + rest
+        out.append(client.WireRequest(wire, label, 1))
+    return out
+
+
+def triton_checker(model: str) -> client.Check:
+    """200 and a probabilities tensor [1, classes] that sums to 1, whose top-1 is the expected label."""
+    labels = get_spec(model).labels
+
+    def check(status: int, body: bytes, expected) -> str | None:
+        if status != 200:
+            return f"status {status}"
+        try:
+            (output,) = json.loads(body)["outputs"]
+            probabilities = output["data"]
+        except (ValueError, KeyError, TypeError):
+            return "triton: not an inference answer"
+        if output["shape"] != [1, len(labels)] or abs(sum(probabilities) - 1.0) > 1e-3:
+            return "triton: shape or sum"
+        return None if labels[max(range(len(labels)), key=probabilities.__getitem__)] == expected else "wrong label"
+    return check
+
+
 @dataclass(frozen=True)
 class Peer:
-    """One serving stack a user might run instead: its app, its virtualenv and what it is called."""
+    """One serving stack a user might run instead: its app, its virtualenv, its requests and checks."""
     name: str
-    title: str          # the row's title in BENCHMARKS-PEERS.md
+    title: str          # the row's title in BENCHMARKS-PEERS.md ({workers}: the worker count)
     module: str         # python -m <module> --host --port --workers
     package: str        # the distribution whose version the report records
+    requests: Callable[[Workload, str, int], list[client.WireRequest]]
+    check: Callable[[str], client.Check]
+    ready_line: str = READY_LINE   # what its log says when it serves (uvicorn's, once per server process)
+    ready_per_worker: bool = True  # LitServe: one uvicorn server process per inference worker
+    needs_libpython: bool = False  # PyTriton's Python stub loads the interpreter's libpython
 
     @property
     def python(self) -> Path:
@@ -59,18 +117,24 @@ class Peer:
     def requirements(self) -> Path:
         return ROOT / "loadtest" / "peers" / f"{self.name}-requirements.txt"
 
-    def requests(self, work: Workload, host: str, port: int) -> list[client.WireRequest]:
-        """The same PNGs as the other rows, as JSON {"image": base64} (what LitServe decodes)."""
-        path = f"/predictions/{work.model}"
-        return [client.build_request(host, port, path, json.dumps({"image": base64.b64encode(png).decode()}).encode(),
-                                     "application/json", label)
-                for png, label in zip(work.pngs, work.model_labels)]
-
 
 PEERS = {
     "litserve": Peer("litserve", "LitServe, batching (max 16, 2 ms), {workers} inference workers, JSON base64 PNG",
-                     "loadtest.peers.litserve_app", "litserve"),
+                     "loadtest.peers.litserve_app", "litserve", json_base64_requests,
+                     lambda model: checker(model, "full")),
+    "pytriton": Peer("pytriton", "PyTriton (Triton), dynamic batching (max 16, 2 ms), {workers} instances, "
+                     "KServe v2 binary", "loadtest.peers.pytriton_app", "nvidia-pytriton", triton_requests,
+                     triton_checker, ready_line="pytriton: serving", ready_per_worker=False, needs_libpython=True),
 }
+
+
+def libpython_env(python: Path) -> dict[str, str]:
+    """LD_LIBRARY_PATH with the directory of `python`'s libpython first: a virtualenv made from an
+    interpreter outside the system's library path (pyenv here) leaves PyTriton's Triton stub unable to
+    load it (issue 15)."""
+    code = "import sysconfig; print(sysconfig.get_config_var('LIBDIR'))"
+    libdir = subprocess.run([str(python), "-c", code], capture_output=True, text=True, timeout=60).stdout.strip()
+    return {"LD_LIBRARY_PATH": os.pathsep.join(p for p in (libdir, os.environ.get("LD_LIBRARY_PATH", "")) if p)}
 
 
 def peer_version(peer: Peer) -> str:
@@ -92,7 +156,10 @@ def peer_running(peer: Peer, port: int, run_dir: Path, workers: int,
                           f"({peer.requirements.relative_to(ROOT)})")
     command = [str(peer.python), "-m", peer.module, "--host", HOST, "--port", str(port), "--workers", str(workers)]
     log(f"  starting {peer.name} on {HOST}:{port} ({workers} inference workers, {peer.python})")
-    with python_server_running(peer.name, command, port, run_dir / f"{peer.name}.log", workers, workers) as server:
+    ready = workers if peer.ready_per_worker else 1
+    env = libpython_env(peer.python) if peer.needs_libpython else None
+    with python_server_running(peer.name, command, port, run_dir / f"{peer.name}.log", ready, workers,
+                               ready_line=peer.ready_line, env=env) as server:
         yield server
 
 
@@ -122,9 +189,11 @@ def run_peers(args: argparse.Namespace, log: Callable[[str], None] = print) -> d
         for key, title in rows:
             server = servers[HANDLER if key == "ours" else key]
             host, port_ = client.split_url(server.inference_url)
-            requests = PEERS[key].requests(work, host, port_) if key in PEERS else work.single_requests(host, port_)
+            peer = PEERS.get(key)
+            requests = peer.requests(work, host, port_) if peer else work.single_requests(host, port_)
+            check = peer.check(MODEL) if peer else checker(MODEL, "full")
             meter = None if key == "ours" else ProcessTreeCPU(server.pid)
-            target = ServerTarget(server, requests, checker(MODEL, "full"), args.timeout, meter)
+            target = ServerTarget(server, requests, check, args.timeout, meter)
             entries.append(Entry(key, f"{title[:40]:<40}", "req/s", target))
         schedule = Schedule(tuple(args.concurrency), args.rounds, args.duration, args.warmup, args.server_warmup)
         cells = run_rounds(entries, schedule, log)

@@ -1,6 +1,6 @@
-"""make bench-peers for real, briefly: ours, the floor and LitServe (build/peers-venv/litserve, make
-peers-venv; make test builds it) side by side through the benchmark's round loop, every answer
-checked, and LitServe turning a bad image into our JSON 4xx. No speed is asserted."""
+"""make bench-peers for real, briefly: ours, the floor, LitServe and PyTriton (build/peers-venv/<peer>,
+make peers-venv; make test builds them) side by side through the benchmark's round loop, every
+answer checked, and LitServe turning a bad image into our JSON 4xx. No speed is asserted."""
 from __future__ import annotations
 
 import base64
@@ -8,6 +8,7 @@ import json
 import urllib.error
 import urllib.request
 
+import psutil
 import pytest
 
 from loadtest.bench.peers import PEERS, main, peer_running
@@ -26,7 +27,7 @@ def test_litserve_answers_a_bad_image_with_our_4xx(tmp_path):
 
 
 @pytest.mark.e2e
-def test_bench_peers_runs_ours_the_floor_and_litserve_with_every_answer_right(tmp_path, capsys):
+def test_bench_peers_runs_ours_the_floor_and_the_peers_with_every_answer_right(tmp_path):
     out, results = tmp_path / "BENCHMARKS-PEERS.md", tmp_path / "results"
     assert main(["--rounds", "1", "--duration", "1", "--warmup", "0.2", "--server-warmup", "0.5",
                  "--concurrency", "4", "--limit", "64", "--workers", "1", "--port-base", "0",
@@ -34,6 +35,9 @@ def test_bench_peers_runs_ours_the_floor_and_litserve_with_every_answer_right(tm
     text = out.read_text()
     rows = [line for line in text.splitlines() if line.startswith("| ") and " | 4 | " in line]
     titles = [row.split(" | ")[0][2:] for row in rows]
-    assert [t.split(":")[0].split(",")[0] for t in titles[:3]] == ["ours", "the floor", "LitServe"]
-    assert all(row.split(" | ")[6] == "0" for row in rows[:3]), "a row had errors (wrong or failed answers)"
+    assert [t.split(":")[0].split(",")[0] for t in titles[:4]] == ["ours", "the floor", "LitServe", "PyTriton (Triton)"]
+    assert all(row.split(" | ")[6] == "0" for row in rows[:4]), "a row had errors (wrong or failed answers)"
     assert len(list(results.glob("*/peers.json"))) == 1
+    left = [p.info["name"] for p in psutil.process_iter(["name", "cmdline"])
+            if any(name in " ".join(p.info["cmdline"] or []) for name in ("loadtest.peers.", "tritonserver"))]
+    assert not left, f"peer processes left running: {left}"

@@ -5,16 +5,18 @@ from __future__ import annotations
 
 import base64
 import json
+import struct
 
 import pytest
 
-from loadtest.bench.peers import PEERS, render
+from loadtest.bench.peers import PEERS, render, triton_checker
 from loadtest.bench.report import KEEP_MARKER
 from loadtest.bench.workload import Workload
 from tests.support.paths import REPO
 from tests.support.pins import pins
 
 SHARED = ("torch", "numpy", "pillow", "scipy")  # what every peer must run at .venv's versions
+OWN_NUMPY = {"pytriton": "1.26.4"}  # nvidia-pytriton 0.7.0 requires numpy<2 (pytriton-requirements.txt)
 
 
 @pytest.mark.parametrize("name", list(PEERS))
@@ -22,7 +24,8 @@ def test_peer_requirements_are_pinned_at_the_versions_of_the_main_venv(name):
     peer = pins(PEERS[name].requirements, every_line=True)
     main = pins(REPO / "requirements.txt", every_line=False)
     for package in SHARED:
-        assert peer[package] == main[package], f"{name} runs {package} {peer[package]}, .venv {main[package]}"
+        want = OWN_NUMPY[name] if package == "numpy" and name in OWN_NUMPY else main[package]
+        assert peer[package] == want, f"{name} runs {package} {peer[package]}, expected {want}"
     assert PEERS[name].package in peer
 
 
@@ -35,6 +38,31 @@ def test_peer_requests_carry_the_same_pngs_as_json_base64():
         assert head.startswith(b"POST /predictions/lenet5 HTTP/1.1") and b"Content-Type: application/json" in head
         assert f"Content-Length: {len(body)}".encode() in head
         assert base64.b64decode(json.loads(body)["image"]) == png
+
+
+def test_triton_requests_carry_the_pngs_as_a_bytes_tensor_in_the_binary_extension():
+    work = Workload.load("lenet5", 3, 1)
+    for request, png, label in zip(PEERS["pytriton"].requests(work, "127.0.0.1", 8000), work.pngs, work.model_labels):
+        head, body = request.wire.split(b"\r\n\r\n", 1)
+        assert head.startswith(b"POST /v2/models/lenet5/infer HTTP/1.1") and request.expected == label
+        assert f"Content-Length: {len(body)}".encode() in head
+        size = int(head.split(b"Inference-Header-Content-Length: ")[1].split(b"\r\n")[0])
+        header = json.loads(body[:size])
+        assert header["inputs"] == [{"name": "image", "shape": [1, 1], "datatype": "BYTES",
+                                     "parameters": {"binary_data_size": len(png) + 4}}]
+        assert struct.unpack("<I", body[size:size + 4]) == (len(png),) and body[size + 4:] == png
+
+
+def test_the_triton_check_reads_the_probabilities_tensor():
+    check = triton_checker("lenet5")
+    seven = [0.0] * 10
+    seven[7] = 1.0
+    answer = json.dumps({"outputs": [{"name": "probabilities", "datatype": "FP32", "shape": [1, 10], "data": seven}]})
+    assert check(200, answer.encode(), "7") is None
+    assert check(200, answer.encode(), "1") == "wrong label"
+    assert check(400, b'{"error": "x"}', "7") == "status 400"
+    assert check(200, b"{}", "7") == "triton: not an inference answer"
+    assert check(200, answer.replace("1.0", "0.5").encode(), "7") == "triton: shape or sum"
 
 
 def _cell(rps: float, p50: float) -> dict:

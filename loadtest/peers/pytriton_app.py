@@ -1,0 +1,72 @@
+"""PyTriton 0.7 (Triton Inference Server 2.51) serving lenet5 with our per-image work, as its
+documentation shows a user writing it: one `@batch` inference function (our open_image, limits and
+canonicalize for each image, then our exported model.pt, one forward per batch) bound with Triton's
+dynamic batcher (max batch 16, 2 ms queue delay, as TorchServe's batchSize and the 2 ms delay issue
+15 started from) and one instance of it per core. A request is Triton's KServe v2 inference request
+(`POST /v2/models/lenet5/infer`) with the encoded image as a BYTES tensor [1, 1] in the binary
+extension, as tritonclient sends it; the answer is the probabilities tensor [1, 10].
+
+    build/peers-venv/pytriton/bin/python -m loadtest.peers.pytriton_app --port 8000 --workers 2   # PYTHONPATH=<repo>
+"""
+import argparse
+import json
+import logging
+import signal
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from pytriton.decorators import batch
+from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
+from pytriton.triton import Triton, TritonConfig
+
+from handlers.image_decoding import open_image
+from handlers.limits import LIMITS
+from model_defs.preprocessing import canonicalize
+
+ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts" / "lenet5"
+META = json.loads((ARTIFACTS / "manifest.json").read_text())
+MAX_BATCH_SIZE = 16
+QUEUE_DELAY_US = 2000
+READY_LINE = "pytriton: serving"  # what the benchmark waits for (loadtest/bench/peers.py)
+
+
+def make_infer():
+    torch.set_num_threads(1)
+    model = torch.jit.load(str(ARTIFACTS / "model.pt")).eval()  # TorchScript, softmax baked in
+    spec, size = META["preprocessing"], tuple(META["input_size"])
+
+    @batch
+    def infer(image: np.ndarray):
+        canonical = np.stack([canonicalize(open_image(bytes(row[0]), LIMITS), spec, size) for row in image])
+        with torch.inference_mode():
+            return {"probabilities": model(torch.from_numpy(canonical).unsqueeze(1)).numpy()}
+    return infer
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--workers", type=int, default=1, help="instances of the inference function (one per core)")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO)
+    # SIGTERM (how the benchmark stops it) leaves through `with Triton`, which stops the server and
+    # removes its workspace and shared memory; Python's default would leave both behind
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    config = TritonConfig(http_address=args.host, http_port=args.port, grpc_address=args.host,
+                          grpc_port=args.port + 1, metrics_port=args.port + 2, allow_metrics=False)
+    with Triton(config=config) as triton:
+        triton.bind(model_name="lenet5", infer_func=[make_infer() for _ in range(args.workers)],
+                    inputs=[Tensor(name="image", dtype=bytes, shape=(1,))],
+                    outputs=[Tensor(name="probabilities", dtype=np.float32, shape=(len(META["labels"]),))],
+                    config=ModelConfig(max_batch_size=MAX_BATCH_SIZE,
+                                       batcher=DynamicBatcher(max_queue_delay_microseconds=QUEUE_DELAY_US)),
+                    strict=True)
+        print(READY_LINE, flush=True)
+        triton.serve()
+
+
+if __name__ == "__main__":
+    main()
