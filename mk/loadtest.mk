@@ -41,20 +41,19 @@ test test-unit test-e2e: $(FLOOR_STAMP)
 # its own, every version pinned (loadtest/peers/<peer>-requirements.txt), made anew when that file
 # changes. make test builds them: tests/e2e/test_bench_peers.py runs the peers.
 PEERS_VENV := build/peers-venv
-LITSERVE_REQUIREMENTS := loadtest/peers/litserve-requirements.txt
-LITSERVE_STAMP := $(PEERS_VENV)/litserve/.installed-$(shell md5sum < $(LITSERVE_REQUIREMENTS) | cut -c1-12)
-$(LITSERVE_STAMP): $(LITSERVE_REQUIREMENTS)
-	rm -rf $(PEERS_VENV)/litserve
-	$(PYTHON_SYS) -m venv $(PEERS_VENV)/litserve
-	$(PEERS_VENV)/litserve/bin/python -m pip install --quiet --disable-pip-version-check -r $(LITSERVE_REQUIREMENTS)
+peer_stamp = $(PEERS_VENV)/$(1)/.installed-$(shell md5sum < loadtest/peers/$(1)-requirements.txt | cut -c1-12)
+define peer_venv
+	rm -rf $(PEERS_VENV)/$(1)
+	$(PYTHON_SYS) -m venv $(PEERS_VENV)/$(1)
+	$(PEERS_VENV)/$(1)/bin/python -m pip install --quiet --disable-pip-version-check -r loadtest/peers/$(1)-requirements.txt
 	touch $@
-PYTRITON_REQUIREMENTS := loadtest/peers/pytriton-requirements.txt
-PYTRITON_STAMP := $(PEERS_VENV)/pytriton/.installed-$(shell md5sum < $(PYTRITON_REQUIREMENTS) | cut -c1-12)
-$(PYTRITON_STAMP): $(PYTRITON_REQUIREMENTS)
-	rm -rf $(PEERS_VENV)/pytriton
-	$(PYTHON_SYS) -m venv $(PEERS_VENV)/pytriton
-	$(PEERS_VENV)/pytriton/bin/python -m pip install --quiet --disable-pip-version-check -r $(PYTRITON_REQUIREMENTS)
-	touch $@
+endef
+LITSERVE_STAMP := $(call peer_stamp,litserve)
+PYTRITON_STAMP := $(call peer_stamp,pytriton)
+$(LITSERVE_STAMP): loadtest/peers/litserve-requirements.txt
+	$(call peer_venv,litserve)
+$(PYTRITON_STAMP): loadtest/peers/pytriton-requirements.txt
+	$(call peer_venv,pytriton)
 peers-venv: $(LITSERVE_STAMP) $(PYTRITON_STAMP) ## the peers' own virtualenvs (LitServe, PyTriton): build/peers-venv/<peer>
 test test-unit test-e2e: $(LITSERVE_STAMP) $(PYTRITON_STAMP)
 
