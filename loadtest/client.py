@@ -33,9 +33,11 @@ class WireRequest:
 
 
 def build_request(host: str, port: int, path: str, body: bytes, content_type: str,
-                  expected: object, images: int = 1) -> WireRequest:
+                  expected: object, images: int = 1, headers: dict[str, str] | None = None) -> WireRequest:
+    """A keep-alive POST of `body`; `headers`: more header lines (e.g. Triton's Inference-Header-Content-Length)."""
+    extra = "".join(f"{name}: {value}\r\n" for name, value in (headers or {}).items())
     head = (f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: {content_type}\r\n"
-            f"Content-Length: {len(body)}\r\nConnection: keep-alive\r\n\r\n").encode("ascii")
+            f"Content-Length: {len(body)}\r\n{extra}Connection: keep-alive\r\n\r\n").encode("ascii")
     return WireRequest(head + body, expected, images)
 
 

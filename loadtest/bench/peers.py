@@ -71,10 +71,8 @@ def triton_requests(work: Workload, host: str, port: int) -> list[client.WireReq
                                          "parameters": {"binary_data_size": len(png) + 4}}],
                              "outputs": [{"name": "probabilities", "parameters": {"binary_data": False}}]}).encode()
         body = header + struct.pack("<I", len(png)) + png
-        request = client.build_request(host, port, path, body, "application/octet-stream", label)
-        head, rest = request.wire.split(b"\r\n\r\n", 1)
-        wire = head + f"\r\nInference-Header-Content-Length: {len(header)}".encode() + b"\r\n\r\n" + rest
-        out.append(client.WireRequest(wire, label, 1))
+        out.append(client.build_request(host, port, path, body, "application/octet-stream", label,
+                                        headers={"Inference-Header-Content-Length": str(len(header))}))
     return out
 
 
