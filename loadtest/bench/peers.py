@@ -41,6 +41,7 @@ from loadtest.bench.report import KEEP_MARKER, kept_notes, ratio
 from loadtest.bench.rounds import Entry, Schedule, run_rounds
 from loadtest.bench.servers import PORT_STRIDE, server_extra, servers_running, store_for
 from loadtest.bench.workload import FLOOR_MODEL, HANDLER, Workload, checker
+from loadtest.peers import PYTRITON_READY
 from model_defs.registry import get_spec
 from pipeline.archive import ArchiveError
 from pipeline.model_config import SERVING
@@ -122,7 +123,7 @@ PEERS = {
                      lambda model: checker(model, "full")),
     "pytriton": Peer("pytriton", "PyTriton (Triton), dynamic batching (max 16, 2 ms), {workers} instances, "
                      "KServe v2 binary", "loadtest.peers.pytriton_app", "nvidia-pytriton", triton_requests,
-                     triton_checker, ready_line="pytriton: serving", ready_per_worker=False, needs_libpython=True),
+                     triton_checker, ready_line=PYTRITON_READY, ready_per_worker=False, needs_libpython=True),
 }
 
 

@@ -7,33 +7,25 @@ JPEG>"}: LitServe decodes JSON or forms, not a raw image body.
 
     build/peers-venv/litserve/bin/python -m loadtest.peers.litserve_app --port 8000 --workers 2   # PYTHONPATH=<repo>
 """
-import argparse
 import base64
 import binascii
-import json
-from pathlib import Path
 
 import litserve as ls
 import numpy as np
 import torch
 from fastapi import HTTPException
 
-from handlers import contract
 from handlers.errors import InputError
-from handlers.image_decoding import open_image
-from handlers.limits import LIMITS
-from model_defs.preprocessing import canonicalize
+from loadtest.floor.our_work import answer, canonical_input, load_model
+from loadtest.peers import server_arguments
 
-ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts" / "lenet5"
-META = json.loads((ARTIFACTS / "manifest.json").read_text())
 MAX_BATCH_SIZE = 16
 BATCH_TIMEOUT_S = 0.002
 
 
 class Lenet5API(ls.LitAPI):
     def setup(self, device):
-        torch.set_num_threads(1)
-        self.model = torch.jit.load(str(ARTIFACTS / "model.pt")).eval()  # TorchScript, softmax baked in
+        self.model = load_model()
 
     def decode_request(self, request):
         try:
@@ -41,7 +33,7 @@ class Lenet5API(ls.LitAPI):
         except (KeyError, TypeError, binascii.Error):
             raise HTTPException(400, 'expected JSON {"image": "<base64 PNG or JPEG>"}') from None
         try:
-            return canonicalize(open_image(body, LIMITS), META["preprocessing"], tuple(META["input_size"]))
+            return canonical_input(body)
         except InputError as err:
             raise HTTPException(err.status, err.body()) from None
 
@@ -56,15 +48,11 @@ class Lenet5API(ls.LitAPI):
         return output.tolist()
 
     def encode_response(self, probabilities):
-        return contract.prediction(META["name"], META["labels"], probabilities)
+        return answer(probabilities)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8000)
-    parser.add_argument("--workers", type=int, default=1, help="inference worker processes (one per core)")
-    args = parser.parse_args()
+    args = server_arguments(__doc__)
     api = Lenet5API(max_batch_size=MAX_BATCH_SIZE, batch_timeout=BATCH_TIMEOUT_S, api_path="/predictions/lenet5")
     server = ls.LitServer(api, accelerator="cpu", workers_per_device=args.workers)
     server.run(host=args.host, port=args.port, generate_client_file=False)

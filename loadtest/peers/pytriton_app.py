@@ -8,12 +8,9 @@ extension, as tritonclient sends it; the answer is the probabilities tensor [1, 
 
     build/peers-venv/pytriton/bin/python -m loadtest.peers.pytriton_app --port 8000 --workers 2   # PYTHONPATH=<repo>
 """
-import argparse
-import json
 import logging
 import signal
 import sys
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -21,36 +18,26 @@ from pytriton.decorators import batch
 from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
 from pytriton.triton import Triton, TritonConfig
 
-from handlers.image_decoding import open_image
-from handlers.limits import LIMITS
-from model_defs.preprocessing import canonicalize
+from loadtest.floor.our_work import META, canonical_input, load_model
+from loadtest.peers import PYTRITON_READY, server_arguments
 
-ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts" / "lenet5"
-META = json.loads((ARTIFACTS / "manifest.json").read_text())
 MAX_BATCH_SIZE = 16
 QUEUE_DELAY_US = 2000
-READY_LINE = "pytriton: serving"  # what the benchmark waits for (loadtest/bench/peers.py)
 
 
 def make_infer():
-    torch.set_num_threads(1)
-    model = torch.jit.load(str(ARTIFACTS / "model.pt")).eval()  # TorchScript, softmax baked in
-    spec, size = META["preprocessing"], tuple(META["input_size"])
+    model = load_model()
 
     @batch
     def infer(image: np.ndarray):
-        canonical = np.stack([canonicalize(open_image(bytes(row[0]), LIMITS), spec, size) for row in image])
+        canonical = np.stack([canonical_input(bytes(row[0])) for row in image])
         with torch.inference_mode():
             return {"probabilities": model(torch.from_numpy(canonical).unsqueeze(1)).numpy()}
     return infer
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8000)
-    parser.add_argument("--workers", type=int, default=1, help="instances of the inference function (one per core)")
-    args = parser.parse_args()
+    args = server_arguments(__doc__)
     logging.basicConfig(level=logging.INFO)
     # SIGTERM (how the benchmark stops it) leaves through `with Triton`, which stops the server and
     # removes its workspace and shared memory; Python's default would leave both behind
@@ -64,7 +51,7 @@ def main() -> None:
                     config=ModelConfig(max_batch_size=MAX_BATCH_SIZE,
                                        batcher=DynamicBatcher(max_queue_delay_microseconds=QUEUE_DELAY_US)),
                     strict=True)
-        print(READY_LINE, flush=True)
+        print(PYTRITON_READY, flush=True)
         triton.serve()
 
 
