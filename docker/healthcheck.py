@@ -3,7 +3,7 @@
 
 Readiness for the container: the image's HEALTHCHECK and the pod's startup and readiness probes
 (k8s/base/deployment.yaml) run this. It asks TorchServe's management API on 127.0.0.1, which
-only the pod itself can reach, for each model of pipeline/model_config.py (serving/management.py
+only the pod itself can reach, for each model of settings/model_serving.py (serving/management.py
 is the client). TorchServe's /ping is not enough: it answers Healthy while a worker crash-loops.
 
     python3 docker/healthcheck.py        # MANAGEMENT_PORT overrides the port, as for the server
@@ -16,9 +16,9 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from pipeline.model_config import SERVING  # noqa: E402
 from serving.management import ManagementAPI  # noqa: E402
-from serving.settings import HOST, Ports  # noqa: E402
+from settings.model_serving import SERVING  # noqa: E402
+from settings.ports import HOST, Ports  # noqa: E402
 
 
 def main() -> int:

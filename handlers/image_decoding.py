@@ -13,8 +13,8 @@ import warnings
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from handlers.errors import InputError
-from handlers.limits import InputLimits
 from model_defs.preprocessing import DIGIT_WORKING_SIDE
+from settings.limits import InputLimits
 
 SUPPORTED_FORMATS = {"PNG", "JPEG", "MPO", "BMP", "GIF", "WEBP", "TIFF"}
 SUPPORTED_TEXT = "PNG, JPEG, BMP, GIF (first frame), WebP or TIFF"
@@ -205,7 +205,7 @@ def jpeg_draft_scale(size: tuple[int, int]) -> int:
 # GIF extension sub-blocks, uncompressed TIFF strips and tiles, BMP RLE runs; 8 MB of them cost
 # 0.8-3.5 s. Each walker here reads only the container's framing (no pixels, no decompression), in
 # bounded steps: it stops at the first limit passed, so it costs milliseconds whatever it is sent.
-# The limits and the measurements behind them are in handlers/limits.py (InputLimits);
+# The limits and the measurements behind them are in settings/limits.py (InputLimits);
 # `python -m reliability.crafted` measures every crafted worst case (RELIABILITY.md).
 # WebP needs no walker: libwebp parses an animation's frames in C, and we decode the first only
 # (20,000 frames: 2 ms).

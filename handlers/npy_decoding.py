@@ -21,7 +21,7 @@ from numpy.lib import format as npy_format
 
 from handlers.errors import InputError
 from handlers.image_decoding import check_image_count, check_request_pixels, check_size
-from handlers.limits import InputLimits
+from settings.limits import InputLimits
 
 NPY_MAGIC = npy_format.MAGIC_PREFIX  # b"\x93NUMPY"
 FLOAT_ITEMSIZES = (4, 8)             # float32, float64

@@ -32,8 +32,8 @@ import numpy as np
 
 from handlers.errors import InputError
 from handlers.image_decoding import check_image_count, sniff_unsupported
-from handlers.limits import InputLimits
 from handlers.npy_decoding import is_npy, npy_to_arrays
+from settings.limits import InputLimits
 
 ImageSource = Union[bytes, np.ndarray]
 

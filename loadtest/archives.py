@@ -2,12 +2,12 @@
 
 Each store holds every served model (the launcher loads and waits for all of them) with the
 real archives for the others and a variant of the benchmarked model's archive:
-- "handler": model_store/ as `make archive` built it (our handler, pipeline/model_config.py);
+- "handler": model_store/ as `make archive` built it (our handler, settings/model_serving.py);
   "proxied" serves the same store behind nginx (loadtest/bench/servers.py);
 - "noop":   loadtest/noop_handler.py with the same model-config.yaml (batching, workers, limits);
 - "batch1": our handler and model with batchSize 1, everything else as in model_config.py;
 - any other ModelServing (the tuning sweep): our handler with those settings.
-Each is built by pipeline/archive.py's build_archive (errors: its ArchiveError).
+Each is built by export/archive.py's build_archive (errors: its ArchiveError).
 """
 from __future__ import annotations
 
@@ -15,10 +15,10 @@ import dataclasses
 import shutil
 from pathlib import Path
 
-from handlers.limits import LIMITS
-from pipeline import artifacts
-from pipeline.archive import HANDLER, build_archive, require_archives
-from pipeline.model_config import SERVING, ModelServing
+from export import artifacts
+from export.archive import HANDLER, build_archive, require_archives
+from settings.limits import LIMITS
+from settings.model_serving import SERVING, ModelServing
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL_STORE = ROOT / "model_store"

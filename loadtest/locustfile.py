@@ -7,7 +7,7 @@ The mix (weights, from what a digit-recognition front end with a fashion catalog
 - models: lenet5 50%, mnist_net 30%, fashion_mlp 20%;
 - transports: the PNG as the raw body (curl -T, most API clients) 80%, a multipart form upload
   (browsers) 15%, a JSON batch of 8 base64 PNGs ({"instances": [...]}) 5%.
-Images are the models' real held-out images as PNG (pipeline/heldout.py), picked at random.
+Images are the models' real held-out images as PNG (export/heldout.py), picked at random.
 
 Every answer is checked: status 200, the answer contract (handlers/contract.py: {"model", "label",
 "index", "probabilities"}, probabilities summing to 1), and top-1 against the image's true label.
@@ -26,8 +26,8 @@ import random
 import gevent
 from locust import FastHttpUser, between, events, task
 
+from export.heldout import held_out
 from handlers import contract
-from pipeline.heldout import held_out
 
 MODEL_WEIGHTS = {"lenet5": 5, "mnist_net": 3, "fashion_mlp": 2}
 TRANSPORT_WEIGHTS = {"png": 80, "multipart": 15, "json": 5}

@@ -1,7 +1,7 @@
 """`make profile`: where the TorchServe worker's CPU goes under load, sampled by py-spy.
 
     python -m loadtest.profile_worker [--model lenet5] [--store model_store] [--concurrency 16]
-                                      [--duration 8] [--svg worker-profile.svg] [--summary worker-profile.md]
+                                      [--duration 8] [--svg docs/worker-profile.svg] [--summary docs/worker-profile.md]
 
 One TorchServe started the way `make bench` starts its row-3 server (the container's logging,
 TorchServe alone, loadtest/bench/servers.py) serves the store; the benchmark's client
@@ -46,7 +46,7 @@ import psutil
 from loadtest import client
 from loadtest.bench.servers import server_extra, servers_running
 from loadtest.bench.workload import Workload, checker
-from pipeline.model_config import SERVING
+from settings.model_serving import SERVING
 
 ROOT = Path(__file__).resolve().parent.parent
 PY_SPY = Path(sys.executable).parent / "py-spy"
@@ -288,8 +288,8 @@ def main(argv=None) -> int:
     parser.add_argument("--limit", type=int, default=None, help="the first N held-out images (default all)")
     parser.add_argument("--timeout", type=float, default=20.0, help="seconds to wait for one answer")
     parser.add_argument("--port-base", type=int, default=0, help="the server's ports (0: free ones)")
-    parser.add_argument("--svg", default=str(ROOT / "worker-profile.svg"))
-    parser.add_argument("--summary", default=str(ROOT / "worker-profile.md"))
+    parser.add_argument("--svg", default=str(ROOT / "docs" / "worker-profile.svg"))
+    parser.add_argument("--summary", default=str(ROOT / "docs" / "worker-profile.md"))
     parser.add_argument("--measure-only", action="store_true",
                         help="stop after measuring (no py-spy, nothing written): for before/after runs")
     parser.add_argument("--raw", default=None, help="also keep py-spy's collapsed stacks in this file")

@@ -4,7 +4,7 @@
                                     [--run-time 30s] [--results results/loadtest/<date>]
 
 Works against any server that speaks our API: the local one (`make serve`; the default host is
-127.0.0.1 on INFERENCE_PORT from serving/settings.py) or a deployed Service
+127.0.0.1 on INFERENCE_PORT from settings/ports.py) or a deployed Service
 (`make loadtest HOST=http://tinyserve.example:8080`). Writes into the results folder:
 locust_stats.csv, locust_stats_history.csv, locust_failures.csv, locust_exceptions.csv (Locust's
 CSV), report.html (Locust's HTML report), loadtest.png (latency percentiles and throughput over
@@ -28,7 +28,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from serving.settings import HOST, Ports
+from settings.ports import HOST, Ports
 
 ROOT = Path(__file__).resolve().parent.parent
 LOCUSTFILE = Path(__file__).resolve().parent / "locustfile.py"
@@ -113,7 +113,7 @@ def number(value, default=float("nan")) -> float:
 
 
 def expected_error_rates() -> dict[str, float]:
-    from pipeline.artifacts import ARTIFACTS
+    from export.artifacts import ARTIFACTS
     rates = {}
     for path in ARTIFACTS.glob("*/metrics.json"):
         try:

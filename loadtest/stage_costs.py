@@ -25,15 +25,15 @@ from types import SimpleNamespace
 
 import numpy as np
 
+from export import artifacts
+from export.heldout import held_out
 from handlers.classifier_handler import ImageClassifierHandler, batch_model
 from handlers.image_decoding import load_pixels, open_header
-from handlers.limits import LIMITS
 from model_defs.canonical_batch import canonicalize_many
 from model_defs.preprocessing import canonicalize
 from model_defs.registry import get_spec
-from pipeline import artifacts
-from pipeline.heldout import held_out
-from pipeline.model_config import SERVING
+from settings.limits import LIMITS
+from settings.model_serving import SERVING
 
 # the one thing the handler's JSON encoder asks of TorchServe's context
 NO_CONTEXT = SimpleNamespace(set_response_content_type=lambda idx, content_type: None)

@@ -68,7 +68,7 @@ bench-smoke: $(SERVABLE) $(FLOOR_STAMP) ## the same, seconds long, into BENCH_SM
 	$(RUN) -m loadtest.bench --smoke --command "make bench-smoke" --out $(BENCH_SMOKE_OUT)/BENCHMARKS.md \
 	  --plot $(BENCH_SMOKE_OUT)/benchmarks.png --results $(BENCH_SMOKE_OUT) --build $(BENCH_SMOKE_OUT)/build
 
-# Tuning sweep behind serving/settings.py's values: our handler under other settings, interleaved.
+# Tuning sweep behind settings/ports.py's values: our handler under other settings, interleaved.
 # Variants: handler (our production handler as served; "ours" still works), noop, b<batch>d<delay ms>w<workers>t<threads>, each optionally +async (async_logging)
 # and/or +tslog (TorchServe's own log4j2.xml instead of the container's docker/log4j2.xml) and/or +cpu (number_of_gpu=0:
 # no worker on a GPU). Prints a table; writes results/bench/tune-<date>.json.

@@ -4,5 +4,5 @@
 PROFILE_ARGS ?=
 
 .PHONY: profile
-profile: $(SERVABLE) ## py-spy on lenet5's worker under 16 requests in flight -> worker-profile.svg, worker-profile.md
+profile: $(SERVABLE) ## py-spy on lenet5's worker under 16 requests in flight -> docs/worker-profile.svg, docs/worker-profile.md
 	$(RUN) -m loadtest.profile_worker --command "make profile$(if $(PROFILE_ARGS), PROFILE_ARGS='$(PROFILE_ARGS)')" $(PROFILE_ARGS)

@@ -23,8 +23,8 @@ class TrainingPlan:
     epochs: int
     batch_size: int
     learning_rate: float
-    augment: float = 0.0   # strength of pipeline/augment.py's digit augmentation: 0 none, 1 full
-    elastic: float = 0.0   # the probability of pipeline/augment.py's elastic distortion per image
+    augment: float = 0.0   # strength of export/augment.py's digit augmentation: 0 none, 1 full
+    elastic: float = 0.0   # the probability of export/augment.py's elastic distortion per image
     clean_epochs: int = 0  # the last epochs train on the images as they are (no augmentation)
 
 
@@ -34,7 +34,7 @@ class ModelSpec:
     architecture: type
     input_size: tuple[int, int]
     labels: tuple[str, ...]
-    dataset: str          # "digits" (the MNIST digits by default, see pipeline/datasets.py) or "fashion_mnist"
+    dataset: str          # "digits" (the MNIST digits by default, see export/datasets.py) or "fashion_mnist"
     preprocessing: str    # "digit" or "fashion"
     accuracy_floor: float
     training: TrainingPlan = field(repr=False, default=None)
@@ -65,7 +65,7 @@ MODELS: dict[str, ModelSpec] = {
         ),
         ModelSpec(
             name="mnist_net", architecture=MnistNet, input_size=(28, 28), labels=DIGIT_LABELS,
-            # The example's two 50% dropouts underfit 9k digits. Validation (pipeline.train --validation,
+            # The example's two 50% dropouts underfit 9k digits. Validation (export.train --validation,
             # 4-5 seeds each, mean): batch 32 as before 98.74%; batch 64 98.92%; + dropout 0.25 99.10%;
             # + elastic distortion on half the images 99.22% (phone photos of the validation digits 97.6 ->
             # 98.7%); elastic with 50% dropout 98.77%, augment 0.75 or 1.0, label smoothing, EMA: no better.

@@ -1,6 +1,6 @@
 """Crafted images of legal dimensions and byte count whose *structure* makes them costly to decode.
 
-Each maker returns the file's bytes; every one fits the limits of serving/settings.py (at most
+Each maker returns the file's bytes; every one fits the limits of settings/ports.py (at most
 4,000 x 4,000 pixels, under 8 MiB), so only the structure checks of handlers/image_decoding.py stand
 between it and a worker's time. `python -m reliability.crafted` prints each file's size and the CPU
 time the handler's decoding spends on it (refused, or decoded):
@@ -260,7 +260,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if not args.raw:
         from handlers.image_decoding import open_image
-        from handlers.limits import LIMITS
+        from settings.limits import LIMITS
     for name, make in CATALOGUE.items():
         if args.names and name not in args.names:
             continue

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image
 
-from handlers.limits import LIMITS
+from settings.limits import LIMITS
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

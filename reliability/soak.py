@@ -31,11 +31,11 @@ import requests
 
 from handlers import contract
 from model_defs.registry import get_spec
-from pipeline.model_config import SERVING
 from reliability import probe
 from reliability.hostile import png_bomb
 from serving.server import LaunchError, Server, running
-from serving.settings import Ports
+from settings.model_serving import SERVING
+from settings.ports import Ports
 
 REPO = Path(__file__).resolve().parent.parent
 

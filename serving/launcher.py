@@ -7,7 +7,7 @@
 The command line (`make serve`, `make stop`, `make status`) over serving/server.py's `start` and
 `stop`: they check what they can first (Java, archives, ports, a server already running), wait
 until every model has a READY worker, and on failure print the reason from TorchServe's log.
-Ports come from serving/settings.py, overridable with INFERENCE_PORT, MANAGEMENT_PORT and
+Ports come from settings/ports.py, overridable with INFERENCE_PORT, MANAGEMENT_PORT and
 METRICS_PORT.
 """
 from __future__ import annotations
@@ -16,9 +16,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from pipeline.model_config import SERVING
 from serving.server import LaunchError, Server, start, stop
-from serving.settings import Ports
+from settings.model_serving import SERVING
+from settings.ports import Ports
 
 
 def example(server: Server) -> str:

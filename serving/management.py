@@ -2,7 +2,7 @@
 worker, and a bounded wait until they all have one.
 
 Standard library only (urllib): docker/healthcheck.py runs it in the container on every probe,
-where only serving/, handlers/limits.py and pipeline/model_config.py are present.
+where only serving/, settings/limits.py and settings/model_serving.py are present.
 """
 from __future__ import annotations
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import psutil
 
-from serving.settings import HOST
+from settings.ports import HOST
 
 
 def alive(pid: int, argument: str | None = None) -> bool:

@@ -37,15 +37,14 @@ from typing import Iterator
 
 import psutil
 
-from pipeline.archive import ArchiveError, require_archives
-from pipeline.model_config import SERVING
 from serving import logs, processes, proxy
 from serving.batcher import BatcherBuildError, require_agents
 from serving.config import render
 from serving.management import ManagementAPI
 from serving.management import wait_ready as wait_all_ready
 from serving.proxy import stop as stop_proxy
-from serving.settings import HOST, Ports
+from settings.model_serving import SERVING, missing_archives
+from settings.ports import HOST, Ports
 
 PID_FILE = ".model_server.pid"
 KEY_FILE = "key_file.json"  # TorchServe writes it in its working directory (the run dir) with token auth on
@@ -111,7 +110,7 @@ class Server:
         env.update({
             "TEMP": str(self.tmp_dir), "TMPDIR": str(self.tmp_dir),
             "LOG_LOCATION": str(self.log_dir), "METRICS_LOCATION": str(self.log_dir),
-            # one intra-op thread per worker: see pipeline/model_config.py (torch_threads)
+            # one intra-op thread per worker: see settings/model_serving.py (torch_threads)
             "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
             # hand JSON bodies to the handler as bytes: it parses them with limits and clear errors
             "TS_DECODE_INPUT_REQUEST": "false",
@@ -172,10 +171,9 @@ def preflight(server: Server, model_store: Path) -> None:
     if shutil.which("java") is None:
         raise LaunchError("Java is not on the PATH; TorchServe's frontend needs it. Install a JRE 11+ "
                           "(Debian/Ubuntu: sudo apt-get install openjdk-17-jre-headless) and try again.")
-    try:
-        require_archives(model_store)
-    except ArchiveError as err:
-        raise LaunchError(str(err)) from None
+    missing = missing_archives(model_store)
+    if missing:
+        raise LaunchError(f"no archive for {', '.join(missing)} in {model_store}: run `make archive` first.")
     running = server.pid()
     if running:
         raise LaunchError(f"TorchServe is already running from {server.run_dir} (pid {running}) on "

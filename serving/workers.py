@@ -1,6 +1,6 @@
 """How many TorchServe workers each model gets: from the CPUs the server may use where it starts.
 
-The archives name no worker count (pipeline/model_config.py): they are shared by the CPU and the GPU
+The archives name no worker count (settings/model_serving.py): they are shared by the CPU and the GPU
 image and by this machine, and TorchServe lets an archive's minWorkers override the server's
 setting. So `default_workers_per_model` in config.properties decides, rendered by serving/config.py
 from `configured_workers()` where the server starts: in the pod (docker/entrypoint.sh) the

@@ -1,7 +1,7 @@
 """Shared fixtures: exported models, held-out data, and one real TorchServe per test session.
 
 The session server runs from its own run directory on ports the OS says are free
-(serving.settings.Ports.free), so it never collides with a developer's `make serve` on 8080-8082
+(settings.ports.Ports.free), so it never collides with a developer's `make serve` on 8080-8082
 or with another test's server. Paths: tests/support/paths.py.
 """
 from __future__ import annotations
@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 import torch
 
+from export.datasets import load_held_out
 from model_defs.preprocessing import canonicalize
 from model_defs.registry import MODELS, get_spec
-from pipeline.datasets import load_held_out
 from serving.server import LaunchError, running
-from serving.settings import Ports
+from settings.ports import Ports
 from tests.support.dockerfile import read_dockerfile
 from tests.support.handler_context import LoadedHandler, unpack_archive
 from tests.support.k8s import render_overlays

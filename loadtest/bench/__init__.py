@@ -1,20 +1,20 @@
 """`make bench`: one run, one client, nine rows that bound our serving stack; writes BENCHMARKS.md.
 
     python -m loadtest.bench [--duration 5] [--rounds 3] [--concurrency 1 16 64] [--port-base 38100]
-                             [--out BENCHMARKS.md] [--plot loadtest/benchmarks.png] [--smoke]
+                             [--out docs/BENCHMARKS.md] [--plot docs/benchmarks.png] [--smoke]
 
 Rows, for one model (lenet5), at each concurrency C (C requests in flight, closed loop):
 1. the model alone, in process, one forward pass at a time on a batch of min(C, serving batch
    size) canonical images, with the serving torch threads: the compute limit (images/s);
 2. TorchServe with a no-op handler (loadtest/noop_handler.py) and the same model-config: what
    the stack itself costs (req/s);
-3. our handler and archive, as served (pipeline/model_config.py);
+3. our handler and archive, as served (settings/model_serving.py);
 4. our handler with batchSize 1;
 5. our handler, N images per request ({"instances": [...]}, images/s);
 6. row 3 behind nginx, as deployed (serving/proxy.py);
 7. the floor: FastAPI + uvicorn (loadtest/floor/app.py, its own virtualenv build/floor-venv), one
    worker process per core, doing our per-image work with one forward pass per request;
-8. row 3's server sent 640x480 JPEG phone photos of held-out digits (pipeline/photos.py, seeded);
+8. row 3's server sent 640x480 JPEG phone photos of held-out digits (export/photos.py, seeded);
 9. the floor sent the same photos.
 Rows 7-9 are lenet5's only (the floor serves lenet5). Rows 2-6 run against four TorchServe servers
 started here, each from its own run directory and ports (--port-base, +10, +20, +30), the floor on

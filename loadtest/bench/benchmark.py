@@ -14,9 +14,9 @@ from loadtest.bench.measure import ModelTarget, ProcessTreeCPU, ServerTarget, lo
 from loadtest.bench.rounds import Entry, Schedule, run_rounds
 from loadtest.bench.servers import PORT_STRIDE, server_extra, servers_running, store_for
 from loadtest.bench.workload import BATCH1, FLOOR, HANDLER, NOOP, PROXIED, Photos, Workload, checker, rows_for
-from pipeline.model_config import SERVING
-from serving.settings import JOB_QUEUE_SIZE, Ports
 from serving.workers import configured_workers
+from settings.model_serving import SERVING
+from settings.ports import JOB_QUEUE_SIZE, Ports
 
 CHECKS = {"model": None, "noop": "status", "handler": "full", "batch1": "full", "multi": "list",
           "proxied": "full", "floor": "full", "photos": "full", "floor_photos": "full"}  # row -> checker kind
@@ -35,7 +35,7 @@ def run_bench(args: argparse.Namespace, log: Callable[[str], None] = print) -> d
     work = Workload.load(model, args.limit, serving.torch_threads)
     photos = None
     if any(r.key in PHOTO_ROWS for r in rows):
-        log(f"  rendering {args.photos} JPEG phone photos of held-out digits (pipeline/photos.py)")
+        log(f"  rendering {args.photos} JPEG phone photos of held-out digits (export/photos.py)")
         photos = Photos.render(work, args.photos)
     extra = server_extra(args.logging)
     variants = {v: (store_for(v, model, build=Path(args.build)), extra, v == PROXIED)

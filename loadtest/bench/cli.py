@@ -10,15 +10,15 @@ import sys
 from pathlib import Path
 
 import loadtest.bench
-from handlers.limits import LIMITS
+from export.archive import ArchiveError
 from loadtest.archives import BUILD
 from loadtest.bench.benchmark import run_bench
 from loadtest.bench.floor import FLOOR_PYTHON
 from loadtest.bench.report import render_markdown, write_outputs
 from loadtest.bench.tuning import render_tune, run_tune
-from pipeline.archive import ArchiveError
-from pipeline.model_config import SERVING
 from serving.server import LaunchError
+from settings.limits import LIMITS
+from settings.model_serving import SERVING
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_PORT_BASE = 38100
@@ -51,8 +51,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--port-base", type=int, default=int(os.environ.get("BENCH_PORT_BASE") or DEFAULT_PORT_BASE),
                         help="servers on BASE..BASE+2, +10, +20, +30 and the floor on +40 (env BENCH_PORT_BASE); "
                              "0: ports the OS says are free")
-    parser.add_argument("--out", type=Path, default=ROOT / "BENCHMARKS.md")
-    parser.add_argument("--plot", type=Path, default=ROOT / "loadtest" / "benchmarks.png")
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "BENCHMARKS.md")
+    parser.add_argument("--plot", type=Path, default=ROOT / "docs" / "benchmarks.png")
     parser.add_argument("--results", type=Path, default=ROOT / "results" / "bench")
     parser.add_argument("--build", type=Path, default=BUILD)
     parser.add_argument("--command", default=None, help="the command to record in the report")
@@ -80,7 +80,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--photos must be at least 1")
     if not 1 <= args.images_per_request <= LIMITS.max_images_per_request:
         parser.error(f"--images-per-request must be 1..{LIMITS.max_images_per_request} "
-                     "(InputLimits.max_images_per_request in handlers/limits.py)")
+                     "(InputLimits.max_images_per_request in settings/limits.py)")
     given = sys.argv[1:] if argv is None else argv
     args.command = args.command or "python -m loadtest.bench " + " ".join(shlex.quote(a) for a in given)
     return args

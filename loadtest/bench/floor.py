@@ -19,8 +19,8 @@ import psutil
 
 from serving import processes
 from serving.server import LaunchError
-from serving.settings import HOST
 from serving.workers import usable_cpus
+from settings.ports import HOST
 
 ROOT = Path(__file__).resolve().parents[2]
 FLOOR_PYTHON = ROOT / "build" / "floor-venv" / "bin" / "python"

@@ -1,7 +1,7 @@
 """`make bench-gpu`: our handler and TorchServe on a CUDA device, beside the CPU they run on today.
 
     python -m loadtest.bench.gpu [--rounds 2] [--duration 3] [--concurrency 1 16 64] [--limit N]
-                                 [--out BENCHMARKS-GPU.md] [--results results/bench-gpu] [--cpu-rehearsal]
+                                 [--out docs/BENCHMARKS-GPU.md] [--results results/bench-gpu] [--cpu-rehearsal]
 
 Without a CUDA device (torch.cuda.is_available() false) it says so and exits 0. With one:
 1. parity: the handler's predict (handlers/classifier_handler.py) on every model's canonical
@@ -26,7 +26,7 @@ server start that fails is printed and recorded, and the first two tables are wr
 servers' GPUs off too, labelled "rehearsal (no GPU)" everywhere, into
 results/bench-gpu-rehearsal/: a machine without a GPU proves the program end to end.
 
-The held-out images come from the data sets (pipeline/heldout.py via Workload.load) the first
+The held-out images come from the data sets (export/heldout.py via Workload.load) the first
 time and are packed into build/bench-gpu/inputs.npz (--inputs; a few MB: the canonical images of
 each model, lenet5's PNGs and the true labels, keyed by each model's sha256): a machine that has
 the artifacts, the archives and that file needs neither the data sets nor scikit-learn.
@@ -53,6 +53,8 @@ from typing import Callable, Iterator
 
 import numpy as np
 
+from export import artifacts
+from export.archive import ArchiveError
 from loadtest import client
 from loadtest.archives import BUILD
 from loadtest.bench import pod_memory
@@ -62,10 +64,8 @@ from loadtest.bench.rounds import Entry, Schedule, run_rounds
 from loadtest.bench.servers import PORT_STRIDE, servers_running, store_for
 from loadtest.bench.tuning import Variant, parse_variant
 from loadtest.bench.workload import Workload, checker
-from pipeline import artifacts
-from pipeline.archive import ArchiveError
-from pipeline.model_config import SERVING
 from serving.server import LaunchError, stop
+from settings.model_serving import SERVING
 
 ROOT = Path(__file__).resolve().parents[2]
 REHEARSAL = "rehearsal (no GPU)"
@@ -74,7 +74,7 @@ PARITY_BATCH = 16
 PARITY_TARGET = 1e-5
 BATCHES = (1, 16, 64, 256)
 def _variant(workers: int | None = None, batch: int | None = None) -> str:
-    """lenet5's served settings (pipeline/model_config.py) as a tuning variant, workers/batch changed
+    """lenet5's served settings (settings/model_serving.py) as a tuning variant, workers/batch changed
     (one worker unless given: the served archive leaves the count to the server)."""
     s = SERVING["lenet5"]
     return f"b{batch or s.batch_size}d{s.max_batch_delay_ms}w{workers or s.workers or 1}t{s.torch_threads}"
@@ -369,7 +369,7 @@ def in_process(work: Workload, device, repeats: int, min_s: float, log: Log) -> 
 # ---- part 3: served ---------------------------------------------------------------------------
 def served_preflight() -> list[str]:
     """What the servers need and this machine lacks, all of it at once (serving/server.py and
-    pipeline/archive.py run the launchers next to this Python)."""
+    export/archive.py run the launchers next to this Python)."""
     problems = []
     for tool in ("torchserve", "torch-model-archiver"):
         if not (Path(sys.executable).parent / tool).is_file():
@@ -646,7 +646,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="served with number_of_gpu=1")
     parser.add_argument("--no-served", action="store_true", help="parts 1 and 2 only (no TorchServe)")
     parser.add_argument("--out", type=Path, default=None,
-                        help="the markdown (default BENCHMARKS-GPU.md; rehearsal: results/bench-gpu-rehearsal/...)")
+                        help="the markdown (default docs/BENCHMARKS-GPU.md; rehearsal: results/bench-gpu-rehearsal/...)")
     parser.add_argument("--results", type=Path, default=None,
                         help="folder of the JSON (default results/bench-gpu/; rehearsal: results/bench-gpu-rehearsal/)")
     parser.add_argument("--inputs", type=Path, default=INPUTS, help="the packed held-out images (see above)")
@@ -661,7 +661,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--cpu-variants needs at least the baseline")
     folder = ROOT / "results" / ("bench-gpu-rehearsal" if args.cpu_rehearsal else "bench-gpu")
     args.results = args.results or folder
-    args.out = args.out or (folder / "BENCHMARKS-GPU.md" if args.cpu_rehearsal else ROOT / "BENCHMARKS-GPU.md")
+    args.out = args.out or (folder / "BENCHMARKS-GPU.md" if args.cpu_rehearsal else ROOT / "docs" / "BENCHMARKS-GPU.md")
     given = sys.argv[1:] if argv is None else argv
     args.command = args.command or "python -m loadtest.bench.gpu " + " ".join(shlex.quote(a) for a in given)
     return args

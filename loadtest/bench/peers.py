@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
+from export.archive import ArchiveError
 from loadtest import client
 from loadtest.archives import BUILD
 from loadtest.bench.floor import (
@@ -43,10 +44,9 @@ from loadtest.bench.servers import PORT_STRIDE, server_extra, servers_running, s
 from loadtest.bench.workload import FLOOR_MODEL, HANDLER, Workload, checker
 from loadtest.peers import PYTRITON_READY
 from model_defs.registry import get_spec
-from pipeline.archive import ArchiveError
-from pipeline.model_config import SERVING
 from serving.server import LaunchError
-from serving.settings import HOST, Ports
+from settings.model_serving import SERVING
+from settings.ports import HOST, Ports
 
 ROOT = Path(__file__).resolve().parents[2]
 MODEL = FLOOR_MODEL  # the peers serve lenet5, as the floor does
@@ -264,7 +264,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for one answer")
     parser.add_argument("--port-base", type=int, default=int(os.environ.get("BENCH_PORT_BASE") or DEFAULT_PORT_BASE),
                         help="ours on BASE..BASE+2, the floor on +10, the peers on +20, +30, ... (0: free ports)")
-    parser.add_argument("--out", type=Path, default=ROOT / "BENCHMARKS-PEERS.md")
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "BENCHMARKS-PEERS.md")
     parser.add_argument("--results", type=Path, default=ROOT / "results" / "bench-peers")
     parser.add_argument("--build", type=Path, default=BUILD)
     parser.add_argument("--command", default=None, help="the command to record in the report")

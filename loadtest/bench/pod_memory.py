@@ -26,8 +26,8 @@ from loadtest import client
 from loadtest.bench.measure import ServerTarget
 from loadtest.bench.servers import server_extra, servers_running
 from loadtest.bench.workload import Workload, checker
-from pipeline.model_config import SERVING
 from serving.workers import workers_per_model
+from settings.model_serving import SERVING
 
 ROOT = Path(__file__).resolve().parents[2]
 GPU_OVERLAY = ROOT / "k8s" / "overlays" / "gpu" / "gpu.yaml"

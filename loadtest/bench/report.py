@@ -88,7 +88,7 @@ def photo_lines(results: dict) -> list[str]:
     if not photos:
         return []
     return [f"- **photos** (rows 8-9): {photos['count']} {photos['width']}x{photos['height']} JPEG phone photos of "
-            f"held-out digits (pipeline/photos.py, seed {photos['seed']}, {photos['mean_bytes'] / 1024:.0f} KB on "
+            f"held-out digits (export/photos.py, seed {photos['seed']}, {photos['mean_bytes'] / 1024:.0f} KB on "
             "average; ink on paper, uneven light, blur, sensor noise), one per request as image/jpeg"]
 
 
@@ -116,14 +116,14 @@ def render_markdown(results: dict, plot_name: str | None, kept: str) -> str:
         "",
         f"Written by `make bench` ({results['finished']}); do not edit above the marker line at the end,",
         "the next run rewrites it. What the rows mean and how they are measured: `loadtest/bench/`;",
-        "why the serving settings are what they are: one line per value in `pipeline/model_config.py`.",
+        "why the serving settings are what they are: one line per value in `settings/model_serving.py`.",
         "",
         f"- **model**: `{results['model']}`; {results['images']} real held-out images sent as PNG "
         f"(rows 2-4, 6{' and 7' if results.get('floor') else ''} one per request, row 5 "
         f"{results['images_per_request']} per request as one NumPy .npy array of their pixels)",
         *photo_lines(results),
         *floor_lines(results),
-        f"- **settings** (pipeline/model_config.py, job queue: serving/settings.py): batchSize {s['batch_size']}, "
+        f"- **settings** (settings/model_serving.py, job queue: settings/ports.py): batchSize {s['batch_size']}, "
         "our batcher in the frontend (serving/java/README.md: a batch is the jobs queued, it never waits; "
         f"maxBatchDelay {s['max_batch_delay_ms']} ms only for TorchServe's own), "
         f"{s['workers']} worker(s) per model (serving/workers.py, from the CPUs), {s['torch_threads']} torch "

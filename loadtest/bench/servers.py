@@ -9,12 +9,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
 
+from export.archive import ArchiveError
 from loadtest.archives import BUILD, variant_store
-from pipeline.archive import ArchiveError
-from pipeline.model_config import ModelServing
 from serving.config import jvm_options
 from serving.server import Server, running_together
-from serving.settings import HOST, Ports
+from settings.model_serving import ModelServing
+from settings.ports import HOST, Ports
 
 ROOT = Path(__file__).resolve().parents[2]
 CONTAINER_LOG4J = ROOT / "docker" / "log4j2.xml"

@@ -14,7 +14,7 @@ from loadtest.bench.measure import ServerTarget, load_average, machine
 from loadtest.bench.rounds import Entry, Schedule, run_rounds
 from loadtest.bench.servers import server_extra, servers_running, store_for
 from loadtest.bench.workload import HANDLER, NOOP, Workload, checker
-from pipeline.model_config import SERVING, ModelServing
+from settings.model_serving import SERVING, ModelServing
 
 ALIASES = {"ours": HANDLER}  # the old name of the production handler variant; old commands keep working
 VARIANT = re.compile(r"^(?:(?P<base>noop|handler|ours)|b(?P<b>\d+)d(?P<d>\d+)w(?P<w>\d+)t(?P<t>\d+))"

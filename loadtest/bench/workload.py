@@ -9,17 +9,17 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
+from export import artifacts
+from export.datasets import load_held_out
+from export.heldout import held_out
+from export.photos import HEIGHT, WIDTH, photo_rng, render_photo
 from handlers import contract
 from handlers.image_decoding import open_image
-from handlers.limits import LIMITS
 from loadtest import client
 from model_defs.preprocessing import canonicalize
 from model_defs.registry import get_spec
-from pipeline import artifacts
-from pipeline.datasets import load_held_out
-from pipeline.heldout import held_out
-from pipeline.model_config import SERVING
-from pipeline.photos import HEIGHT, WIDTH, photo_rng, render_photo
+from settings.limits import LIMITS
+from settings.model_serving import SERVING
 
 # the server variants (servers.py builds their stores)
 HANDLER = "handler"  # our production handler and archive, as `make archive` built it
@@ -28,7 +28,7 @@ BATCH1 = "batch1"    # our handler with batchSize 1
 PROXIED = "proxied"  # our handler as make serve and the pod run it: behind nginx (serving/proxy.py)
 FLOOR = "floor"      # not TorchServe: FastAPI + uvicorn from its own virtualenv (loadtest/floor/, floor.py)
 FLOOR_MODEL = "lenet5"  # the one model loadtest/floor/app.py serves: the floor rows only for it
-PHOTO_SEED = 15      # the photos' seed (pipeline/photos.photo_rng): the same pictures in every run
+PHOTO_SEED = 15      # the photos' seed (export/photos.photo_rng): the same pictures in every run
 
 
 @dataclass(frozen=True)
@@ -139,7 +139,7 @@ class Workload:
 
 @dataclass(frozen=True)
 class Photos:
-    """Held-out digits as 640x480 JPEG phone photos (pipeline/photos.py), and what the model answers."""
+    """Held-out digits as 640x480 JPEG phone photos (export/photos.py), and what the model answers."""
     model: str
     seed: int
     jpegs: tuple[bytes, ...]

@@ -11,8 +11,8 @@ import torch
 
 from handlers import contract
 from handlers.image_decoding import open_image
-from handlers.limits import LIMITS
 from model_defs.preprocessing import canonicalize
+from settings.limits import LIMITS
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts" / "lenet5"
 META = json.loads((ARTIFACTS / "manifest.json").read_text())

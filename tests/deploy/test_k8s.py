@@ -17,8 +17,8 @@ import yaml
 from loadtest.bench.pod_memory import quantity, read_measured
 from serving.config import PRODUCTION_JVM, render
 from serving.proxy import render as proxy_render
-from serving.settings import HOST, Ports
 from serving.workers import workers_per_model
+from settings.ports import HOST, Ports
 from tests.support.dockerfile import image_venv, last
 from tests.support.k8s import K8S_VERSION, OVERLAYS, container_env, container_ports, main_container, one, pod_spec
 from tests.support.make import make_vars
@@ -151,7 +151,7 @@ def test_ports_probes_service_and_production_config_agree(rendered, overlay, doc
     defaults = Ports()
     env = container_env(objects)
     ports = Ports.from_env(env)
-    # the manifest spells out serving/settings.py's ports, TorchServe's own behind the proxy included
+    # the manifest spells out settings/ports.py's ports, TorchServe's own behind the proxy included
     assert ports == defaults, (ports, defaults)
     assert {"BACKEND_INFERENCE_PORT", "BACKEND_METRICS_PORT"} <= env.keys()
     assert container_ports(objects) == {"inference": ports.inference, "metrics": ports.metrics}
@@ -226,7 +226,7 @@ def test_gpu_pods_memory_holds_what_bench_gpu_measured(rendered):
     """BENCHMARKS-GPU.md part 4 measured the GPU pod's server (its CPU limit's workers, all on CUDA):
     the request covers it, and the limit covers the workers plus Java at its heap cap, plus 512 MiB
     (Java beyond its heap, nginx). A new CPU limit means other workers: measure again (make bench-gpu)."""
-    measured = read_measured((ROOT / "BENCHMARKS-GPU.md").read_text())
+    measured = read_measured((ROOT / "docs" / "BENCHMARKS-GPU.md").read_text())
     assert measured, "BENCHMARKS-GPU.md has no part 4 (the GPU pod's memory): run make bench-gpu on a GPU"
     resources = main_container(rendered["gpu"])["resources"]
     assert quantity(resources["limits"]["cpu"]) == measured["pod_cpus"], "the GPU pod's CPU limit changed: re-measure"

@@ -8,9 +8,9 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from pipeline.model_config import SERVING
 from serving.config import render
-from serving.settings import JOB_QUEUE_SIZE, Ports
+from settings.model_serving import SERVING
+from settings.ports import JOB_QUEUE_SIZE, Ports
 from tests.support.paths import REPO as ROOT
 from tests.support.properties import parse_properties
 

@@ -15,7 +15,7 @@ from loadtest import client
 from loadtest.bench.floor import floor_running
 from loadtest.bench.measure import ProcessTreeCPU
 from loadtest.bench.workload import Photos, Workload, checker
-from serving.settings import Ports
+from settings.ports import Ports
 
 
 def _post(url: str, body: bytes, content_type: str) -> tuple[int, bytes]:

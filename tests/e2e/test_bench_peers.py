@@ -12,7 +12,7 @@ import psutil
 import pytest
 
 from loadtest.bench.peers import PEERS, main, peer_running
-from serving.settings import Ports
+from settings.ports import Ports
 
 
 @pytest.mark.e2e

@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 import requests
 
+from export.heldout import png_bytes
+from export.samples import SAMPLES, write_samples
 from handlers.contract import check_error, check_prediction
-from handlers.limits import LIMITS
 from model_defs.registry import get_spec
-from pipeline.heldout import png_bytes
-from pipeline.samples import SAMPLES, write_samples
+from settings.limits import LIMITS
 from tests.support.paths import REPO
 from tests.support.readme_examples import fenced_blocks, on_port
 

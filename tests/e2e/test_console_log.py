@@ -8,7 +8,7 @@ import pytest
 from reliability import probe
 from serving.logs import CONSOLE_LOG
 from serving.server import LaunchError, running
-from serving.settings import Ports
+from settings.ports import Ports
 from tests.support.paths import MODEL_STORE
 
 

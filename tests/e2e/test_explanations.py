@@ -11,9 +11,9 @@ import pytest
 import requests
 from PIL import Image
 
+from export.heldout import png_bytes
 from handlers.contract import check_error, check_explanation, check_prediction
 from model_defs.registry import MODELS, get_spec
-from pipeline.heldout import png_bytes
 
 pytestmark = pytest.mark.e2e
 

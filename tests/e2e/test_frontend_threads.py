@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from pipeline.heldout import png_bytes
+from export.heldout import png_bytes
 
 pytestmark = pytest.mark.e2e
 REQUESTS = 40

@@ -17,8 +17,8 @@ import requests
 from PIL import Image
 
 from handlers.contract import check_error, check_prediction, check_predictions
-from handlers.limits import LIMITS
 from model_defs.registry import get_spec
+from settings.limits import LIMITS
 from tests.support import sample_images as samples
 
 pytestmark = pytest.mark.e2e

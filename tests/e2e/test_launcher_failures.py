@@ -10,9 +10,9 @@ from collections import Counter
 
 import pytest
 
-from pipeline.model_config import SERVING
 from serving.server import LaunchError, Server, running
-from serving.settings import Ports
+from settings.model_serving import SERVING
+from settings.ports import Ports
 from tests.support.paths import MODEL_STORE
 
 OLD_RUN = "2020-01-01T00:00:00,000 [WARN ] main org.pytorch.serve.ModelServer - Failed to load model: /old/run/ancient.mar"

@@ -14,8 +14,8 @@ import os
 import pytest
 import requests
 
+from export.heldout import png_bytes
 from model_defs.registry import get_spec
-from pipeline.heldout import png_bytes
 from tests.support.browser import find_chromium, launch
 from tests.support.paths import REPO
 from tests.support.sample_images import encode, photo_of

@@ -30,19 +30,19 @@ import psutil
 import pytest
 import requests
 
+from export.archive import ArchiveError, build_archive
 from handlers.contract import check_error
 from handlers.errors import InputError
 from handlers.image_decoding import open_image
-from handlers.limits import LIMITS
-from pipeline.archive import ArchiveError, build_archive
-from pipeline.model_config import SERVING
 from reliability import crafted, probe
 from serving import proxy
 from serving.management import ManagementAPI, wait_ready
 from serving.processes import port_in_use, rss
 from serving.proxy import PROXY
 from serving.server import LaunchError, Server, running, stop
-from serving.settings import HOST, Ports
+from settings.limits import LIMITS
+from settings.model_serving import SERVING
+from settings.ports import HOST, Ports
 from tests.support.entrypoint import entrypoint_env, entrypoint_running
 from tests.support.held_connections import Held, Watcher, exchange, open_connections
 from tests.support.paths import ARTIFACTS, MODEL_STORE

@@ -13,9 +13,9 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from export.samples import SAMPLES, write_samples
 from handlers.contract import check_explanation, check_prediction
 from model_defs.registry import get_spec
-from pipeline.samples import SAMPLES, write_samples
 from tests.support.paths import REPO
 from tests.support.readme_examples import (
     curl_commands,

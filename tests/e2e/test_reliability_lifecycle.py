@@ -18,11 +18,11 @@ import psutil
 import pytest
 
 from handlers.contract import check_error
-from pipeline.model_config import SERVING
 from reliability import probe
 from serving import processes
 from serving.server import Server, running
-from serving.settings import HOST, Ports
+from settings.model_serving import SERVING
+from settings.ports import HOST, Ports
 from tests.support.paths import MODEL_STORE
 from tests.support.paths import REPO as ROOT
 from tests.support.slow_handler import SLEEP_HEADER

@@ -10,10 +10,10 @@ import sys
 
 import pytest
 
-from pipeline.model_config import SERVING
 from serving.server import Server
-from serving.settings import Ports
 from serving.workers import configured_workers
+from settings.model_serving import SERVING
+from settings.ports import Ports
 from tests.support.paths import MODEL_STORE
 from tests.support.paths import REPO as ROOT
 

@@ -22,11 +22,11 @@ from pathlib import Path
 import pytest
 import requests
 
-from pipeline.model_config import SERVING
 from reliability import hostile, probe
 from serving.processes import listening_addresses
 from serving.server import LaunchError, running
-from serving.settings import HOST, Ports
+from settings.model_serving import SERVING
+from settings.ports import HOST, Ports
 from tests.support.hostile_urls import traversal_urls
 from tests.support.paths import MODEL_STORE
 from tests.support.slow_model import store_with_slow_model

@@ -102,7 +102,7 @@ def test_unknown_model_is_a_404(server):
 def test_the_readme_command_on_the_sample_pictures(server, tmp_path):
     """`make serve` prints `curl -T samples/digit.png .../predictions/lenet5`: curl -T is a PUT of
     the raw file with no Content-Type, and the samples are held-out pictures of known labels."""
-    from pipeline.samples import write_samples
+    from export.samples import write_samples
 
     written = write_samples(tmp_path)
     for filename, model in (("digit.png", "lenet5"), ("digit.png", "mnist_net"), ("shoe.png", "fashion_mlp")):

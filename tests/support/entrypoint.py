@@ -11,7 +11,7 @@ from typing import Iterator
 
 import psutil
 
-from serving.settings import HOST, Ports
+from settings.ports import HOST, Ports
 from tests.support.paths import REPO
 
 ENTRYPOINT = REPO / "docker" / "entrypoint.sh"

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.artifacts import ARTIFACTS, REPO
+from export.artifacts import ARTIFACTS, REPO
 
 MODEL_STORE = REPO / "model_store"  # what `make archive` writes and the servers load
 __all__ = ["ARTIFACTS", "MODEL_STORE", "REPO", "artifact"]

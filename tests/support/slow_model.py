@@ -4,7 +4,7 @@
 
 writes lenet5_slow.mar beside links to model_store/'s archives (the launcher loads them all).
 
-The archive holds the real exported LeNet-5 and the production handler code (pipeline/archive.py
+The archive holds the real exported LeNet-5 and the production handler code (export/archive.py
 lays them out), plus the slow handler, and a model-config.yaml equal to LeNet-5's except for
 `responseTimeout` (short, so a test can exceed it in seconds). Tests use it for the
 responseTimeout, overload and shutdown-with-requests-in-flight cases.
@@ -15,9 +15,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from handlers.limits import LIMITS
-from pipeline.archive import ArchiveError, build_archive, require_archives
-from pipeline.model_config import SERVING
+from export.archive import ArchiveError, build_archive, require_archives
+from settings.limits import LIMITS
+from settings.model_serving import SERVING
 from tests.support.paths import ARTIFACTS, MODEL_STORE, REPO
 
 HANDLER = Path(__file__).resolve().with_name("slow_handler.py")

@@ -1,9 +1,9 @@
-"""Training-time augmentation (pipeline/augment.py): seeded, shape-keeping, elastic distortion only when asked."""
+"""Training-time augmentation (export/augment.py): seeded, shape-keeping, elastic distortion only when asked."""
 
 import numpy as np
 import torch
 
-from pipeline.augment import DigitAugment
+from export.augment import DigitAugment
 
 NOTHING = dict(rotation_deg=0, scale=(1, 1), shear=0, shift_px=0, p_thicker=0, p_thinner=0, p_blur=0,
                p_noise=0, gamma=(1, 1))
@@ -29,7 +29,7 @@ def test_the_same_seed_gives_the_same_batch():
 
 def test_without_elastic_the_batch_is_what_it_was():
     """p_elastic 0 draws nothing extra: models trained without it (lenet5) train as they did. The sum
-    is what pipeline/augment.py gave for this batch and seed before elastic distortion existed."""
+    is what export/augment.py gave for this batch and seed before elastic distortion existed."""
     augmented = DigitAugment.scaled(1.0)(_digits(), torch.Generator().manual_seed(3))
     assert abs(float(augmented.sum()) - 403.5454) < 0.01
 

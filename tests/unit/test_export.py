@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
+from export import to_torchscript
+from export.to_torchscript import ExportError, export_model
 from handlers.digest import sha256_of
 from model_defs.registry import MODELS, get_spec
-from pipeline import to_torchscript
-from pipeline.to_torchscript import ExportError, export_model
 from tests.support.paths import artifact
 
 NAMES = list(MODELS)

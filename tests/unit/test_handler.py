@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
+from export.heldout import png_bytes
 from handlers import contract
 from handlers.contract import ContractError, check_error, check_prediction
 from model_defs.registry import MODELS, get_spec
-from pipeline.heldout import png_bytes
 from tests.support.handler_context import LoadedHandler, unpack_archive
 
 PNG = {"Content-Type": "image/png"}
@@ -114,7 +114,7 @@ def test_archive_with_a_tampered_model_refuses_to_load(tmp_path):
 
 
 def test_limits_come_from_the_archive_config(loaded):
-    from handlers.limits import LIMITS
+    from settings.limits import LIMITS
     assert loaded("lenet5").handler.limits == LIMITS
 
 
@@ -124,7 +124,7 @@ JSON = {"Content-Type": "application/json"}
 def test_per_request_pixel_budget_is_checked_from_the_headers(loaded):
     """Each image within the per-image limit, together over the per-request one: 413 before any
     pixel is decoded (the PNGs below declare their size and carry almost no data)."""
-    from handlers.limits import LIMITS
+    from settings.limits import LIMITS
     from tests.support.sample_images import png_header_only
     side = math.isqrt(LIMITS.max_image_pixels)
     count = LIMITS.max_pixels_per_request // (side * side) + 1
@@ -198,7 +198,7 @@ def _npy(array: np.ndarray) -> bytes:
 def _mixed_batch(raw: np.ndarray) -> list:
     """PNG digits, a bad request, a .npy of four digits and a phone photo: small pictures that the
     batch frames together, and one it frames as it comes."""
-    from pipeline.photos import photo_rng, render_photo
+    from export.photos import photo_rng, render_photo
     return [({"body": png_bytes(raw[i])}, PNG) for i in range(4)] + [
         ({"body": b"not an image"}, PNG),
         ({"body": _npy(raw[4:8])}, {"Content-Type": "application/x-npy"}),

@@ -14,9 +14,9 @@ from PIL import Image
 
 from handlers.errors import InputError
 from handlers.image_decoding import open_image
-from handlers.limits import LIMITS
 from handlers.request_decoding import request_to_sources
 from model_defs.preprocessing import canonicalize
+from settings.limits import LIMITS
 
 PROPERTY = settings(max_examples=150, deadline=timedelta(seconds=2),
                     suppress_health_check=[HealthCheck.too_slow], derandomize=True)

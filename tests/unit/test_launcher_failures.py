@@ -7,7 +7,7 @@ import shutil
 import pytest
 
 from serving.server import LaunchError, Server, preflight
-from serving.settings import Ports
+from settings.ports import Ports
 from tests.support.paths import MODEL_STORE
 
 

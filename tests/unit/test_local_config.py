@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from handlers.limits import LIMITS
-from pipeline.model_config import SERVING
 from serving.config import render
 from serving.logs import LOG4J_CONFIG
 from serving.server import LaunchError, Server, running
-from serving.settings import HOST, JOB_QUEUE_SIZE, Ports
+from settings.limits import LIMITS
+from settings.model_serving import SERVING
+from settings.ports import HOST, JOB_QUEUE_SIZE, Ports
 from tests.support.paths import MODEL_STORE
 
 

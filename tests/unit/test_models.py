@@ -61,7 +61,7 @@ def test_the_registry_settings_and_makefile_list_the_same_models():
     """The registry is the source of truth; serving settings and the Makefile's MODELS follow it."""
     import re
 
-    from pipeline.model_config import SERVING
+    from settings.model_serving import SERVING
     from tests.support.paths import REPO
 
     makefile = (REPO / "Makefile").read_text()

@@ -11,11 +11,11 @@ import pytest
 import torch
 from PIL import Image
 
+from export.heldout import png_bytes
 from handlers.contract import check_explanation, check_prediction
-from handlers.limits import LIMITS
 from handlers.saliency import gradient_x_input, ink_fraction, integrated_gradients
 from model_defs.registry import MODELS, get_spec
-from pipeline.heldout import png_bytes
+from settings.limits import LIMITS
 from tests.support.paths import artifact
 
 PNG = {"Content-Type": "image/png"}

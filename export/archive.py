@@ -1,12 +1,12 @@
 """Package each exported model with torch-model-archiver into model_store/<name>.mar.
 
-    python -m pipeline.archive [--models ...] [--artifacts artifacts] [--store model_store]
+    python -m export.archive [--models ...] [--artifacts artifacts] [--store model_store]
 
 An archive holds: model.pt (TorchScript), the handler (handlers/classifier_handler.py) with the
-packages it imports (handlers/ and model_defs/, whole), model_meta.json
+packages it imports (handlers/, model_defs/ and settings/, whole), model_meta.json
 (the export manifest: input size, labels, preprocessing, sha256) and model-config.yaml
-(batching, workers, timeouts, torch threads from pipeline/model_config.py, input limits from
-handlers/limits.py). `build_archive` is the one caller of torch-model-archiver: the benchmark's
+(batching, workers, timeouts, torch threads from settings/model_serving.py, input limits from
+settings/limits.py). `build_archive` is the one caller of torch-model-archiver: the benchmark's
 variants (loadtest/archives.py) and the test-only slow model (tests/support/slow_model.py) use it too.
 """
 from __future__ import annotations
@@ -21,24 +21,19 @@ from typing import Iterable
 
 import yaml
 
-from handlers.limits import LIMITS
-from pipeline.model_config import SERVING
+from settings.limits import LIMITS
+from settings.model_serving import SERVING, missing_archives
 
 REPO = Path(__file__).resolve().parent.parent
 HANDLER = REPO / "handlers" / "classifier_handler.py"
 # The packages the handler imports at serving time, copied whole into the archive (the layers
 # below the handler: import-linter, pyproject.toml, holds that they import nothing above them).
-RUNTIME_PACKAGES = ("handlers", "model_defs")
+RUNTIME_PACKAGES = ("handlers", "model_defs", "settings")
 ARCHIVE_VERSION = "1.0"
 
 
 class ArchiveError(RuntimeError):
     """An archive is missing or could not be built; the message says why and what to do."""
-
-
-def missing_archives(store: Path, models: Iterable[str] = SERVING) -> list[str]:
-    """The models without <store>/<model>.mar."""
-    return [name for name in models if not (Path(store) / f"{name}.mar").is_file()]
 
 
 def require_archives(store: Path, models: Iterable[str] = SERVING) -> None:

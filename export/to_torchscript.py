@@ -1,6 +1,6 @@
 """Export trained checkpoints to self-contained TorchScript, verify them, write a manifest.
 
-    python -m pipeline.to_torchscript [--models ...] [--artifacts artifacts]
+    python -m export.to_torchscript [--models ...] [--artifacts artifacts]
 
 The exported module takes a uint8 tensor [N, 1, H, W] of canonical images (0..255) and returns
 softmax probabilities [N, classes]: scaling and normalisation are baked in, so the handler has
@@ -19,9 +19,9 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from export.datasets import DataSetMissing, load_split
 from handlers.digest import sha256_of
 from model_defs.registry import MODELS, ModelSpec
-from pipeline.datasets import DataSetMissing, load_split
 
 PARITY_TOLERANCE = 1e-5
 

@@ -1,5 +1,5 @@
 """Server-wide settings: addresses, ports and the job queue. Per-model settings (batching, workers,
-threads) travel inside each archive: pipeline/model_config.py; input limits: handlers/limits.py.
+threads) travel inside each archive: settings/model_serving.py; input limits: settings/limits.py.
 
 The local config (serving/config.py), the Makefile (which only forwards port overrides) and the
 deployment files derive from this module; tests hold the copies together.

@@ -1,14 +1,16 @@
 """What each archive's model-config.yaml tells TorchServe: batching, timeout, threads, limits.
 
-Written into every archive by pipeline/archive.py; the handler reads its section back at initialize.
+Written into every archive by export/archive.py; the handler reads its section back at initialize.
 One line per value with the measurement behind it: `make bench-tune` on the 2-core development
 machine, lenet5 with real held-out PNGs, variants interleaved in one run (figures in BENCHMARKS.md).
 """
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Iterable
 
-from handlers.limits import InputLimits
+from settings.limits import InputLimits
 
 
 @dataclass(frozen=True)
@@ -46,3 +48,8 @@ SERVING: dict[str, ModelServing] = {
     "mnist_net": ModelServing(),
     "fashion_mlp": ModelServing(),
 }
+
+
+def missing_archives(store: Path, models: Iterable[str] = SERVING) -> list[str]:
+    """The served models without <store>/<model>.mar."""
+    return [name for name in models if not (Path(store) / f"{name}.mar").is_file()]

@@ -1,6 +1,6 @@
 """Write a few real held-out images as PNG files to try the served models with.
 
-    python -m pipeline.samples [--out samples]
+    python -m export.samples [--out samples]
 
 samples/digit.png is a held-out handwritten 7 (a 28x28 MNIST digit from the held-out fifth, or your MNIST test split),
 samples/shoe.png a Fashion-MNIST test sneaker: pictures no model was trained on, exactly as a
@@ -12,8 +12,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from pipeline.datasets import DataSetMissing
-from pipeline.heldout import held_out
+from export.datasets import DataSetMissing
+from export.heldout import held_out
 
 # file name -> (model whose held-out data it comes from, the label it shows)
 SAMPLES = {"digit.png": ("lenet5", "7"), "shoe.png": ("fashion_mlp", "Sneaker")}

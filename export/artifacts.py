@@ -1,9 +1,9 @@
 """The one reader of the artifacts folder: what training and export left for each model.
 
-    artifacts/<model>/checkpoint.pt   training's state_dict      (pipeline/train.py)
-    artifacts/<model>/metrics.json    held-out accuracy and more (pipeline/train.py)
-    artifacts/<model>/model.pt        the TorchScript model      (pipeline/to_torchscript.py)
-    artifacts/<model>/manifest.json   input size, labels, sha256 (pipeline/to_torchscript.py)
+    artifacts/<model>/checkpoint.pt   training's state_dict      (export/train.py)
+    artifacts/<model>/metrics.json    held-out accuracy and more (export/train.py)
+    artifacts/<model>/model.pt        the TorchScript model      (export/to_torchscript.py)
+    artifacts/<model>/manifest.json   input size, labels, sha256 (export/to_torchscript.py)
 """
 from __future__ import annotations
 

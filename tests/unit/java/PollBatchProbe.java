@@ -1,0 +1,93 @@
+import java.lang.reflect.Field;
+import java.util.HashMap;
+import java.util.Map;
+import java.util.concurrent.ConcurrentHashMap;
+import java.util.concurrent.LinkedBlockingDeque;
+import java.util.concurrent.locks.ReentrantLock;
+import org.pytorch.serve.job.Job;
+import org.pytorch.serve.util.messages.RequestInput;
+import org.pytorch.serve.util.messages.WorkerCommands;
+import org.pytorch.serve.wlm.Model;
+
+/**
+ * TorchServe's Model.pollBatch, as the JVM loaded it (with or without our agent), called directly
+ * with jobs in its queue: no server, no archive (tests/unit/test_batcher.py).
+ *
+ * <p>java -cp model-server.jar:. PollBatchProbe BATCH_SIZE MAX_BATCH_DELAY_MS ROUNDS QUEUED prints
+ * "batches=ROUNDS short=N slowest_us=T": ROUNDS batches each taken with QUEUED jobs in the queue, how
+ * many held fewer than min(QUEUED, BATCH_SIZE) jobs, and the slowest call.
+ */
+public final class PollBatchProbe {
+    /** A job with nothing behind it: pollBatch only reads its id, command and expiry. */
+    static final class Probe extends Job {
+        Probe(String id) {
+            super("probe", "1.0", WorkerCommands.PREDICT, input(id));
+        }
+
+        private static RequestInput input(String id) {
+            RequestInput input = new RequestInput(id);
+            input.setClientExpireTS(3_600_000); // from now, in milliseconds
+            return input;
+        }
+
+        @Override
+        public void response(byte[] body, CharSequence type, int status, String phrase, Map<String, String> headers) {}
+
+        @Override
+        public void sendError(int status, String error) {}
+
+        @Override
+        public boolean isOpen() {
+            return true;
+        }
+    }
+
+    public static void main(String[] args) throws Exception {
+        int batchSize = Integer.parseInt(args[0]);
+        int maxBatchDelay = Integer.parseInt(args[1]);
+        int rounds = Integer.parseInt(args[2]);
+        int queued = Integer.parseInt(args[3]);
+        LinkedBlockingDeque<Job> queue = new LinkedBlockingDeque<>();
+        Model model = bareModel(queue, batchSize, maxBatchDelay);
+        int expected = Math.min(queued, batchSize);
+        int shortBatches = 0;
+        long slowest = 0;
+        Map<String, Job> batch = new HashMap<>();
+        for (int round = 0; round < rounds; round++) {
+            queue.clear();
+            for (int i = 0; i < queued; i++) {
+                queue.add(new Probe(round + "-" + i));
+            }
+            batch.clear();
+            long start = System.nanoTime();
+            model.pollBatch("probe-worker", 0, batch);
+            slowest = Math.max(slowest, System.nanoTime() - start);
+            if (batch.size() < expected) {
+                shortBatches++;
+            }
+        }
+        System.out.println("batches=" + rounds + " short=" + shortBatches + " slowest_us=" + slowest / 1000);
+    }
+
+    /** A Model with only what pollBatch reads: its constructor wants an unpacked archive. */
+    private static Model bareModel(LinkedBlockingDeque<Job> queue, int batchSize, int maxBatchDelay)
+            throws Exception {
+        Field unsafeField = Class.forName("sun.misc.Unsafe").getDeclaredField("theUnsafe");
+        unsafeField.setAccessible(true);
+        Object unsafe = unsafeField.get(null);
+        Model model = (Model) unsafe.getClass().getMethod("allocateInstance", Class.class).invoke(unsafe, Model.class);
+        ConcurrentHashMap<String, LinkedBlockingDeque<Job>> jobsDb = new ConcurrentHashMap<>();
+        jobsDb.put(Model.DEFAULT_DATA_QUEUE, queue);
+        set(model, "jobsDb", jobsDb);
+        set(model, "lock", new ReentrantLock());
+        set(model, "batchSize", batchSize);
+        set(model, "maxBatchDelay", maxBatchDelay);
+        return model;
+    }
+
+    private static void set(Model model, String name, Object value) throws Exception {
+        Field field = Model.class.getDeclaredField(name);
+        field.setAccessible(true);
+        field.set(model, value);
+    }
+}
