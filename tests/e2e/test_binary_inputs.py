@@ -20,6 +20,7 @@ from export.samples import SAMPLES, write_samples
 from handlers.contract import check_error, check_prediction
 from model_defs.registry import get_spec
 from settings.limits import LIMITS
+from tests.support.parity import assert_same_probabilities
 from tests.support.paths import REPO
 from tests.support.readme_examples import fenced_blocks, on_port
 
@@ -62,7 +63,7 @@ def reference(server, images) -> list[dict]:
 def assert_same(answer: dict, reference: dict) -> None:
     check_prediction(answer, LABELS, model=MODEL)
     assert answer["index"] == reference["index"]
-    assert np.allclose(list(answer["probabilities"].values()), list(reference["probabilities"].values()), atol=1e-6)
+    assert_same_probabilities(list(answer["probabilities"].values()), list(reference["probabilities"].values()))
 
 
 def assert_answers(response, expected: list[dict]) -> None:

@@ -15,6 +15,7 @@ from export.heldout import png_bytes
 from handlers.contract import check_error, check_prediction
 from model_defs.registry import get_spec
 from settings.limits import LIMITS
+from tests.support.parity import assert_same_probabilities
 
 NPY = {"Content-Type": "application/x-npy"}
 PNG = {"Content-Type": "image/png"}
@@ -54,8 +55,7 @@ def assert_same_answers(got: list[dict], expected: list[dict]) -> None:
     for answer, reference in zip(got, expected):
         check_prediction(answer, labels, model=MODEL)
         assert answer["index"] == reference["index"]
-        assert np.allclose(list(answer["probabilities"].values()), list(reference["probabilities"].values()),
-                           atol=1e-6)
+        assert_same_probabilities(list(answer["probabilities"].values()), list(reference["probabilities"].values()))
 
 
 # ---- .npy ---------------------------------------------------------------------------------------
