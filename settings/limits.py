@@ -16,26 +16,17 @@ class InputLimits:
     max_image_side: int = 8192                 # pixels, either side
     max_images_per_request: int = 64           # {"instances": [...]}
     max_pixels_per_request: int = 40_000_000   # all images of one request together (a worker's time)
-    max_images_per_explanation: int = 16       # /explanations/ costs the worker 1.0-1.5 ms per image (gradient x
-                                               # input, 2 PNGs, JSON; predictions 0.15-0.5, BENCHMARKS.md): 16 = ~25 ms
-    # Decoding-cost limits, checked from the file's framing before decoding (handlers/image_decoding.py):
-    # no file within the limits above should cost a worker more than ~0.5 s of CPU to decode. CPU
-    # times from `python -m reliability.crafted [--raw]` on the 2-core development machine (RELIABILITY.md).
-    max_jpeg_segments: int = 2_000        # Pillow walks markers in Python: 2M empty COMs (8 MB) cost 1.5 s;
-                                          # real files have < 50
-    max_jpeg_scans: int = 100             # libjpeg progressive writes 10 scans; 20,000 repeated scans of
-                                          # 4000x4000 cost 19 s
-    max_jpeg_scan_blocks: int = 40_000_000  # ~4 ns per block per scan (19.4 s / (20,000 x 250,000)): 40M = 0.16 s;
-                                            # 10 scans of 4000x4000 4:4:4 visit 3.5M
-    max_png_chunks: int = 20_000          # ~1.8 us per chunk in Pillow (500k IDATs: 0.91 s): 20k = 40 ms;
-                                          # 8 MB in 8 KB IDATs is 1,000
-    max_gif_blocks: int = 20_000          # ~0.19 us per sub-block before the first image (4M: 0.76 s): 20k = 4 ms,
-                                          # 5 MB of comments
+    max_images_per_explanation: int = 16       # an explanation costs a worker several times a prediction
+    # Decoding-cost limits, checked from the file's framing before decoding (handlers/image_decoding.py),
+    # so that no file within the limits above costs a worker more than ~0.5 s of CPU to decode; the
+    # costs behind each bound: settings/README.md.
+    max_jpeg_segments: int = 2_000        # Pillow walks JPEG markers in Python; real files have < 50
+    max_jpeg_scans: int = 100             # each progressive scan decodes the whole picture again
+    max_jpeg_scan_blocks: int = 40_000_000  # scans x 8x8 blocks: the progressive decoder's real cost
+    max_png_chunks: int = 20_000          # Pillow reads each chunk in Python; 8 MB in 8 KB IDATs is 1,000
+    max_gif_blocks: int = 20_000          # sub-blocks before the first image, read in Python
     max_tiff_tags: int = 1_000            # entries of the first IFD, each parsed in Python; real files have < 100
-    max_tiff_tiles: int = 16_384          # ~3.5 us per uncompressed strip/tile (1M 4x4 tiles: 3.5 s): 16k = 57 ms;
-                                          # 4000 one-row strips pass
-    max_bmp_rle_bytes: int = 1_000_000    # Pillow's RLE decoder is Python, ~0.26 us per 2-byte run
-                                          # (7.3 MB: 0.95 s): 1 MB = 0.13 s
-
+    max_tiff_tiles: int = 16_384          # strips/tiles, each a Python call; 4000 one-row strips pass
+    max_bmp_rle_bytes: int = 1_000_000    # Pillow's BMP RLE decoder is Python
 
 LIMITS = InputLimits()

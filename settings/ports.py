@@ -99,6 +99,6 @@ class Ports:
         return cls(*numbers)
 
 
-# Requests queued per model before TorchServe answers 503 at once: 16 batches, ~60 ms at the ~4,100 req/s
-# one worker serves here; a quick 503 lets a client or the ingress retry elsewhere.
+# Requests queued per model before TorchServe answers 503 at once (16 batches, tens of milliseconds of
+# work): a quick 503 lets a client or the ingress retry elsewhere.
 JOB_QUEUE_SIZE = 256

@@ -1,4 +1,4 @@
-"""Decode budget (issue 13) against the real server: the crafted worst cases of reliability/crafted.py
+"""Decode budget against the real server: the crafted worst cases of reliability/crafted.py
 get 422 at once and lenet5's worker lives on. Without a server: tests/unit/test_decode_budget.py."""
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from reliability import crafted, probe
 
 @pytest.mark.e2e
 def test_scan_bomb_through_the_server_gets_422_and_keeps_the_worker(server):
-    """Issue 13's attack against the real server: before, Pillow spent 19 s of CPU on it and a
+    """The repeated-scan JPEG against the real server: before the decode budget, Pillow spent 19 s of CPU on it and a
     bigger one outlived the 30 s responseTimeout, which killed lenet5's only worker."""
     url = f"{server.inference_url}/predictions/lenet5"
     assert probe.post(url, probe.digit_png()).status == 200

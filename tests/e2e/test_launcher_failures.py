@@ -1,4 +1,4 @@
-"""The launcher's start-up failures say what is wrong, quickly, and only about this run (issue 13):
+"""The launcher's start-up failures say what is wrong, quickly, and only about this run:
 a truncated archive stops the wait as soon as TorchServe logs it, and TorchServe's log holds each
 line once. Its own server, on free ports. A second start (no server needed):
 tests/unit/test_launcher_failures.py."""

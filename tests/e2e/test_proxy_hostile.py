@@ -1,5 +1,5 @@
 """Hostile clients against the reverse proxy (serving/proxy.py, nginx) in front of TorchServe, end to
-end on loopback (issue 13): slowloris on headers and on bodies, thousands of idle connections while
+end on loopback: slowloris on headers and on bodies, thousands of idle connections while
 good requests are answered, forty nearly complete 7.8 MB bodies held, method/route/protocol
 refusals, the crafted-decode catalogue, and the drain with 64 requests in flight (`make stop`, and
 SIGTERM to docker/entrypoint.sh as the pod runs it). Figures go to RELIABILITY.md (`pytest -s`
@@ -38,11 +38,11 @@ from reliability import crafted, probe
 from serving import proxy
 from serving.management import ManagementAPI, wait_ready
 from serving.processes import port_in_use, rss
-from serving.proxy import PROXY
 from serving.server import LaunchError, Server, running, stop
 from settings.limits import LIMITS
 from settings.model_serving import SERVING
 from settings.ports import HOST, Ports
+from settings.proxy import PROXY
 from tests.support.entrypoint import entrypoint_env, entrypoint_running
 from tests.support.held_connections import Held, Watcher, exchange, open_connections
 from tests.support.paths import ARTIFACTS, MODEL_STORE

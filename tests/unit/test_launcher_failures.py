@@ -1,5 +1,5 @@
 """The launcher's start-up failures, without a server: a second start names where the running server
-listens (issue 13). The failures of a real start: tests/e2e/test_launcher_failures.py."""
+listens. The failures of a real start: tests/e2e/test_launcher_failures.py."""
 from __future__ import annotations
 
 import shutil

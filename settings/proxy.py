@@ -1,0 +1,31 @@
+"""The reverse proxy's runtime settings: timeouts, connection caps and the drain of nginx in front of
+TorchServe (serving/proxy.py renders them into serving/nginx.conf.template; RELIABILITY.md has the
+attacks they answer and what was measured)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from settings.model_serving import SERVING
+
+
+@dataclass(frozen=True)
+class ProxyLimits:
+    # slowloris and half-sent bodies are closed (408) after this long without headers done or a body read
+    read_timeout_s: int = 10
+    # an idle keep-alive connection is closed after this, so idle sockets cost nothing for long
+    keepalive_timeout_s: int = 15
+    # per nginx worker, idle ones included: thousands of idle clients fit, where TorchServe alone ran out of fds
+    worker_connections: int = 16384
+    # above what the models' job queues hold (JOB_QUEUE_SIZE each, settings/ports.py): more would only wait longer
+    max_requests_in_flight: int = 1024
+    # keep-alive connections kept open to TorchServe: no TCP handshake per request under load
+    upstream_keepalive: int = 64
+    # past TorchServe's own response timeout, which restarts a stuck worker first
+    upstream_timeout_s: int = max(s.response_timeout_s for s in SERVING.values()) + 5
+    # bodies above this go to a temp file in the run dir: half-sent large bodies cost disk, not RAM
+    body_buffer_bytes: int = 64 * 1024
+    # on SIGTERM, requests in flight get this long to finish before nginx closes them
+    drain_timeout_s: int = 25
+
+
+PROXY = ProxyLimits()
