@@ -39,7 +39,6 @@ from handlers.image_decoding import check_request_pixels, check_size, load_pixel
 from handlers.request_decoding import ImageSource, PendingRequest, request_header, request_to_sources
 from handlers.saliency import canonical_png, explain, heatmap_png
 from handlers.worker_logging import quiet_per_batch_lines
-from handlers.worker_protocol import install as install_buffered_reads
 from model_defs.canonical_batch import CanonicalStack
 from settings.limits import InputLimits
 
@@ -88,7 +87,6 @@ class ImageClassifierHandler(BaseHandler):
         self.batch_model = batch_model(self.model, self.device)
         self._warm_up()
         quiet_per_batch_lines()  # TorchServe's two lines per batch: handlers/worker_logging.py
-        install_buffered_reads()  # one recv per batch, not one per field: handlers/worker_protocol.py
         logger.info("%s ready on %s: input %s, %d labels, %d torch threads", self.metadata["name"],
                     self.device, self.input_size, len(self.labels), torch.get_num_threads())
 

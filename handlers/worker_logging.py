@@ -1,15 +1,14 @@
-"""TorchServe's per-batch log lines, stopped at their source in the worker.
+"""TorchServe's per-batch log lines, dropped in the worker before they reach the frontend.
 
 TorchServe's Python worker writes two INFO lines to its stdout for every batch: "Backend received
 inference at: <time>" (ts/protocol/otf_message_handler.py, on the root logger) and
 "[METRICS]PredictionTime.ms:..." (ts/metrics/caching_metric.py, whose only INFO lines are these).
-The Java frontend reads each line from the pipe and parses it, and the container's logging
-(docker/log4j2.xml) then drops both. Stopped in the worker, lenet5 at 16 in flight, one worker,
-2 rounds of 6 s interleaved (loadtest/profile_worker.py --measure-only, 2-CPU Xeon): the frontend's
-CPU 212/201 -> 158/177 us per request, the worker's 380/378 -> 375/375, 2,015/2,044 ->
-2,113/2,083 req/s. The cost: the PredictionTime gauge (the handler's time per batch) no longer
-reaches the frontend's metrics; its request counts and latencies (ts_inference_*, ts_queue_*) stay.
-The worker's start-up lines, warnings and errors, and the handler's own lines stay too.
+The Java frontend reads and parses each line from the pipe, and the container's logging
+(docker/log4j2.xml) then drops both: stopping them here saves the frontend that work on every batch.
+The cost: the PredictionTime gauge (the handler's time per batch) no longer reaches the frontend's
+metrics; its request counts and latencies (ts_inference_*, ts_queue_*) stay, and so do the worker's
+start-up lines, warnings and errors, and the handler's own lines. Only the logging API is used (a
+filter, a level): a TorchServe that logs otherwise is left as it is.
 """
 from __future__ import annotations
 
