@@ -47,9 +47,11 @@ ARCHIVE_SRC := $(wildcard handlers/*.py model_defs/*.py settings/*.py) export/ar
 CHECKPOINTS := $(foreach m,$(MODELS),$(ARTIFACTS)/$(m)/checkpoint.pt)
 EXPORTS := $(foreach m,$(MODELS),$(ARTIFACTS)/$(m)/model.pt)
 ARCHIVES := $(foreach m,$(MODELS),$(STORE)/$(m).mar)
-# The frontend's batcher (serving/batcher.py, serving/java/README.md): a Java agent built against the
-# installed TorchServe. SERVABLE: what every target that starts a TorchServe (or an image) needs.
+# The frontend's batcher (serving/java/README.md): a Java agent that rewrites the installed TorchServe's
+# Model.pollBatch with ASM (Debian's libasm-java, bundled into the jar), built by serving/batcher_build.py.
+# SERVABLE: what every target that starts a TorchServe (or an image) needs.
 BATCHER := serving/java/build/tinyserve-batcher.jar
+ASM_JAR := /usr/share/java/asm.jar
 SERVABLE := $(ARCHIVES) $(BATCHER)
 
 .PHONY: help venv data train export archive batcher samples serve nginx stop status test test-unit test-e2e lint clean distclean
@@ -118,10 +120,12 @@ $(STORE)/%.mar: $(ARTIFACTS)/%/model.pt $(ARCHIVE_SRC)
 	$(RUN) -m export.archive --models $* --artifacts $(ARTIFACTS) --store $(STORE)
 
 batcher: $(BATCHER) ## the frontend's batcher, a Java agent (serving/java/) -> serving/java/build/tinyserve-batcher.jar
-$(BATCHER): $(wildcard serving/java/*.java) serving/batcher.py $(VENV_STAMP)
+$(BATCHER): $(wildcard serving/java/*.java) serving/batcher.py serving/batcher_build.py $(VENV_STAMP)
 	@command -v javac >/dev/null || { echo "javac missing: installing Debian's openjdk-17-jdk-headless (to build serving/java/)"; \
 	  $(call apt_install,openjdk-17-jdk-headless,to build serving/java/); }
-	$(RUN) -m serving.batcher
+	@test -f $(ASM_JAR) || { echo "ASM missing: installing Debian's libasm-java (to build serving/java/)"; \
+	  $(call apt_install,libasm-java,to build serving/java/); }
+	$(RUN) -m serving.batcher_build
 
 # Real held-out pictures to try the models with (samples/digit.png, samples/shoe.png).
 SAMPLES := samples/digit.png samples/shoe.png
@@ -141,7 +145,7 @@ nginx: ## install Debian's nginx when missing (the reverse proxy in front of Tor
 stop: $(VENV_STAMP) ## stop the server make serve started
 	@$(RUN) -m serving.launcher stop
 
-status: $(VENV_STAMP) ## is make serve's server running, on which ports
+status: $(VENV_STAMP) ## is make serve's server running, on which ports, with which batcher
 	@$(RUN) -m serving.launcher status
 
 # The tests build what they need (archives, the typed digits' fonts, the container image) and run

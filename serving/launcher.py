@@ -7,6 +7,8 @@
 The command line (`make serve`, `make stop`, `make status`) over serving/server.py's `start` and
 `stop`: they check what they can first (Java, archives, ports, a server already running), wait
 until every model has a READY worker, and on failure print the reason from TorchServe's log.
+`start` and `status` say which batcher the frontend runs (serving/batcher.py), with a banner on
+stderr when it is TorchServe's own rather than ours.
 Ports come from settings/ports.py, overridable with INFERENCE_PORT, MANAGEMENT_PORT and
 METRICS_PORT.
 """
@@ -16,6 +18,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from serving.batcher import Verdict
 from serving.server import LaunchError, Server, start, stop
 from settings.model_serving import SERVING
 from settings.ports import Ports
@@ -27,7 +30,28 @@ def example(server: Server) -> str:
             f"  curl -T samples/digit.png {server.inference_url}/predictions/lenet5\n"
             f"  curl -T samples/shoe.png {server.inference_url}/predictions/fashion_mlp\n"
             f"  models: curl {server.management_url}/models   metrics: curl {server.metrics_url}/metrics\n"
-            f"  logs: {server.log_dir}   stop: make stop")
+            f"  logs: {server.log_dir}   stop: make stop\n"
+            f"  batcher: {server.batcher().describe()}")
+
+
+def batcher_warning(verdict: Verdict) -> str | None:
+    """A banner for stderr when the frontend runs TorchServe's own batcher instead of ours (a refused or
+    failed agent), None when it runs ours. The server works either way, but every batch then waits up to
+    maxBatchDelay: a lone request is slower, and the figures in docs/BENCHMARKS.md do not hold."""
+    if verdict.ours:
+        return None
+    rule = "!" * 100
+    return (f"{rule}\n"
+            f"WARNING: this TorchServe does not run our batcher ({verdict.state}); it runs TorchServe's own,\n"
+            f"which waits up to maxBatchDelay for every batch (serving/java/README.md).\n"
+            f"{verdict.why}\n"
+            f"{rule}")
+
+
+def warn_about_batcher(server: Server) -> None:
+    warning = batcher_warning(server.batcher())
+    if warning:
+        print(warning, file=sys.stderr)
 
 
 def main(argv=None) -> int:
@@ -41,15 +65,20 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == "start":
-            print(example(start(run_dir=args.run_dir, model_store=args.model_store, timeout=args.timeout,
-                                token_auth=args.token_auth)))
+            server = start(run_dir=args.run_dir, model_store=args.model_store, timeout=args.timeout,
+                           token_auth=args.token_auth)
+            print(example(server))
+            warn_about_batcher(server)
         elif args.command == "stop":
             stop(args.run_dir)
         else:
             server = Server(args.run_dir.resolve(), Ports.from_env())
             pid = server.pid()
-            print(f"running, pid {pid}" if pid else "not running")
-            return 0 if pid else 1
+            if not pid:
+                print("not running")
+                return 1
+            print(f"running, pid {pid}\n  batcher: {server.batcher().describe()}")
+            warn_about_batcher(server)
     except (LaunchError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

@@ -38,7 +38,7 @@ from typing import Iterator
 import psutil
 
 from serving import logs, processes, proxy
-from serving.batcher import BatcherBuildError, require_agents
+from serving.batcher import AGENT_JAR, STATUS_FILE, BatcherBuildError, Verdict, agents, require_agents, verdict
 from serving.config import render
 from serving.management import ManagementAPI
 from serving.management import wait_ready as wait_all_ready
@@ -139,6 +139,17 @@ class Server:
         # this run dir's Java only: a recycled pid, even another server's Java, is not ours
         return pid if processes.alive(pid, f"-Djava.io.tmpdir={self.tmp_dir}") else None
 
+    def batcher(self) -> Verdict:
+        """Which batcher this server's frontend runs: our agent's verdict (serving/batcher.py), or
+        "absent" when its config.properties starts Java without the agent."""
+        try:
+            configured = agents((self.run_dir / "config.properties").read_text())
+        except OSError:
+            configured = []
+        if not any(Path(jar).name == AGENT_JAR.name for jar in configured):
+            return Verdict("absent", "config.properties starts Java without our agent (TorchServe's own batcher)")
+        return verdict(self.tmp_dir)
+
     def processes(self) -> list[psutil.Process]:
         """Java and the workers of this run dir, orphans of a crashed frontend included."""
         return processes.server_processes(self.tmp_dir)
@@ -207,6 +218,7 @@ def start(*, run_dir: Path, model_store: Path, ports: Ports | None = None, timeo
     processes.end(server.processes())  # workers a frontend killed with -9 left behind
     server.pid_file.unlink(missing_ok=True)
     server.key_file.unlink(missing_ok=True)  # a dead server's keys; TorchServe writes new ones
+    (server.tmp_dir / STATUS_FILE).unlink(missing_ok=True)  # the last run's verdict
     since = {**logs.offsets(server.log_dir), CONSOLE_LOG: 0}  # ts_log keeps earlier runs: quote only this one's
     config = server.run_dir / "config.properties"
     properties = render(profile, model_store, server.ports, token_auth, extra, proxied=server.proxied)

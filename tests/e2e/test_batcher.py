@@ -1,5 +1,6 @@
-"""Our batcher (serving/batcher.py, serving/java/) in a real TorchServe: a batch never waits for
-maxBatchDelay, and the jobs that queue while the worker is busy go to it as one batch.
+"""Our batcher (serving/batcher.py, serving/java/) in a real TorchServe: the agent rewrites TorchServe's
+Model.pollBatch as the frontend loads it, so a batch never waits for maxBatchDelay, and the jobs that
+queue while the worker is busy go to it as one batch.
 
 The server serves lenet5_slow (tests/support/slow_model.py: the real handler, plus a header that
 makes the worker sleep once per batch) with one worker and a maxBatchDelay of DELAY_MS, which
@@ -13,11 +14,11 @@ from contextlib import ExitStack
 
 import pytest
 
-from pipeline.archive import ArchiveError
+from export.archive import ArchiveError
 from reliability import probe
 from serving.logs import CONSOLE_LOG
 from serving.server import LaunchError, running
-from serving.settings import Ports
+from settings.ports import Ports
 from tests.support.paths import MODEL_STORE
 from tests.support.slow_handler import SLEEP_HEADER
 from tests.support.slow_model import NAME as SLOW
@@ -50,8 +51,10 @@ def post(server, sleep_s: float = 0.0) -> probe.Answer:
 
 
 def test_the_frontend_says_the_batcher_is_installed(server):
+    """On its console, and in the verdict the launcher and the container's readiness check read."""
     console = (server.log_dir / CONSOLE_LOG).read_text(errors="replace")
     assert "tinyserve batcher: installed" in console, console[-2000:]
+    assert server.batcher().ours, server.batcher()
 
 
 def test_a_lone_request_does_not_wait_for_a_batch_to_fill(server):

@@ -1,27 +1,39 @@
-"""Our batcher for TorchServe's frontend (serving/batcher.py, serving/java/) without a server: the agent
-jar built by `make batcher`, checked against the TorchServe installed here, and run by a bare JVM.
-Against a real server: tests/e2e/test_batcher.py."""
+"""Our batcher for TorchServe's frontend (serving/batcher.py, serving/batcher_build.py, serving/java/) without
+a server: the agent jar built by `make batcher`, the class it makes of TorchServe's Model, and bare JVMs
+that load it, with and without the agent, and with a Model class that is not TorchServe 0.12.0's.
+Against a real server: tests/e2e/test_batcher.py.
+
+tests/unit/java/PollBatchProbe.java calls Model.pollBatch directly, as the JVM loaded it, on a queue
+of jobs (no archive, no worker): what a batch takes, and how long it waits."""
 from __future__ import annotations
 
 import re
 import shutil
 import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
 import pytest
 
-from serving import batcher
+from serving import batcher, batcher_build, launcher
 from serving.config import jvm_options, render
+from serving.server import Server
+from settings.ports import Ports
 
-MODEL = "org/pytorch/serve/wlm/Model"
+MODEL = batcher_build.UPSTREAM.class_name
+PROBE = Path(__file__).resolve().parent / "java" / "PollBatchProbe.java"
+TIMED_POLL = "java/util/concurrent/LinkedBlockingDeque.poll:(JLjava/util/concurrent/TimeUnit;)Ljava/lang/Object;"
 
 
-def java(*args: str) -> subprocess.CompletedProcess:
-    path = shutil.which("java")
-    if path is None:
-        pytest.skip("java is not on the PATH")
-    return subprocess.run([path, *args], capture_output=True, text=True, timeout=60)
+def jdk_tool(name: str) -> str:
+    return shutil.which(name) or pytest.skip(f"the JDK's {name} is not on the PATH")
+
+
+def java(*args: str, tmp: Path) -> subprocess.CompletedProcess:
+    """A JVM whose temp dir (where the agent writes its verdict) is `tmp`."""
+    return subprocess.run([jdk_tool("java"), f"-Djava.io.tmpdir={tmp}", *args], capture_output=True, text=True,
+                          timeout=120)
 
 
 @pytest.fixture(scope="module")
@@ -31,67 +43,194 @@ def agent() -> Path:
     return batcher.AGENT_JAR
 
 
-def recorded(agent: Path) -> dict[str, str]:
-    with zipfile.ZipFile(agent) as jar:
-        lines = jar.read(batcher.REPLACED).decode().splitlines()
-    return dict(line.split("=", 1) for line in lines if line)
+@pytest.fixture(scope="module")
+def frontend() -> Path:
+    return batcher_build.frontend_jar()
 
 
-def members(jar: Path, entry: str, tmp_path: Path) -> list[str]:
-    """The fields and methods (javap -p) of one class file inside a jar."""
-    javap = shutil.which("javap") or pytest.skip("the JDK's javap is not on the PATH")
-    target = tmp_path / entry.replace("/", "_")
-    with zipfile.ZipFile(jar) as archive:
-        target.write_bytes(archive.read(entry))
-    listing = subprocess.run([javap, "-p", str(target)], check=True, capture_output=True, text=True).stdout
-    return sorted(line.strip() for line in listing.splitlines() if line.startswith("  "))
+@pytest.fixture(scope="module")
+def probe(tmp_path_factory, frontend) -> Path:
+    classes = tmp_path_factory.mktemp("probe")
+    subprocess.run([jdk_tool("javac"), "-nowarn", "-cp", str(frontend), "-d", str(classes), str(PROBE)],
+                   check=True, capture_output=True, text=True, timeout=120)
+    return classes
 
 
-def test_the_agent_replaces_the_model_class_of_the_installed_torchserve(agent):
-    found = recorded(agent)
-    assert MODEL in found, found
-    assert found == batcher.upstream_digests(batcher.frontend_jar(), sorted(found)), (
-        "the agent was built against another TorchServe: make batcher")
+@pytest.fixture(scope="module")
+def other_torchserve(tmp_path_factory, frontend) -> Path:
+    """A frontend whose Model class is not 0.12.0's byte for byte (its source file attribute renamed),
+    first on the class path: it loads and runs like TorchServe's, but the agent must leave it alone."""
+    jar = tmp_path_factory.mktemp("other") / "other-model.jar"
+    with zipfile.ZipFile(frontend) as source, zipfile.ZipFile(jar, "w") as out:
+        original = source.read(f"{MODEL}.class")
+        assert original.count(b"Model.java") == 1
+        out.writestr(f"{MODEL}.class", original.replace(b"Model.java", b"Other.java"))
+    return jar
+
+
+def loaded(classpath: list[Path], tmp: Path, agent: Path | None, dump: Path | None = None) -> str:
+    """The agent's verdict in a bare JVM that loads Model as the frontend does (BatcherAgent.main)."""
+    options = [f"-javaagent:{agent}"] if agent else []
+    run = java(*options, "-cp", ":".join(map(str, classpath)), batcher.AGENT_CLASS, *([str(dump)] if dump else []),
+               tmp=tmp)
+    assert run.returncode == 0, run.stderr
+    return run.stdout.strip()
+
+
+def poll_batch(classpath: list[Path], tmp: Path, agent: Path | None, *, batch_size: int, delay_ms: int, rounds: int,
+               queued: int) -> dict[str, int]:
+    """PollBatchProbe's figures: batches taken, how many held fewer jobs than were queued, the slowest (us)."""
+    options = [f"-javaagent:{agent}"] if agent else []
+    run = java(*options, "-cp", ":".join(map(str, classpath)), "PollBatchProbe", str(batch_size), str(delay_ms),
+               str(rounds), str(queued), tmp=tmp)
+    assert run.returncode == 0, run.stderr
+    return {key: int(value) for key, value in re.findall(r"(\w+)=(\d+)", run.stdout.splitlines()[-1])}
+
+
+def javap(class_file: Path, *options: str) -> str:
+    return subprocess.run([jdk_tool("javap"), *options, str(class_file)], check=True, capture_output=True,
+                          text=True, timeout=60).stdout
+
+
+def without_pollbatch(listing: str) -> str:
+    """javap -c -p less pollBatch's code (which the agent changes) and the file name line."""
+    listing = re.sub(r"\n  public void pollBatch\(.*?\n\n", "\n", listing, flags=re.S)
+    return "\n".join(line for line in listing.splitlines() if not line.startswith("Classfile"))
+
+
+@pytest.fixture(scope="module")
+def classes(tmp_path_factory, agent, frontend) -> tuple[Path, Path]:
+    """TorchServe's Model class as the jar has it, and as a JVM with our agent got it."""
+    tmp = tmp_path_factory.mktemp("classes")
+    theirs, ours = tmp / "theirs" / "Model.class", tmp / "ours" / "Model.class"
+    theirs.parent.mkdir()
+    ours.parent.mkdir()
+    with zipfile.ZipFile(frontend) as jar:
+        theirs.write_bytes(jar.read(f"{MODEL}.class"))
+    assert loaded([frontend, agent], tmp, agent, dump=ours).startswith("installed ")
+    return theirs, ours
+
+
+def test_the_agent_jar_carries_the_agent_asm_and_the_digest_it_checks(agent):
     with zipfile.ZipFile(agent) as jar:
         names = set(jar.namelist())
         manifest = jar.read("META-INF/MANIFEST.MF").decode()
-    assert {f"{batcher.REPLACEMENT_DIR}{name}.class" for name in found} <= names
+        upstream = dict(line.split("=", 1) for line in jar.read(batcher_build.UPSTREAM_FILE).decode().splitlines())
     assert f"Premain-Class: {batcher.AGENT_CLASS}" in manifest
+    assert {"tinyserve/batcher/BatcherAgent.class", "tinyserve/batcher/PollBatchRewrite.class",
+            "tinyserve/batcher/QueuedJobs.class"} <= names
+    # ASM travels inside the agent (the frontend's JVM has nothing else), with its copyright notice
+    assert {"org/objectweb/asm/ClassReader.class", "org/objectweb/asm/ClassWriter.class",
+            "META-INF/asm/copyright"} <= names
+    assert not any(name.startswith("org/pytorch/") for name in names), "the agent carries no TorchServe class"
+    assert upstream == {"torchserve": "0.12.0", "class": MODEL, "sha256": batcher_build.UPSTREAM.sha256}
 
 
-def test_the_replacement_has_the_fields_and_methods_of_the_class_it_replaces(agent, tmp_path):
-    """Only a method's body changed: the rest of the frontend links against the same members."""
-    ours = members(agent, f"{batcher.REPLACEMENT_DIR}{MODEL}.class", tmp_path)
-    theirs = members(batcher.frontend_jar(), f"{MODEL}.class", tmp_path)
-    assert ours == theirs and any("pollBatch" in member for member in ours)
+def test_the_recorded_digest_is_the_installed_torchserves(frontend):
+    assert batcher_build.class_digest(frontend) == batcher_build.UPSTREAM.sha256, (
+        "the installed TorchServe is not the one the agent rewrites: see serving/java/README.md, Upgrading")
 
 
-def test_a_jvm_with_the_agent_loads_our_model_class(agent):
-    run = java(f"-javaagent:{agent}", "-cp", f"{batcher.frontend_jar()}:{agent}", batcher.AGENT_CLASS)
-    assert run.returncode == 0, run.stderr
-    assert "tinyserve batcher: installed" in run.stderr
-    assert set(run.stdout.split("replaced:", 1)[1].split()) == set(recorded(agent)), run.stdout
+def test_the_transformed_class_has_the_same_fields_and_methods(classes):
+    """Only pollBatch's code changes: the rest of the frontend links against the same members."""
+    theirs, ours = classes
+    members = [sorted(line.strip() for line in javap(c, "-p").splitlines() if line.startswith("  "))
+               for c in (theirs, ours)]
+    assert members[0] == members[1] and any("pollBatch" in m for m in members[0])
 
 
-def test_a_jvm_without_the_agent_keeps_torchserves_class(agent):
-    run = java("-cp", f"{batcher.frontend_jar()}:{agent}", batcher.AGENT_CLASS)
-    assert run.returncode == 0 and run.stdout.split() == ["replaced:"], run.stdout + run.stderr
+def test_every_method_but_pollbatch_is_byte_for_byte_theirs(classes):
+    theirs, ours = classes
+    assert without_pollbatch(javap(theirs, "-c", "-p")) == without_pollbatch(javap(ours, "-c", "-p"))
 
 
-def test_the_agent_replaces_nothing_in_a_torchserve_it_was_not_built_for(agent, tmp_path):
-    """A frontend whose Model class is not the one compiled against: the agent says so, TorchServe
-    runs unchanged (here: the recorded digest is wrong)."""
-    other = tmp_path / "other-torchserve.jar"
-    with zipfile.ZipFile(agent) as source, zipfile.ZipFile(other, "w") as out:
-        for item in source.infolist():
-            data = source.read(item)
-            if item.filename == batcher.REPLACED:
-                data = re.sub(rb"=[0-9a-f]{64}", b"=" + b"0" * 64, data)
-            out.writestr(item, data)
-    run = java(f"-javaagent:{other}", "-cp", f"{batcher.frontend_jar()}:{other}", batcher.AGENT_CLASS)
-    assert run.returncode == 0, run.stderr
-    assert "tinyserve batcher: NOT installed" in run.stderr and "make batcher" in run.stderr
-    assert run.stdout.split() == ["replaced:"]
+def test_the_transformed_pollbatch_no_longer_calls_the_timed_poll_of_the_batch(classes):
+    """TorchServe's pollBatch has three timed polls: the worker's own queue (waitTime), the first job
+    (waits until one comes), and the batch's (up to maxBatchDelay). Ours keeps the first two; the third
+    takes what is queued, and the batch's deadline is gone."""
+    theirs, ours = (javap(c, "-c", "-p").split("public void pollBatch(", 1)[1].split("\n\n", 1)[0] for c in classes)
+    assert theirs.count(TIMED_POLL) == 3 and ours.count(TIMED_POLL) == 2
+    assert "QueuedJobs" not in theirs
+    assert ours.count("tinyserve/batcher/QueuedJobs.poll:") == 1
+    assert ours.count("tinyserve/batcher/QueuedJobs.noDeadline:") == 1
+
+
+def test_a_jvm_without_the_agent_keeps_torchserves_class(agent, frontend, tmp_path):
+    assert loaded([frontend, agent], tmp_path, None) == "absent the agent did not run in this JVM"
+    assert not (tmp_path / batcher.STATUS_FILE).exists()
+
+
+def test_the_agents_verdict_is_written_where_the_launcher_reads_it(agent, frontend, tmp_path):
+    printed = loaded([frontend, agent], tmp_path, agent)
+    assert printed.startswith("installed TorchServe 0.12.0's Model.pollBatch rewritten")
+    found = batcher.verdict(tmp_path)
+    assert found.ours and f"{found.state} {found.why}" == printed
+
+
+def test_pollbatch_with_the_agent_takes_the_queued_jobs_and_never_waits(agent, frontend, probe, tmp_path):
+    """maxBatchDelay 5,000 ms: a lone job goes at once. 15 jobs queued: every batch takes them all, even
+    with maxBatchDelay 1 ms (TorchServe's countdown would end a batch when the clock ticks meanwhile)."""
+    classpath = [frontend, agent, probe]
+    lone = poll_batch(classpath, tmp_path, agent, batch_size=16, delay_ms=5000, rounds=20, queued=1)
+    assert lone["short"] == 0 and lone["slowest_us"] < 500_000, lone
+    full = poll_batch(classpath, tmp_path, agent, batch_size=16, delay_ms=1, rounds=20_000, queued=15)
+    assert full == {**full, "batches": 20_000, "short": 0}, full
+    over = poll_batch(classpath, tmp_path, agent, batch_size=4, delay_ms=1, rounds=100, queued=10)
+    assert over["short"] == 0, over  # batchSize still caps the batch
+
+
+def test_pollbatch_without_the_agent_waits_for_the_batch_to_fill(agent, frontend, probe, tmp_path):
+    """The probe does see TorchServe's own batcher: a lone job waits the whole maxBatchDelay."""
+    lone = poll_batch([frontend, agent, probe], tmp_path, None, batch_size=16, delay_ms=300, rounds=2, queued=1)
+    assert lone["slowest_us"] >= 290_000, lone
+
+
+def test_a_torchserve_the_agent_was_not_written_for_is_refused_and_keeps_its_batcher(
+        agent, frontend, probe, other_torchserve, tmp_path):
+    classpath = [other_torchserve, frontend, agent, probe]
+    printed = loaded(classpath, tmp_path, agent)
+    assert printed.startswith(f"refused {MODEL} is not TorchServe 0.12.0's"), printed
+    assert "make batcher" in printed and batcher_build.UPSTREAM.sha256 in printed
+    found = batcher.verdict(tmp_path)
+    assert found.state == "refused" and not found.ours
+    lone = poll_batch(classpath, tmp_path, agent, batch_size=16, delay_ms=300, rounds=2, queued=1)
+    assert lone["slowest_us"] >= 290_000, f"the refused class still waits, as TorchServe's does: {lone}"
+    run = java(f"-javaagent:{agent}", "-cp", ":".join(map(str, classpath)), batcher.AGENT_CLASS, tmp=tmp_path)
+    assert "tinyserve batcher: NOT installed, refused" in run.stderr, run.stderr
+
+
+def test_a_refused_agent_is_loud_in_make_serve_and_make_status(agent, frontend, other_torchserve, tmp_path, capsys):
+    """The verdict a refusing agent writes reaches the launcher's banner (make serve, make status)."""
+    run_dir = tmp_path / "run"
+    (run_dir / "tmp").mkdir(parents=True)
+    (run_dir / "config.properties").write_text(f"vmargs=-Xmx1g {batcher.vm_option(agent)}\n")
+    loaded([other_torchserve, frontend, agent], run_dir / "tmp", agent)
+    server = Server(run_dir, Ports())
+    assert server.batcher().state == "refused"
+    launcher.warn_about_batcher(server)
+    banner = capsys.readouterr().err
+    assert "WARNING: this TorchServe does not run our batcher (refused)" in banner
+    assert "is not TorchServe 0.12.0's" in banner and "make batcher" in banner
+    assert "TorchServe's own" in server.batcher().describe()
+
+
+def test_our_batcher_is_quiet_and_a_server_without_the_agent_says_so(agent, frontend, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    (run_dir / "tmp").mkdir(parents=True)
+    (run_dir / "config.properties").write_text(f"vmargs={batcher.vm_option(agent)}\n")
+    loaded([frontend, agent], run_dir / "tmp", agent)
+    server = Server(run_dir, Ports())
+    assert server.batcher().ours and server.batcher().describe().startswith("ours")
+    launcher.warn_about_batcher(server)
+    assert capsys.readouterr().err == ""
+    (run_dir / "config.properties").write_text("vmargs=-Xmx1g\n")  # make bench-tune's +upstream variants
+    assert server.batcher().state == "absent" and "without our agent" in server.batcher().why
+
+
+def test_a_verdict_file_is_read_as_state_and_reason(tmp_path):
+    assert batcher.verdict(tmp_path).state == "absent"
+    (tmp_path / batcher.STATUS_FILE).write_text("failed the rewrite of X failed (boom)\n")
+    assert batcher.verdict(tmp_path) == batcher.Verdict("failed", "the rewrite of X failed (boom)")
 
 
 @pytest.mark.parametrize("profile", ["local", "production"])
@@ -112,12 +251,25 @@ def test_a_missing_agent_jar_is_a_launch_error_that_says_how_to_build_it(tmp_pat
     batcher.require_agents("vmargs=-Xmx1g\n")  # no agent, nothing to check
 
 
-def test_the_build_refuses_a_frontend_our_model_java_was_not_written_for(tmp_path):
-    """Checked before anything is compiled: here a jar whose Model classes differ by a byte."""
+def test_the_build_refuses_a_frontend_the_rewrite_was_not_written_for(tmp_path, frontend):
+    """Checked before anything is compiled: here a jar whose Model class differs by a byte."""
     other = tmp_path / "model-server.jar"
-    with zipfile.ZipFile(batcher.frontend_jar()) as source, zipfile.ZipFile(other, "w") as out:
-        for name in batcher.UPSTREAM:
-            out.writestr(f"{name}.class", source.read(f"{name}.class") + b"\0")
-    with pytest.raises(batcher.BatcherBuildError, match="not TorchServe 0.12.0's frontend.*port the change"):
-        batcher.build(tmp_path / "agent.jar", frontend=other)
+    with zipfile.ZipFile(frontend) as source, zipfile.ZipFile(other, "w") as out:
+        out.writestr(f"{MODEL}.class", source.read(f"{MODEL}.class") + b"\0")
+    with pytest.raises(batcher.BatcherBuildError, match="not TorchServe 0.12.0's frontend.*port the rewrite"):
+        batcher_build.build(tmp_path / "agent.jar", frontend=other)
     assert not (tmp_path / "agent.jar").exists()
+
+
+def test_the_runtime_never_imports_the_build_code():
+    """serving/batcher_build.py is `make batcher`'s: what the server, the launcher, the config renderer and
+    the container's health check import leaves it out."""
+    code = ("import importlib.util, sys\n"
+            "import serving.config, serving.launcher, serving.server\n"
+            "spec = importlib.util.spec_from_file_location('healthcheck', 'docker/healthcheck.py')\n"
+            "spec.loader.exec_module(importlib.util.module_from_spec(spec))\n"
+            "print(sorted(m for m in sys.modules if m.startswith('serving')))\n")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                         cwd=Path(__file__).resolve().parents[2])
+    assert run.returncode == 0, run.stderr
+    assert "serving.batcher" in run.stdout and "serving.batcher_build" not in run.stdout, run.stdout
