@@ -37,7 +37,7 @@ from handlers.digest import sha256_of
 from handlers.errors import InputError
 from handlers.image_decoding import check_request_pixels, check_size, load_pixels, open_header
 from handlers.request_decoding import ImageSource, PendingRequest, request_header, request_to_sources
-from handlers.saliency import canonical_png, explain, heatmap_png
+from handlers.saliency import canonical_png, gradient_x_input, heatmap_png
 from handlers.worker_logging import quiet_per_batch_lines
 from model_defs.canonical_batch import CanonicalStack
 from settings.limits import InputLimits
@@ -168,7 +168,7 @@ class ImageClassifierHandler(BaseHandler):
 
     def saliency(self, images: np.ndarray, targets: np.ndarray) -> np.ndarray:
         """uint8 [N, H, W], answers [N] -> float32 [N, H, W]: one forward and one backward pass."""
-        return explain(self.model, images, targets, device=self.device)
+        return gradient_x_input(self.model, images, targets, device=self.device)
 
     def explain_answer(self, answer: dict, image: np.ndarray, saliency: np.ndarray) -> dict:
         """A prediction answer + the saliency of its canonical image [H, W] -> the explanation answer."""

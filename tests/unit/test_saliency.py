@@ -11,9 +11,9 @@ import pytest
 import torch
 from PIL import Image
 
-from export.heldout import png_bytes
 from handlers.contract import check_explanation, check_prediction
-from handlers.saliency import gradient_x_input, ink_fraction, integrated_gradients
+from handlers.png import png_bytes
+from handlers.saliency import gradient_x_input
 from model_defs.registry import MODELS, get_spec
 from settings.limits import LIMITS
 from tests.support.paths import artifact
@@ -40,6 +40,13 @@ def scripted_for_grad():
             cache[name] = torch.jit.load(str(artifact(name, "model.pt"))).eval()
         return cache[name]
     return get
+
+
+def share_on_ink(canonical: np.ndarray, saliency: np.ndarray, threshold: int = 0) -> float:
+    """Share of the positive saliency mass on pixels brighter than `threshold` (1.0 if none)."""
+    positive = np.clip(saliency, 0, None)
+    total = positive.sum()
+    return float(positive[canonical > threshold].sum() / total) if total > 0 else 1.0
 
 
 def spread(data, count: int = 20) -> np.ndarray:
@@ -82,8 +89,7 @@ def test_saliency_is_the_models_gradient_x_input(name, loaded, held_out, scripte
 def test_saliency_of_held_out_digits_lies_on_their_strokes(name, loaded, held_out):
     """20 held-out digits: every bit of positive saliency lies on ink (black pixels get none: the
     attribution is gradient x pixel), and most of it on the strokes' core (> 127), which is only
-    ~70% of the ink pixels. Measured 2026-11-25: core share 0.82-0.99, median 0.94 (lenet5),
-    0.82-0.98, median 0.91 (mnist_net)."""
+    ~70% of the ink pixels."""
     data = held_out(name)
     idx = spread(data)
     instances = [base64.b64encode(png_bytes(data.raw[i])).decode() for i in idx]
@@ -91,8 +97,8 @@ def test_saliency_of_held_out_digits_lies_on_their_strokes(name, loaded, held_ou
     assert status == 200
     more = loaded(name).one({"body": json.dumps({"instances": instances[16:]}).encode()}, JSON_EXPLAIN)[1]
     answers += more
-    on_ink = [ink_fraction(data.canonical[i], np.array(a["saliency"])) for i, a in zip(idx, answers)]
-    core = [ink_fraction(data.canonical[i], np.array(a["saliency"]), 127) for i, a in zip(idx, answers)]
+    on_ink = [share_on_ink(data.canonical[i], np.array(a["saliency"])) for i, a in zip(idx, answers)]
+    core = [share_on_ink(data.canonical[i], np.array(a["saliency"]), 127) for i, a in zip(idx, answers)]
     assert min(on_ink) >= 1 - 1e-9
     assert sum(c >= 0.75 for c in core) >= 19, core
     assert np.median(core) >= 0.85, core
@@ -100,9 +106,8 @@ def test_saliency_of_held_out_digits_lies_on_their_strokes(name, loaded, held_ou
 
 @pytest.mark.parametrize("name", list(MODELS))
 def test_top_saliency_pixels_matter_more_than_others(name, held_out, scripted_for_grad):
-    """Deletion: zero the tenth of the ink pixels the saliency ranks highest, or a random tenth.
-    Measured (mean drop of the answer's probability, 20 images): lenet5 0.27 vs 0.02, mnist_net
-    0.33 vs 0.01, fashion_mlp 0.86 vs -0.01; IG 0.18/0.18/0.71 at 5-10x the cost."""
+    """Deletion: zeroing the tenth of the ink pixels the saliency ranks highest costs the answer's
+    probability far more than zeroing a random tenth."""
     model = scripted_for_grad(name)
     data = held_out(name)
     images = data.canonical[spread(data)]
@@ -122,19 +127,6 @@ def test_top_saliency_pixels_matter_more_than_others(name, held_out, scripted_fo
         drops.append((p[0] - p[1], p[0] - p[2]))
     top, random = np.mean(drops, axis=0)
     assert top >= 0.1 and top >= 5 * max(random, 0.01), (top, random)
-
-
-def test_integrated_gradients_agrees_with_completeness(held_out, scripted_for_grad):
-    """The measured alternative is a correct IG: attributions sum to log p(x) - log p(black)."""
-    model = scripted_for_grad("lenet5")
-    images = held_out("lenet5").canonical[:4]
-    with torch.inference_mode():
-        p = model(torch.from_numpy(images).unsqueeze(1)).numpy()
-        p0 = model(torch.zeros_like(torch.from_numpy(images)).unsqueeze(1)).numpy()
-    answers = p.argmax(1)
-    ig = integrated_gradients(model, images, answers, steps=128)
-    expected = np.log(p[np.arange(4), answers]) - np.log(p0[np.arange(4), answers])
-    assert np.allclose(ig.sum(axis=(1, 2)), expected, rtol=0.05, atol=0.05)
 
 
 def test_bad_requests_get_the_same_4xx_as_predictions_and_the_batch_carries_on(loaded, held_out):
