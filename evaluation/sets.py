@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from export.heldout import png_bytes
+from handlers.png import png_bytes
 
 SEED = 12  # issue 12
 # Rendered photos are kept here between runs (minutes of CPU on 2 cores), keyed by the renderer's

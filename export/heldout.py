@@ -8,16 +8,13 @@ benchmark client send these bytes unchanged.
 from __future__ import annotations
 
 import base64
-import io
 from dataclasses import dataclass
 from functools import lru_cache
 
-import numpy as np
-from PIL import Image
-
 from export import artifacts
 from export.datasets import load_held_out
-from model_defs.registry import MODELS, get_spec
+from handlers.png import png_bytes
+from model_defs.registry import get_spec
 
 
 @dataclass(frozen=True)
@@ -35,13 +32,6 @@ class HeldOutPNGs:
         return [base64.b64encode(p).decode("ascii") for p in self.pngs]
 
 
-def png_bytes(image: np.ndarray) -> bytes:
-    """A grey H x W array as the PNG file a client sends."""
-    buffer = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(image, dtype=np.uint8)).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
 @lru_cache(maxsize=None)
 def held_out(model: str, limit: int | None = None) -> HeldOutPNGs:
     """The model's held-out images as PNG bytes (the first `limit`, or all)."""
@@ -55,7 +45,3 @@ def held_out(model: str, limit: int | None = None) -> HeldOutPNGs:
         labels=tuple(spec.labels[int(y)] for y in labels),
         heldout_accuracy=artifacts.metrics(model).get("heldout_accuracy"),
     )
-
-
-def all_models() -> list[str]:
-    return list(MODELS)

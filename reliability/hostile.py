@@ -7,15 +7,14 @@ memory, and check the answer, its time, the memory it cost and that the server s
 from __future__ import annotations
 
 import base64
-import io
 import json
 import struct
 import zlib
 from dataclasses import dataclass, field
 
 import numpy as np
-from PIL import Image
 
+from handlers.png import png_bytes
 from settings.limits import LIMITS
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -90,9 +89,7 @@ def largest_pixel_json(budget: int = LIMITS.max_request_bytes) -> bytes:
 
 
 def many_instances(count: int = 80_000) -> bytes:
-    tiny = io.BytesIO()
-    Image.fromarray(np.zeros((1, 1), dtype=np.uint8)).save(tiny, format="PNG")
-    b64 = base64.b64encode(tiny.getvalue()).decode()
+    b64 = base64.b64encode(png_bytes(np.zeros((1, 1), dtype=np.uint8))).decode()
     return json.dumps({"instances": [b64] * count}).encode()
 
 

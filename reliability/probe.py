@@ -5,7 +5,6 @@ Every request goes to the server's loopback address with a timeout; nothing here
 """
 from __future__ import annotations
 
-import io
 import json
 import threading
 import time
@@ -13,24 +12,18 @@ from dataclasses import dataclass
 
 import numpy as np
 import requests
-from PIL import Image
 
+from handlers.png import png_bytes
 from serving import management
 from serving.processes import rss
 from serving.server import Server
-
-
-def png(array: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(array).save(buf, format="PNG")
-    return buf.getvalue()
 
 
 def digit_png() -> bytes:
     """A small white-on-black stroke: a valid image every model answers."""
     image = np.zeros((28, 28), dtype=np.uint8)
     image[6:22, 13:16] = 255
-    return png(image)
+    return png_bytes(image)
 
 
 @dataclass

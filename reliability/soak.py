@@ -30,6 +30,7 @@ import numpy as np
 import requests
 
 from handlers import contract
+from handlers.png import png_bytes
 from model_defs.registry import get_spec
 from reliability import probe
 from reliability.hostile import png_bomb
@@ -56,7 +57,7 @@ def requests_mix(per_model: int = 16, seed: int = 0) -> list[SoakCase]:
         height, width = get_spec(model).input_size
         for i in range(per_model):
             image = (rng.random((height, width)) * 255).astype(np.uint8)
-            png = probe.png(image)
+            png = png_bytes(image)
             transport = i % 3
             if transport == 0:
                 kwargs = dict(data=png, headers={"Content-Type": "image/png"})

@@ -30,8 +30,8 @@ import pytest
 import requests
 import yaml
 
-from export.heldout import png_bytes
 from handlers.contract import check_error, check_prediction
+from handlers.png import png_bytes
 from model_defs.registry import MODELS
 from settings.model_serving import SERVING
 from settings.ports import Ports

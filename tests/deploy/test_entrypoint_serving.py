@@ -7,20 +7,18 @@ the session server and anyone else's tests.
 """
 from __future__ import annotations
 
-import io
 import signal
 import subprocess
 import sys
 import time
 
-import numpy as np
 import psutil
 import pytest
 import requests
 import torch
-from PIL import Image
 
 from handlers.contract import check_prediction
+from handlers.png import png_bytes
 from serving.management import ManagementAPI, wait_ready
 from serving.workers import configured_workers
 from settings.model_serving import SERVING
@@ -32,12 +30,6 @@ from tests.support.paths import REPO as ROOT
 pytestmark = pytest.mark.e2e
 START_TIMEOUT_S = 180
 STOP_TIMEOUT_S = 60
-
-
-def png(array: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(array).save(buf, format="PNG")
-    return buf.getvalue()
 
 
 def listening_addresses(pids: set[int]) -> set[tuple[str, int]]:
@@ -73,7 +65,7 @@ def test_entrypoint_serves_a_prediction_and_stops_cleanly_on_sigterm(tmp_path, h
         with torch.inference_mode():
             offline = scripted("lenet5")(torch.from_numpy(data.canonical[:50]).unsqueeze(1)).numpy()
         index = next(i for i in range(50) if offline[i].argmax() == data.labels[i])
-        response = requests.post(f"{inference}/predictions/lenet5", data=png(data.raw[index]),
+        response = requests.post(f"{inference}/predictions/lenet5", data=png_bytes(data.raw[index]),
                                  headers={"Content-Type": "image/png"}, timeout=30)
         assert response.status_code == 200, response.text
         body = response.json()
@@ -109,7 +101,7 @@ def test_entrypoint_serves_a_prediction_and_stops_cleanly_on_sigterm(tmp_path, h
         ids = [f"entrypoint-test-{i}" for i in range(40)]
         with requests.Session() as session:
             for rid in ids:
-                answer = session.post(f"{inference}/predictions/lenet5", data=png(data.raw[index]),
+                answer = session.post(f"{inference}/predictions/lenet5", data=png_bytes(data.raw[index]),
                                       headers={"Content-Type": "image/png", "X-Request-ID": rid}, timeout=30)
                 assert answer.status_code == 200 and answer.headers["X-Request-ID"] == rid
         time.sleep(1.5)

@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 import requests
 
-from export.heldout import png_bytes
 from export.samples import SAMPLES, write_samples
 from handlers.contract import check_error, check_prediction
+from handlers.png import png_bytes
 from model_defs.registry import get_spec
 from settings.limits import LIMITS
 from tests.support.parity import assert_same_probabilities

@@ -11,8 +11,8 @@ import pytest
 import requests
 from PIL import Image
 
-from export.heldout import png_bytes
 from handlers.contract import check_error, check_explanation, check_prediction
+from handlers.png import png_bytes
 from model_defs.registry import MODELS, get_spec
 
 pytestmark = pytest.mark.e2e

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from export.heldout import png_bytes
+from handlers.png import png_bytes
 
 pytestmark = pytest.mark.e2e
 REQUESTS = 40

@@ -14,7 +14,7 @@ import os
 import pytest
 import requests
 
-from export.heldout import png_bytes
+from handlers.png import png_bytes
 from model_defs.registry import get_spec
 from tests.support.browser import find_chromium, launch
 from tests.support.paths import REPO

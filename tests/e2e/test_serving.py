@@ -3,26 +3,19 @@ contract holds, PNGs of held-out images give the in-process probabilities, and a
 HTTP equals the offline accuracy."""
 from __future__ import annotations
 
-import io
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
 import requests
 import torch
-from PIL import Image
 
 from handlers.contract import check_prediction
+from handlers.png import png_bytes
 from model_defs.registry import MODELS, get_spec
 
 pytestmark = pytest.mark.e2e
 NAMES = list(MODELS)
-
-
-def png(array: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(array).save(buf, format="PNG")
-    return buf.getvalue()
 
 
 def post_all(url: str, bodies: list[bytes], workers: int = 8) -> list[requests.Response]:
@@ -41,7 +34,7 @@ def offline_probabilities(scripted, name: str, canonical: np.ndarray) -> np.ndar
 def test_every_model_answers_with_the_contract(server, held_out, name):
     spec = get_spec(name)
     response = requests.post(f"{server.inference_url}/predictions/{name}",
-                             data=png(held_out(name).raw[0]), headers={"Content-Type": "image/png"}, timeout=30)
+                             data=png_bytes(held_out(name).raw[0]), headers={"Content-Type": "image/png"}, timeout=30)
     assert response.status_code == 200, response.text
     assert response.headers["content-type"].startswith("application/json")
     # fields, model name, every label in order, sum 1 +- 1e-4, index of the label, label most probable
@@ -65,7 +58,7 @@ def test_png_over_http_matches_in_process_probabilities(server, held_out, script
     """No train/serve skew: held-out images as PNG -> server == model on the data-set tensor."""
     data = held_out(name)
     count = 64
-    answers = post_all(f"{server.inference_url}/predictions/{name}", [png(img) for img in data.raw[:count]])
+    answers = post_all(f"{server.inference_url}/predictions/{name}", [png_bytes(img) for img in data.raw[:count]])
     assert all(a.status_code == 200 for a in answers)
     served = np.array([list(a.json()["probabilities"].values()) for a in answers])
     expected = offline_probabilities(scripted, name, data.canonical[:count])
@@ -77,7 +70,7 @@ def test_http_accuracy_equals_offline_accuracy(server, held_out, scripted, name,
     data = held_out(name)
     count = count or len(data)
     assert count >= 500
-    answers = post_all(f"{server.inference_url}/predictions/{name}", [png(img) for img in data.raw[:count]])
+    answers = post_all(f"{server.inference_url}/predictions/{name}", [png_bytes(img) for img in data.raw[:count]])
     statuses = {a.status_code for a in answers}
     assert statuses == {200}, statuses
     served = np.array([a.json()["index"] for a in answers])

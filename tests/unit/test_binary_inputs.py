@@ -11,8 +11,8 @@ import pytest
 from numpy.lib import format as npy_format
 from ts.service import Service
 
-from export.heldout import png_bytes
 from handlers.contract import check_error, check_prediction
+from handlers.png import png_bytes
 from model_defs.registry import get_spec
 from settings.limits import LIMITS
 from tests.support.parity import assert_same_probabilities

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from export.heldout import png_bytes
 from handlers import contract
 from handlers.contract import ContractError, check_error, check_prediction
+from handlers.png import png_bytes
 from model_defs.registry import MODELS, get_spec
 from tests.support.handler_context import LoadedHandler, unpack_archive
 from tests.support.parity import assert_same_probabilities
