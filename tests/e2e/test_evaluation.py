@@ -1,4 +1,4 @@
-"""Issue 12's evaluation over HTTP against the session's real TorchServe (tests/conftest.py
+"""The evaluation over HTTP against the session's real TorchServe (tests/conftest.py
 `server`): a seconds-long smoke of `python -m evaluation.evaluate`, and the accuracy floor on
 scikit-learn's held-out digits (>= 97%). The MNIST held-out fifth's floor over HTTP is
 tests/e2e/test_serving.py's (the registry's accuracy_floor, every held-out digit)."""
@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from evaluation import evaluate, fonts, sets
+from evaluation import client, fonts, sets
 from tests.support.paths import REPO as ROOT
 
 pytestmark = pytest.mark.e2e
@@ -42,9 +42,9 @@ def test_evaluate_smoke_over_http(server, tmp_path):
 @pytest.mark.parametrize("set_name", ["sklearn_png"])
 @pytest.mark.parametrize("model", ["lenet5", "mnist_net"])
 def test_held_out_accuracy_floor_over_http(server, set_name, model):
-    """Every held-out picture, sent as PNG: at least the issue's target (97%)."""
+    """Every held-out picture, sent as PNG: at least the set's target (97%)."""
     evalset = sets.build(set_name)
-    outcome = evaluate.run_model(server.inference_url, model, evalset, workers=4, timeout=30,
+    outcome = client.run_model(server.inference_url, model, evalset, workers=4, timeout=30,
                                  deadline=float("inf"), progress=False)
     assert outcome.errors == {} and outcome.not_sent == 0
     target = sets.SPECS[set_name].target

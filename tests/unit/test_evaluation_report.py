@@ -1,6 +1,6 @@
-"""evaluation/evaluate.py against a stub server on loopback (no TorchServe): accuracy, errors,
-confusion matrices, worst-mistake figures, EVALUATION.md, the loopback-only rule, a clear message
-when nothing answers, and evaluation/sets.py's named sets."""
+"""evaluation/ (evaluate, client, figures, report) against a stub server on loopback (no
+TorchServe): accuracy, errors, confusion matrices, worst-mistake figures, EVALUATION.md, the
+loopback-only rule, a clear message when nothing answers, and evaluation/sets.py's named sets."""
 from __future__ import annotations
 
 import hashlib
@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from evaluation import evaluate, sets
+from evaluation import client, evaluate, figures, sets
 from model_defs.registry import get_spec
 
 
@@ -134,8 +134,8 @@ def test_evaluate_writes_accuracy_figures_and_report(stub, tmp_path):
     for o in outcomes:
         assert o.sent == 40 and o.correct == 37 and o.not_sent == 0
         assert sum(o.errors.values()) == 1 and "HTTP 500 corrupt_image" in o.errors
-        assert evaluate.worst_mistakes(o, 5) == [3, 7]
-        matrix = evaluate.confusion(o, 10)
+        assert figures.worst_mistakes(o, 5) == [3, 7]
+        matrix = figures.confusion(o, 10)
         assert matrix.sum() == 40 and matrix[:, -1].sum() == 1 and np.trace(matrix) == 37
     report = out.read_text()
     assert "| lenet5 | scikit-learn digits held-out 30%, 8x8 PNG | 40 | 1 | 92.50% | 97.0% | not met |" in report
@@ -168,16 +168,16 @@ def test_typed_results_are_broken_down_per_font_family(stub, tmp_path):
 def test_time_limit_leaves_the_rest_unsent(stub, tmp_path):
     evalset = sets.build("sklearn_png", limit=20)
     url = stub({})
-    outcome = evaluate.run_model(url, "lenet5", evalset, workers=2, timeout=5, deadline=0.0, progress=False)
+    outcome = client.run_model(url, "lenet5", evalset, workers=2, timeout=5, deadline=0.0, progress=False)
     assert outcome.not_sent == 20 and outcome.sent == 0
 
 
 def test_only_loopback_servers():
     for url in ("http://10.0.0.5:8080", "http://example.com:8080", "https://127.0.0.1:8080"):
         with pytest.raises(ValueError):
-            evaluate.check_url(url)
+            client.check_url(url)
     for url in ("http://127.0.0.1:8080", "http://localhost:18080/", "http://[::1]:8080"):
-        assert evaluate.check_url(url) == url.rstrip("/")
+        assert client.check_url(url) == url.rstrip("/")
 
 
 def test_nothing_answering_says_start_it_with_make_serve(capsys):
