@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from sklearn.metrics import confusion_matrix
 from tqdm import tqdm
 
 from export.augment import DigitAugment
@@ -61,12 +62,6 @@ def predict(model: torch.nn.Module, images: torch.Tensor, mean: float, std: floa
     return torch.cat([
         model(to_float(chunk, mean, std)).argmax(1) for chunk in images.split(1024)
     ])
-
-
-def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, classes: int) -> np.ndarray:
-    matrix = np.zeros((classes, classes), dtype=np.int64)
-    np.add.at(matrix, (labels, predictions), 1)
-    return matrix
 
 
 def train_model(spec: ModelSpec, split: Split, out_dir: Path, seed: int = SEED) -> dict:
@@ -113,7 +108,7 @@ def train_model(spec: ModelSpec, split: Split, out_dir: Path, seed: int = SEED) 
     seconds = time.perf_counter() - started
 
     predictions = predict(model, x_test, mean, std).numpy()
-    matrix = confusion_matrix(split.test_labels, predictions, len(spec.labels))
+    matrix = confusion_matrix(split.test_labels, predictions, labels=np.arange(len(spec.labels)))
     per_class = matrix.diagonal() / np.maximum(matrix.sum(axis=1), 1)
     metrics = {
         "model": spec.name,
