@@ -51,11 +51,8 @@ PRODUCTION: dict[str, str] = {
 PRODUCTION_JVM = "-XX:MaxRAMPercentage=25 -XX:+ExitOnOutOfMemoryError -XX:-UsePerfData"
 
 
-# Both profiles. TorchServe 0.12's WorkerThread hands every batch to its worker's socket with
-# CompletableFuture.runAsync(), which the JDK runs on a NEW THREAD per call when the common pool's
-# parallelism is 1, its default on 2 CPUs (CPUs - 1): a thread started and ended per batch. Never 1:
-# row 3's frontend at 1 client 456 -> 261 us per request, row 4 (batch size 1) at 64 clients 357 -> 200
-# us and 813 -> 1,357 req/s (2-CPU Xeon, servers warm, 2026-11-26; BENCHMARKS.md "Per-batch fixed costs").
+# Both profiles: TorchServe 0.12 hands each batch to CompletableFuture.runAsync(), a new thread per call while
+# the common pool's parallelism is 1 (the JDK's default on 2 CPUs), so never 1 (BENCHMARKS.md "Per-batch fixed costs").
 COMMON_POOL_PARALLELISM = "java.util.concurrent.ForkJoinPool.common.parallelism"
 
 

@@ -9,10 +9,14 @@ what production runs:
             nginx :8082 (public) -> TorchServe 127.0.0.1:8087 (metrics)
   management (8081) is TorchServe's own, on 127.0.0.1 only, not proxied.
 
+The config is serving/nginx.conf.template, read as nginx; Python fills in only what is computed
+(ports, paths, limits from settings/proxy.py, the JSON error answers, the lines that depend on
+the profile or on the user nginx starts as).
+
     python -m serving.proxy --profile local --prefix .run/proxy     # print the config
     python -m serving.proxy --profile production --prefix /tmp/tinyserve/proxy --listen-address 0.0.0.0
 
-Every value below carries the reason for it; RELIABILITY.md has the attacks they answer.
+RELIABILITY.md has the attacks the settings answer.
 """
 from __future__ import annotations
 
@@ -20,13 +24,13 @@ import argparse
 import ipaddress
 import json
 import os
+import re
 import resource
 import shutil
 import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
@@ -34,37 +38,14 @@ import psutil
 from settings.limits import LIMITS
 from settings.model_serving import SERVING
 from settings.ports import HOST, Ports
+from settings.proxy import PROXY, ProxyLimits
 
 ROOT = Path(__file__).resolve().parent.parent
-WEB_ROOT = ROOT / "web"   # the try-it page (issue 17), served at /
+WEB_ROOT = ROOT / "web"   # the try-it page, served at /
+TEMPLATE = Path(__file__).resolve().parent / "nginx.conf.template"
 CONFIG_FILE = "nginx.conf"
 PID_FILE = "nginx.pid"
-
-
-@dataclass(frozen=True)
-class ProxyLimits:
-    # a client has this long to send its request line and headers, and between two reads of its body:
-    # slowloris and half-sent bodies are closed after it (408) instead of held forever.
-    read_timeout_s: int = 10
-    # an idle keep-alive connection is closed after this: idle sockets cost nothing for long.
-    keepalive_timeout_s: int = 15
-    # connections one nginx worker holds (idle ones included): thousands of idle clients fit, and each
-    # costs ~1 KB until the read timeout closes it (TorchServe's Java hit its 20,000 fds without a proxy).
-    worker_connections: int = 16384
-    # requests in flight to TorchServe per pod, the rest get a JSON 503 at once: 3 models x a 256-deep job
-    # queue (settings/ports.py) is 768 queued; more only waits longer. Far below Java's fd limit.
-    max_requests_in_flight: int = 1024
-    # keep-alive connections kept open to TorchServe: no TCP handshake per request under load.
-    upstream_keepalive: int = 64
-    # a batch takes milliseconds; TorchServe's own responseTimeout (30 s) restarts a stuck worker first.
-    upstream_timeout_s: int = max(s.response_timeout_s for s in SERVING.values()) + 5
-    # bodies above this go to a temp file in the run dir, so 40 half-sent 8 MB bodies cost disk, not RAM.
-    body_buffer_bytes: int = 64 * 1024
-    # on SIGTERM, in-flight requests get this long to finish before nginx closes them.
-    drain_timeout_s: int = 25
-
-
-PROXY = ProxyLimits()
+MIME_TYPES = Path("/etc/nginx/mime.types")
 
 # The JSON error answers nginx gives itself (handlers/contract.py's {"error", "message"}).
 ERRORS: dict[int, tuple[str, str]] = {
@@ -100,6 +81,24 @@ MULTIPART_500 = ("bad_multipart", "The multipart/form-data body could not be par
                                   "Content-Type header. Or send the image bytes as the whole body with "
                                   "Content-Type image/png or image/jpeg.")
 
+ERROR_URI = "/_errors/"  # nginx's own error answers: internal locations, unreachable from outside
+
+# Ours are @{name}; nginx's own $variables, ${variables} and @locations are left alone. A placeholder
+# alone on its line is a block: each of its lines takes that indent, and an empty one drops the line.
+PLACEHOLDER = re.compile(r"^(?P<indent>[ \t]*)@\{(?P<block>\w+)\}[ \t]*\n|@\{(?P<name>\w+)\}", re.MULTILINE)
+
+
+def fill(template: str, values: dict[str, object]) -> str:
+    """The template with every @{name} replaced by str(values[name]); ValueError names a missing one."""
+    def replace(match: re.Match) -> str:
+        name = match["block"] or match["name"]
+        if name not in values:
+            raise ValueError(f"{TEMPLATE.name} names @{{{name}}}, which serving/proxy.py does not fill in")
+        if match["name"]:
+            return str(values[name])
+        return "".join(f"{match['indent']}{line}\n" if line else "\n" for line in str(values[name]).splitlines())
+    return PLACEHOLDER.sub(replace, template)
+
 
 def _json(code: str, message: str) -> str:
     """A JSON body for nginx's `return`: nginx strings take ' quotes, so none may appear inside."""
@@ -109,22 +108,23 @@ def _json(code: str, message: str) -> str:
     return body
 
 
-ERROR_URI = "/_errors/"  # nginx's own error answers: internal locations, unreachable from outside
-
-
 def _location(name: str, status: int, code: str, message: str, extra: str = "") -> str:
     """A location answering `status` with the JSON error: @b<status> (named) for TorchServe's,
     = /_errors/<status> (internal) for nginx's own, because a request line too broken to have a URI
     (a TLS hello, an HTTP/2 preface) cannot be redirected to a named location. X-Request-ID repeated:
     an add_header at this level hides the server's."""
-    headers = '        add_header X-Request-ID $rid always;\n'
+    lines = ["add_header X-Request-ID $rid always;"]
     if status == 405:
-        headers += '        add_header Allow "POST, PUT, GET, HEAD" always;\n'
+        lines.append('add_header Allow "POST, PUT, GET, HEAD" always;')
     if status in (502, 503, 507):
-        headers += '        add_header Retry-After 1 always;\n'
-    where, internal = (f"= {name}", "        internal;\n") if name.startswith("/") else (f"@{name}", "")
-    body = _json(code, message)
-    return f"    location {where} {{\n{internal}{headers}{extra}        return {status} '{body}';\n    }}"
+        lines.append("add_header Retry-After 1 always;")
+    where = f"= {name}" if name.startswith("/") else f"@{name}"
+    if name.startswith("/"):
+        lines.insert(0, "internal;")
+    if extra:
+        lines.append(extra)
+    lines.append(f"return {status} '{_json(code, message)}';")
+    return "\n".join([f"location {where} {{", *(f"    {line}" for line in lines), "}"])
 
 
 def _error_locations(limits: ProxyLimits) -> str:
@@ -134,37 +134,17 @@ def _error_locations(limits: ProxyLimits) -> str:
     blocks = [_location(f"{ERROR_URI}{status}", status, code, message.format(
         models=models, timeout=limits.read_timeout_s, max_bytes=LIMITS.max_request_bytes))
         for status, (code, message) in ERRORS.items()]
-    multipart = f"        if ($content_type ~* \"^multipart/\") {{ return 400 '{_json(*MULTIPART_500)}'; }}\n"
+    multipart = f"if ($content_type ~* \"^multipart/\") {{ return 400 '{_json(*MULTIPART_500)}'; }}"
     blocks += [_location(f"b{status}", status, code, message.format(models=models),
                          multipart if status == 500 else "")
                for status, (code, message) in BACKEND_ERRORS.items()]
     return "\n".join(blocks)
 
 
-def _error_pages(statuses, kind: str, indent: str = "        ") -> str:
+def _error_pages(statuses, kind: str) -> str:
     """error_page lines: kind "e" (nginx's own: internal URIs), "b" (TorchServe's: named locations)."""
     target = (lambda status: f"{ERROR_URI}{status}") if kind == "e" else (lambda status: f"= @b{status}")
-    return "\n".join(f"{indent}error_page {status} {target(status)};" for status in statuses)
-
-
-def _proxy_location(name: str, limits: ProxyLimits, errors: str) -> str:
-    """A named location that sends the request (body read whole first) to TorchServe, then `errors`."""
-    return f"""        location {name} {{
-            limit_conn per_server {limits.max_requests_in_flight};
-            proxy_pass http://torchserve;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_set_header Host $host;
-            proxy_set_header Content-Type $upstream_content_type;
-            proxy_set_header X-Request-ID $rid;
-            proxy_set_header X-Forwarded-For $remote_addr;
-            proxy_hide_header X-Request-ID;  # TorchServe's own; the client gets $rid
-            proxy_read_timeout {limits.upstream_timeout_s}s;
-            proxy_send_timeout {limits.upstream_timeout_s}s;
-            proxy_connect_timeout 2s;
-            proxy_request_buffering on;   # the whole body first: TorchServe never holds a half-sent one
-{errors}
-        }}"""
+    return "\n".join(f"error_page {status} {target(status)};" for status in statuses)
 
 
 def render(ports: Ports, prefix: Path, *, listen_address: str = HOST, container: bool = False,
@@ -181,148 +161,41 @@ def render(ports: Ports, prefix: Path, *, listen_address: str = HOST, container:
     # two sockets per proxied connection; within the hard limit of open files where nginx starts
     # (a container's runtime sets it; nginx cannot raise it), so no setrlimit alert at start
     nofile = min(2 * limits.worker_connections + 64, resource.getrlimit(resource.RLIMIT_NOFILE)[1])
-    connections = min(limits.worker_connections, (nofile - 64) // 2)
-    access_log = "/dev/stdout" if container else prefix / "logs" / "access.log"
-    error_log = "stderr" if container else prefix / "logs" / "error.log"
-    client_pages = _error_pages(ERRORS, "e")
-    temp = "\n".join(f"    {kind}_temp_path {prefix / 'tmp' / kind};" for kind in
-                     ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
-    method_405 = _json(ERRORS[405][0], ERRORS[405][1])
-    indent = " " * 12
-    proxied = _proxy_location("@torchserve", limits, "\n".join([
-        f"{indent}proxy_intercept_errors on;    # only the codes below: the handler's own 4xx pass through",
-        f"{indent}error_page 408 {ERROR_URI}408;", _error_pages(BACKEND_ERRORS, "b", indent)]))
-    proxied_chunked = _proxy_location("@torchserve_chunked", limits, "\n".join([
-        _error_pages(ERRORS, "e", indent), f"{indent}error_page 502 = @b502;", f"{indent}error_page 504 = @b504;"]))
-    mime = Path("/etc/nginx/mime.types")
     # Started by root (a developer's machine, CI), nginx's workers would drop to `nobody`, who cannot
     # reach a private run dir (pytest's are 0700) for the body buffers: keep the starting user, as
     # TorchServe does. The pod runs as uid 10001, where this line is absent.
-    user = "user root root;  # started by root: see serving/proxy.py\n" if os.geteuid() == 0 else ""
-    return f"""# nginx config, generated by serving/proxy.py from settings/ports.py and settings/limits.py
-# ({'container' if container else 'local'}). Do not edit: change serving/proxy.py.
-worker_processes 1;  # one event loop serves ~10k requests/s; the CPU belongs to the model workers
-{user}pid {prefix / PID_FILE};
-error_log {error_log} warn;
-worker_rlimit_nofile {nofile};
-worker_shutdown_timeout {limits.drain_timeout_s}s;
-
-events {{
-    worker_connections {connections};
-}}
-
-http {{
-    include {mime if mime.is_file() else prefix / 'mime.types'};
-    server_tokens off;
-    default_type application/json;
-{temp}
-    # the client's X-Request-ID when it is a sane token, else nginx's own; sent to TorchServe, logged, returned
-    map $http_x_request_id $rid {{
-        "~^[A-Za-z0-9._:-]{{1,64}}$" $http_x_request_id;
-        default $request_id;
-    }}
-    # A body without Content-Type, or one curl --data-binary labels a web form, reached Netty's form
-    # decoder and got a Java 500: call it what it is, raw bytes (the handler sniffs the image format).
-    map $content_type $upstream_content_type {{
-        "" application/octet-stream;
-        "~*^application/x-www-form-urlencoded" application/octet-stream;
-        default $content_type;
-    }}
-    log_format tinyserve '$remote_addr [$time_iso8601] "$request" $status $body_bytes_sent '
-                         '${{request_time}}s upstream=$upstream_status/${{upstream_response_time}}s rid=$rid';
-    access_log {access_log} tinyserve buffer=32k flush=1s;  # a write per 32 KB or second, not per request
-
-    client_header_timeout {limits.read_timeout_s}s;
-    client_body_timeout {limits.read_timeout_s}s;
-    send_timeout {limits.read_timeout_s}s;
-    keepalive_timeout {limits.keepalive_timeout_s}s;
-    keepalive_requests 10000;
-    reset_timedout_connection on;
-    client_max_body_size {LIMITS.max_request_bytes};
-    client_body_buffer_size {limits.body_buffer_bytes};
-    large_client_header_buffers 4 8k;
-    limit_conn_zone $server_name zone=per_server:1m;
-    limit_conn_status 503;
-    limit_conn_log_level warn;
-
-    upstream torchserve {{
-        server {HOST}:{ports.backend_inference};
-        keepalive {limits.upstream_keepalive};
-    }}
-    upstream torchserve_metrics {{
-        server {HOST}:{ports.backend_metrics};
-    }}
-
-    server {{
-        listen {listen_address}:{ports.inference} backlog=4096;
-        add_header X-Request-ID $rid always;
-{client_pages}
-
-        # Read the request here (method; a Content-Length over the limit is a JSON 413), proxy in @torchserve.
-        location ~ "^/(predictions|explanations)/[A-Za-z0-9_.-]{{1,64}}(/[A-Za-z0-9._-]{{1,32}})?$" {{
-            if ($request_method !~ ^(POST|PUT)$) {{
-                add_header X-Request-ID $rid always;
-                add_header Allow "POST, PUT" always;
-                return 405 '{method_405}';
-            }}
-{_error_pages(ERRORS, "e", "            ")}
-            recursive_error_pages on;  # @torchserve's own error pages, after this jump
-            error_page 418 = @torchserve;
-            error_page 419 = @torchserve_chunked;
-            if ($http_transfer_encoding) {{ return 419; }}
-            return 418;
-        }}
-{proxied}
-        # A chunked body is read here, not above (its size is known only as it comes): nginx's own
-        # 400 (bad chunks) and 413 (over the limit) must be JSON, and this location's error pages would
-        # also catch the handler's 400/413, so it does not intercept TorchServe's answers at all
-        # (those stay TorchServe's JSON {{"code", "type", "message"}} for these rare clients).
-{proxied_chunked}
-        location = /ping {{
-            if ($request_method !~ ^(GET|HEAD)$) {{
-                add_header X-Request-ID $rid always;
-                add_header Allow "GET, HEAD" always;
-                return 405 '{_json("method_not_allowed", "/ping takes GET.")}';
-            }}
-            proxy_pass http://torchserve;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_hide_header X-Request-ID;
-            proxy_read_timeout 5s;
-            proxy_connect_timeout 2s;
-            error_page 502 = @b502;
-            error_page 504 = @b504;
-        }}
-        location / {{  # the try-it page (web/); any other path is a JSON 404
-            if ($request_method !~ ^(GET|HEAD)$) {{
-                add_header X-Request-ID $rid always;
-                add_header Allow "GET, HEAD" always;
-                return 405 '{_json("method_not_allowed", "Only GET is served here; POST to /predictions/<model>.")}';
-            }}
-            root {web_root};
-            index index.html;
-            try_files $uri $uri/ =404;
-            add_header X-Content-Type-Options nosniff always;
-            add_header X-Request-ID $rid always;
-        }}
-{_error_locations(limits)}
-    }}
-
-    server {{
-        listen {listen_address}:{ports.metrics};
-        add_header X-Request-ID $rid always;
-{client_pages}
-        location = /metrics {{
-            if ($request_method !~ ^(GET|HEAD)$) {{ return 405; }}
-            proxy_pass http://torchserve_metrics;
-            proxy_connect_timeout 2s;
-            error_page 502 = @b502;
-        }}
-        location / {{ return 404; }}
-{_error_locations(limits)}
-    }}
-}}
-"""
+    user = "user root root;  # started by root: see serving/proxy.py" if os.geteuid() == 0 else ""
+    values = {
+        "profile": "container" if container else "local",
+        "user": user,
+        "prefix": prefix,
+        "pid_file": prefix / PID_FILE,
+        "error_log": "stderr" if container else prefix / "logs" / "error.log",
+        "access_log": "/dev/stdout" if container else prefix / "logs" / "access.log",
+        "mime_types": MIME_TYPES if MIME_TYPES.is_file() else prefix / "mime.types",
+        "nofile": nofile,
+        "worker_connections": min(limits.worker_connections, (nofile - 64) // 2),
+        "drain_timeout_s": limits.drain_timeout_s,
+        "read_timeout_s": limits.read_timeout_s,
+        "keepalive_timeout_s": limits.keepalive_timeout_s,
+        "max_request_bytes": LIMITS.max_request_bytes,
+        "body_buffer_bytes": limits.body_buffer_bytes,
+        "max_requests_in_flight": limits.max_requests_in_flight,
+        "upstream_keepalive": limits.upstream_keepalive,
+        "upstream_timeout_s": limits.upstream_timeout_s,
+        "backend_host": HOST,
+        "backend_inference_port": ports.backend_inference,
+        "backend_metrics_port": ports.backend_metrics,
+        "listen_address": listen_address,
+        "inference_port": ports.inference,
+        "metrics_port": ports.metrics,
+        "web_root": web_root,
+        "method_not_allowed_body": _json(*ERRORS[405]),
+        "nginx_error_pages": _error_pages(ERRORS, "e"),
+        "torchserve_error_pages": _error_pages(BACKEND_ERRORS, "b"),
+        "error_locations": _error_locations(limits),
+    }
+    return fill(TEMPLATE.read_text(), values)
 
 
 # ---- lifecycle --------------------------------------------------------------------------------
@@ -344,7 +217,7 @@ def prepare(prefix: Path, ports: Ports, **render_args) -> Path:
     prefix = Path(prefix).resolve()
     for sub in ("logs", "tmp"):
         (prefix / sub).mkdir(parents=True, exist_ok=True)
-    if not Path("/etc/nginx/mime.types").is_file():
+    if not MIME_TYPES.is_file():
         (prefix / "mime.types").write_text("types { text/html html; text/css css; application/javascript js; "
                                            "image/png png; image/svg+xml svg; }\n")
     config = prefix / CONFIG_FILE

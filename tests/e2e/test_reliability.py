@@ -23,9 +23,9 @@ from export.archive import ArchiveError
 from handlers.contract import check_error, check_prediction
 from model_defs.registry import get_spec
 from reliability import probe
-from serving.proxy import PROXY
 from serving.server import LaunchError, running
 from settings.ports import Ports
+from settings.proxy import PROXY
 from tests.support.paths import MODEL_STORE, REPO
 from tests.support.slow_handler import SLEEP_HEADER
 from tests.support.slow_model import NAME as SLOW
