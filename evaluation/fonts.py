@@ -115,13 +115,6 @@ FAMILY_NAMES = tuple(f.name for f in FAMILIES)
 PACKAGES = tuple(sorted({f.package for f in FAMILIES}))
 
 
-def by_name(name: str) -> FontFamily:
-    for family in FAMILIES:
-        if family.name == name:
-            return family
-    raise KeyError(f"unknown font family {name!r}; known: {', '.join(FAMILY_NAMES)}")
-
-
 def available_families() -> tuple[FontFamily, ...]:
     """Families with at least one font file on this machine."""
     return tuple(f for f in FAMILIES if f.available())

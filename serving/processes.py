@@ -1,9 +1,8 @@
 """The operating system's side of a TorchServe, through psutil: which processes are a run dir's
-server, whether a pid is alive, ending them with grace, resident memory, free and listening ports.
+server, whether a pid is alive, ending them with grace, resident memory, free ports.
 """
 from __future__ import annotations
 
-import ipaddress
 import socket
 from pathlib import Path
 
@@ -74,17 +73,3 @@ def port_in_use(port: int, host: str = HOST) -> bool:
         except OSError:
             return True
     return False
-
-
-def listening_addresses(port: int) -> set[str]:
-    """The local IP addresses with a TCP socket listening on `port`; IPv4-mapped IPv6 addresses
-    (Java's [::ffff:127.0.0.1]) are given as IPv4."""
-    found = set()
-    for connection in psutil.net_connections(kind="tcp"):
-        if connection.status != psutil.CONN_LISTEN or connection.laddr.port != port:
-            continue
-        ip = ipaddress.ip_address(connection.laddr.ip.split("%", 1)[0])
-        if ip.version == 6 and ip.ipv4_mapped:
-            ip = ip.ipv4_mapped
-        found.add(str(ip))
-    return found

@@ -13,17 +13,18 @@ Each on ports the OS says are free. The rendered configs, without a server: test
 from __future__ import annotations
 
 import http.server
+import ipaddress
 import shutil
 import stat
 import threading
 from contextlib import ExitStack
 from pathlib import Path
 
+import psutil
 import pytest
 import requests
 
 from reliability import hostile, probe
-from serving.processes import listening_addresses
 from serving.server import LaunchError, running
 from settings.model_serving import SERVING
 from settings.ports import HOST, Ports
@@ -56,6 +57,20 @@ class Recorder(http.server.BaseHTTPRequestHandler):
 
     def log_message(self, *args):
         pass
+
+
+def listening_addresses(port: int) -> set[str]:
+    """The local IP addresses with a TCP socket listening on `port`; IPv4-mapped IPv6 addresses
+    (Java's [::ffff:127.0.0.1]) are given as IPv4."""
+    found = set()
+    for connection in psutil.net_connections(kind="tcp"):
+        if connection.status != psutil.CONN_LISTEN or connection.laddr.port != port:
+            continue
+        ip = ipaddress.ip_address(connection.laddr.ip.split("%", 1)[0])
+        if ip.version == 6 and ip.ipv4_mapped:
+            ip = ip.ipv4_mapped
+        found.add(str(ip))
+    return found
 
 
 @pytest.fixture(scope="module")
