@@ -1,7 +1,7 @@
 """Locust scenario: clients posting real held-out images to the three models, every answer checked.
 
     make loadtest [USERS=16] [SPAWN_RATE=4] [DURATION=30s] [HOST=http://127.0.0.1:8080]
-    locust -f loadtest/locustfile.py --host http://127.0.0.1:8080       # with Locust's web UI
+    .venv/bin/locust -f loadtest/locustfile.py                          # with Locust's web UI
 
 The mix (weights, from what a digit-recognition front end with a fashion catalogue would see):
 - models: lenet5 50%, mnist_net 30%, fashion_mlp 20%;
@@ -11,32 +11,34 @@ Images are the models' real held-out images as PNG (export/heldout.py), picked a
 
 Every answer is checked: status 200, the answer contract (handlers/contract.py: {"model", "label",
 "index", "probabilities"}, probabilities summing to 1), and top-1 against the image's true label.
-A wrong answer is a failure ("wrong top-1 label"), so the failure rate includes the models' own
-held-out error (about 1% for the digit models, 10% for fashion_mlp; `python -m
-loadtest.run_loadtest` prints the expected rate beside the measured one). Environment:
-LOADTEST_WAIT_MAX (seconds a user waits between requests, uniform from 0, default 0.1),
-LOADTEST_MODELS (comma-separated subset).
+A wrong answer is a failure ("wrong top-1 label"), so Locust's failure rate includes the models' own
+held-out error. At the end it prints its verdict (loadtest/verdict.py: each model's wrong answers
+beside what its held-out accuracy expects) and exits 1 on any transport or contract error. The host
+is make serve's (127.0.0.1, INFERENCE_PORT) unless --host says otherwise; nothing answering its /ping
+stops the run before it starts. Environment: LOADTEST_WAIT_MAX (seconds a user waits between
+requests, uniform from 0, default 0.1), LOADTEST_MODELS (comma-separated subset).
 """
 from __future__ import annotations
 
 import json
 import os
 import random
+import sys
+import urllib.error
+import urllib.request
 
 import gevent
 from locust import FastHttpUser, between, events, task
 
 from export.heldout import held_out
 from handlers import contract
+from loadtest.verdict import WRONG_LABEL, heldout_error_rates, verdict
+from settings.ports import HOST, Ports
 
 MODEL_WEIGHTS = {"lenet5": 5, "mnist_net": 3, "fashion_mlp": 2}
 TRANSPORT_WEIGHTS = {"png": 80, "multipart": 15, "json": 5}
 JSON_BATCH = 8
 WAIT_MAX = float(os.environ.get("LOADTEST_WAIT_MAX", "0.1"))
-WRONG_LABEL = "wrong top-1 label"
-# Locust's CSV files are rewritten once a second and may miss the last second; the runner
-# (loadtest/run_loadtest.py) reads this file instead, written from the final statistics at exit.
-SUMMARY_FILE = os.environ.get("LOADTEST_SUMMARY_FILE")
 
 
 def _selected_models() -> dict[str, int]:
@@ -48,13 +50,10 @@ def _selected_models() -> dict[str, int]:
 
 
 MODELS = _selected_models()
-DATA = {name: held_out(name) for name in MODELS}
-B64 = {name: data.b64() for name, data in DATA.items()}
+DATA: dict = {}  # model -> its held-out images, read once the server answers (_start)
+B64: dict = {}
 _CHOICES = [(m, t) for m in MODELS for t in TRANSPORT_WEIGHTS]
 _WEIGHTS = [MODELS[m] * TRANSPORT_WEIGHTS[t] for m, t in _CHOICES]
-# Reading the data sets above takes seconds without yielding to gevent, whose loop caches "now":
-# refresh it, or Locust's --run-time timer, scheduled from the stale time, fires seconds early.
-gevent.get_hub().loop.update_now()
 
 
 def check_answer(answer, model: str, labels: list[str], expected: str) -> str | None:
@@ -105,6 +104,7 @@ def get_labels(model: str) -> list[str]:
 
 class ImageClient(FastHttpUser):
     """One client: picks a model and a transport by the mix, posts a held-out image, checks it."""
+    host = f"http://{HOST}:{Ports.from_env().inference}"  # make serve's, unless --host
     wait_time = between(0.0, WAIT_MAX)
 
     @task
@@ -134,31 +134,53 @@ class ImageClient(FastHttpUser):
                 response.success()
 
 
-@events.quit.add_listener
-def _write_final_summary(exit_code, **_):
-    """The final statistics, after the last user stopped (see SUMMARY_FILE)."""
-    if not SUMMARY_FILE or _ENVIRONMENT.get("env") is None or _ENVIRONMENT["env"].runner is None:
-        return
-    stats = _ENVIRONMENT["env"].runner.stats
-    total = stats.total
-    summary = {
-        "requests": total.num_requests, "failures": total.num_failures, "rps": total.total_rps,
-        "p50_ms": total.get_response_time_percentile(0.50), "p95_ms": total.get_response_time_percentile(0.95),
-        "p99_ms": total.get_response_time_percentile(0.99), "mean_ms": total.avg_response_time,
-        "max_ms": total.max_response_time,
-        "entries": {name: {"requests": e.num_requests, "failures": e.num_failures}
-                    for (name, _method), e in stats.entries.items()},
-        "errors": [{"name": e.name, "error": str(e.error), "occurrences": e.occurrences}
-                   for e in stats.errors.values()],
-        "exit_code": exit_code,
-    }
-    with open(SUMMARY_FILE, "w") as f:
-        json.dump(summary, f, indent=1)
-
-
-_ENVIRONMENT: dict = {}
+def ping_problem(host: str, timeout: float = 5.0) -> str | None:
+    """None when `host`/ping answers, else what is wrong and what to do."""
+    url = host.rstrip("/") + "/ping"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            response.read()
+    except urllib.error.HTTPError as err:
+        if err.code in (401, 403):
+            return f"{url} answered {err.code}: the server wants a token; run this against a server with token auth off"
+        return f"{url} answered HTTP {err.code}; is it a TorchServe inference address?"
+    except (urllib.error.URLError, OSError) as err:
+        return (f"no server answers at {url} ({getattr(err, 'reason', err)}). Start one with `make serve`, "
+                "or point the load test at one: make loadtest HOST=http://host:port")
+    return None
 
 
 @events.init.add_listener
-def _remember_environment(environment, **_):
-    _ENVIRONMENT["env"] = environment
+def _start(environment, **_):
+    """Stop at once when nothing answers; else read the held-out images."""
+    problem = ping_problem(environment.host or ImageClient.host)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        sys.exit(1)
+    for name in MODELS:
+        DATA[name] = held_out(name)
+        B64[name] = DATA[name].b64()
+    # reading takes seconds without yielding to gevent, whose loop caches "now": a stale one would fire
+    # Locust's --run-time timer seconds early
+    gevent.get_hub().loop.update_now()
+
+
+_VERDICT: list[str] = []
+
+
+@events.quitting.add_listener
+def _judge(environment, **_):
+    """Set the exit code from the final statistics; the verdict is printed after Locust's own tables."""
+    stats = environment.stats
+    requests = {name: entry.num_requests for (name, _method), entry in stats.entries.items()}
+    failures = [(e.name, str(e.error), e.occurrences) for e in stats.errors.values()]
+    passed, lines = verdict(requests, failures, heldout_error_rates())
+    _VERDICT[:] = lines
+    # Locust's own rule (1 on any failure) would fail every run on the models' own wrong answers
+    exceptions = environment.runner is not None and environment.runner.exceptions
+    environment.process_exit_code = 0 if passed and not exceptions else 1
+
+
+@events.quit.add_listener
+def _print_verdict(**_):
+    print("\n" + "\n".join(_VERDICT), flush=True)

@@ -57,9 +57,12 @@ $(PYTRITON_STAMP): loadtest/peers/pytriton-requirements.txt
 peers-venv: $(LITSERVE_STAMP) $(PYTRITON_STAMP) ## the peers' own virtualenvs (LitServe, PyTriton): build/peers-venv/<peer>
 test test-unit test-e2e: $(LITSERVE_STAMP) $(PYTRITON_STAMP)
 
-loadtest: $(VENV_STAMP) ## Locust, headless, against a running server; checks every answer
-	$(RUN) -m loadtest.run_loadtest --users $(USERS) --spawn-rate $(SPAWN_RATE) --run-time $(DURATION) \
-	  $(if $(LOADTEST_HOST),--host $(LOADTEST_HOST)) $(if $(LOADTEST_OUT),--results $(LOADTEST_OUT))
+# Locust's own reports: locust_*.csv and report.html; exit 1 on a transport or contract error.
+loadtest: $(VENV_STAMP) ## Locust, headless, against a running server; checks every answer, fails on errors
+	@out="$(or $(LOADTEST_OUT),results/loadtest/$$(date +%Y%m%d-%H%M%S))"; mkdir -p "$$out" && set -x && \
+	  $(VENV)/bin/locust -f loadtest/locustfile.py --headless --users $(USERS) --spawn-rate $(SPAWN_RATE) \
+	  --run-time $(DURATION) $(if $(LOADTEST_HOST),--host $(LOADTEST_HOST)) --only-summary --stop-timeout 5 \
+	  --loglevel WARNING --csv "$$out/locust" --html "$$out/report.html"
 
 bench: $(SERVABLE) $(FLOOR_STAMP) ## lenet5 on its own servers, the floor and phone photos; rewrites BENCHMARKS.md
 	$(RUN) -m loadtest.bench --command "make bench$(if $(BENCH_ARGS), BENCH_ARGS='$(BENCH_ARGS)')" $(BENCH_ARGS)

@@ -646,7 +646,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="served with number_of_gpu=1")
     parser.add_argument("--no-served", action="store_true", help="parts 1 and 2 only (no TorchServe)")
     parser.add_argument("--out", type=Path, default=None,
-                        help="the markdown (default docs/BENCHMARKS-GPU.md; rehearsal: results/bench-gpu-rehearsal/...)")
+                        help="the markdown (default docs/BENCHMARKS-GPU.md; rehearsal: results/bench-gpu-rehearsal/)")
     parser.add_argument("--results", type=Path, default=None,
                         help="folder of the JSON (default results/bench-gpu/; rehearsal: results/bench-gpu-rehearsal/)")
     parser.add_argument("--inputs", type=Path, default=INPUTS, help="the packed held-out images (see above)")

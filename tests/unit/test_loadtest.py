@@ -1,5 +1,6 @@
 """Load testing and benchmark tooling, in process: the client counts right answers and errors, the
-report keeps its notes and computes the targets, the checker judges answers, the stage costs are timed.
+report keeps its notes and computes the targets, the checkers judge answers (make loadtest's verdict
+among them), the stage costs are timed.
 Nothing here asserts on speed; tests/e2e/test_loadtest.py runs the real make targets.
 """
 from __future__ import annotations
@@ -13,7 +14,7 @@ import pytest
 from loadtest import client
 from loadtest.bench.report import KEEP_MARKER, kept_notes, render_markdown, targets
 from loadtest.bench.workload import checker
-from loadtest.run_loadtest import images_in, parse_duration
+from loadtest.verdict import WRONG_LABEL, images_in, verdict
 
 
 # ---- the client, against a tiny local HTTP server ----------------------------------------------
@@ -107,12 +108,19 @@ def test_report_keeps_the_hand_written_notes(tmp_path):
     assert "| handler | req/s | 64 | 3 |" in text and "![throughput and p99 latency per row](plot.png)" in text
 
 
-def test_duration_and_entry_parsing():
-    assert parse_duration("30s") == 30 and parse_duration("2m") == 120 and parse_duration("1h30m") == 5400
-    assert parse_duration("45") == 45
-    with pytest.raises(ValueError):
-        parse_duration("soon")
+def test_loadtest_verdict_fails_on_errors_and_on_more_wrong_answers_than_held_out_accuracy_allows():
     assert images_in("lenet5 png") == 1 and images_in("fashion_mlp json x8") == 8
+    requests = {"lenet5 png": 900, "lenet5 json x8": 100, "fashion_mlp png": 1000}
+    expected = {"lenet5": 0.01, "fashion_mlp": 0.10}
+    passed, lines = verdict(requests, [("lenet5 png", WRONG_LABEL, 10), ("fashion_mlp png", WRONG_LABEL, 100)],
+                            expected)
+    assert passed and lines[0].startswith("load test passed: 2,000 requests, 0 transport or contract errors")
+    assert any(line.split()[0] == "fashion_mlp" and "expects 10.00%" in line for line in lines)
+    passed, lines = verdict(requests, [("lenet5 png", "HTTP 503", 2)], expected)
+    assert not passed and "  2 x HTTP 503" in lines
+    passed, lines = verdict(requests, [("fashion_mlp png", WRONG_LABEL, 300)], expected)
+    assert not passed and any("worse than held-out accuracy allows" in line for line in lines)
+    assert not verdict({}, [], expected)[0]  # nothing answered is no pass
 
 
 def test_bench_checker_judges_contract_and_label():
