@@ -38,4 +38,8 @@ The package, one job a module:
     report.py     targets, BENCHMARKS.md, the plot
     tuning.py     the sweep's variants, run and table
     cli.py        the command line (`python -m loadtest.bench`)
+    peers.py      `make bench-peers`: row 3, the floor and other serving stacks side by side
+    gpu.py        `make bench-gpu`'s command line and run, its parts in gpu_inputs.py (the held-out
+                  images' pack), gpu_in_process.py (parity, predict's images/s), gpu_served.py (the
+                  CPU and CUDA servers), pod_memory.py (the GPU pod's memory) and gpu_report.py
 """

@@ -33,7 +33,7 @@ def targets(results: dict) -> list[dict]:
         {"target": f"row 5 >= 4 x row 3 in images/s at C={mid} (several images per request, no base64)",
          "value": ratio(tp("multi", mid), tp("handler", mid)), "bound": 4.0},
     ]
-    if "proxied" in rows:  # runs before the proxy (2026-11-26) had no row 6
+    if "proxied" in rows:  # older bench.json files have no row 6
         out.append({"target": f"row 6 >= 0.9 x row 3 at C={top} (the proxy in front costs little)",
                     "value": ratio(tp("proxied", top), tp("handler", top)), "bound": 0.9})
     out += floor_targets(rows, conc)
@@ -106,12 +106,11 @@ def floor_lines(results: dict) -> list[str]:
             "loadtest/floor/requirements.txt)"]
 
 
-def render_markdown(results: dict, plot_name: str | None, kept: str) -> str:
-    """BENCHMARKS.md: the run, the rows, the targets, the CPU per request, the plot (plot_name), then `kept`."""
+def header_lines(results: dict) -> list[str]:
+    """BENCHMARKS.md's title and what the run was: model, inputs, settings, servers, machine, command."""
     m = results["machine"]
     s = results["settings"]
-    conc = [str(c) for c in results["concurrency"]]
-    lines = [
+    return [
         "# Benchmarks",
         "",
         f"Written by `make bench` ({results['finished']}); do not edit above the marker line at the end,",
@@ -144,7 +143,12 @@ def render_markdown(results: dict, plot_name: str | None, kept: str) -> str:
         f"{results.get('server_warmup_s', 0):g} s under load (the frontend's JIT); "
         f"client and servers on the same machine",
         f"- **command**: `{results['command']}`",
-        "",
+    ]
+
+
+def results_lines(results: dict) -> list[str]:
+    """The rows at every C, then the targets."""
+    lines = [
         "## Results",
         "",
         "Throughput is the median over rounds (req/s, or images/s where the unit says); latency",
@@ -155,7 +159,7 @@ def render_markdown(results: dict, plot_name: str | None, kept: str) -> str:
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for row in results["rows"]:
-        for c in conc:
+        for c in map(str, results["concurrency"]):
             cell = row["cells"][c]
             errors = sum(cell["errors"].values())
             error_text = f"{errors} ({cell['error_rate']:.2%})" if errors else "0"
@@ -167,13 +171,18 @@ def render_markdown(results: dict, plot_name: str | None, kept: str) -> str:
     lines += ["", "## Targets (ratios within this run)", "", "| target | measured | met |", "|---|---|---|"]
     for t in targets(results):
         lines.append(f"| {t['target']} | {t['shown']} | {'yes' if t['met'] else '**no**'} |")
-    lines += [
-        "",
+    return lines
+
+
+def cpu_lines(results: dict) -> list[str]:
+    """The CPU per request of every process, per row and C (row 1, in process, has none)."""
+    cpus = results["machine"].get("cpus")
+    lines = [
         "## Where the CPU goes (per request, all rounds)",
         "",
         "CPU time of the TorchServe frontend (Java), its Python worker(s), nginx in front (row 6) and",
         "this client, divided by the requests sent (the floor, rows 7 and 9: uvicorn's master as the",
-        f"frontend, its worker processes as the workers); on {m.get('cpus')} cores they compete, so their",
+        f"frontend, its worker processes as the workers); on {cpus} cores they compete, so their",
         "sum bounds the throughput.",
         "",
         "| row | C | frontend us | worker us | proxy us | client us |",
@@ -182,11 +191,17 @@ def render_markdown(results: dict, plot_name: str | None, kept: str) -> str:
     for row in results["rows"]:
         if row["key"] == "model":
             continue
-        for c in conc:
+        for c in map(str, results["concurrency"]):
             cell = row["cells"][c]
             lines.append(f"| {row['title']} | {c} | {cell['frontend_cpu_us_per_req']:,.0f} | "
                          f"{cell['worker_cpu_us_per_req']:,.0f} | {cell.get('proxy_cpu_us_per_req', 0):,.0f} | "
                          f"{cell['client_cpu_us_per_req']:,.0f} |")
+    return lines
+
+
+def render_markdown(results: dict, plot_name: str | None, kept: str) -> str:
+    """BENCHMARKS.md: the run, the rows, the targets, the CPU per request, the plot (plot_name), then `kept`."""
+    lines = [*header_lines(results), "", *results_lines(results), "", *cpu_lines(results)]
     if plot_name:
         lines += ["", f"![throughput and p99 latency per row]({plot_name})"]
     lines += ["", KEEP_MARKER, kept.rstrip("\n")]

@@ -1,4 +1,4 @@
-"""`make bench-gpu` (loadtest/bench/gpu.py) without a GPU and without a server: the skip, the variants'
+"""`make bench-gpu` (loadtest/bench/gpu*.py) without a GPU and without a server: the skip, the variants'
 GPU settings, what the servers' logs prove, the packed images and the report."""
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from loadtest.bench import gpu
+from loadtest.bench import gpu, gpu_inputs, gpu_report, gpu_served
 from loadtest.bench.tuning import parse_variant
 from tests.support.paths import artifact
 
@@ -31,7 +31,7 @@ def test_cpu_flag_switches_torchserves_gpus_off():
 
 
 def test_cuda_variants_ask_for_one_gpu_and_cpu_variants_for_none():
-    variants = gpu.served_variants(["b16d2w1t1", "b16d2w4t1"], ["b16d2w1t1", "b16d2w2t1", "b64d2w2t1"],
+    variants = gpu_served.served_variants(["b16d2w1t1", "b16d2w4t1"], ["b16d2w1t1", "b16d2w2t1", "b64d2w2t1"],
                                    rehearsal=False)
     assert list(variants) == ["cpu b16d2w1t1", "cpu b16d2w4t1", "cuda b16d2w1t1", "cuda b16d2w2t1", "cuda b64d2w2t1"]
     gpus = {label: v.variant.extra["number_of_gpu"] for label, v in variants.items()}
@@ -41,20 +41,20 @@ def test_cuda_variants_ask_for_one_gpu_and_cpu_variants_for_none():
     assert variants["cuda b64d2w2t1"].variant.serving.batch_size == 64
     assert variants["cuda b16d2w2t1"].variant.server == "tune-b16d2w2t1"  # the same store as a CPU b16d2w2t1
     # the rehearsal: the same servers, every GPU off, every worker expected on the CPU
-    rehearsal = gpu.served_variants(["b16d2w1t1"], ["b16d2w2t1"], rehearsal=True)
+    rehearsal = gpu_served.served_variants(["b16d2w1t1"], ["b16d2w2t1"], rehearsal=True)
     assert {v.variant.extra["number_of_gpu"] for v in rehearsal.values()} == {"0"}
     assert {v.expect for v in rehearsal.values()} == {"cpu"}
     with pytest.raises(ValueError):
-        gpu.served_variants(["b16d2w1t1"], ["b16d2w1t1+cpu"], rehearsal=False)
+        gpu_served.served_variants(["b16d2w1t1"], ["b16d2w1t1+cpu"], rehearsal=False)
     with pytest.raises(ValueError):
-        gpu.served_variants(["b16d2w1t1"], ["handler"], rehearsal=False)
+        gpu_served.served_variants(["b16d2w1t1"], ["handler"], rehearsal=False)
 
 
 def test_torchserves_frontend_is_shown_the_gpu():
-    assert gpu.frontend_gpu_env(None, nvidia_smi_ok=False)[0] == "0"
-    assert gpu.frontend_gpu_env(None, nvidia_smi_ok=True)[0] is None
-    assert gpu.frontend_gpu_env("0,1", nvidia_smi_ok=False)[0] is None
-    value, note = gpu.frontend_gpu_env("GPU-5d3c1e2a", nvidia_smi_ok=True)
+    assert gpu_served.frontend_gpu_env(None, nvidia_smi_ok=False)[0] == "0"
+    assert gpu_served.frontend_gpu_env(None, nvidia_smi_ok=True)[0] is None
+    assert gpu_served.frontend_gpu_env("0,1", nvidia_smi_ok=False)[0] is None
+    value, note = gpu_served.frontend_gpu_env("GPU-5d3c1e2a", nvidia_smi_ok=True)
     assert value is None and note.startswith("warning")
 
 
@@ -68,23 +68,23 @@ def test_worker_devices_come_from_the_handlers_ready_lines(tmp_path):
         "2026-11-26T00:00:05,200 [INFO ] W-9002-fashion_mlp_1.0-stdout MODEL_LOG - fashion_mlp ready on cpu: input "
         "(28, 28), 10 labels, 1 torch threads\n")
     (tmp_path / "access_log.log").write_text("nothing of interest\n")
-    found = gpu.worker_devices(tmp_path)
+    found = gpu_served.worker_devices(tmp_path)
     assert found == {"devices": {"lenet5": ["cuda:0", "cuda:0"], "fashion_mlp": ["cpu"]}, "frontend_gpus": 1}
-    assert gpu.worker_devices(tmp_path / "gone") == {"devices": {}, "frontend_gpus": None}
+    assert gpu_served.worker_devices(tmp_path / "gone") == {"devices": {}, "frontend_gpus": None}
 
 
 def test_packed_images_give_the_same_workload(tmp_path):
     artifact("lenet5", "model.pt")
     pngs = (b"\x89PNG one", b"\x89PNG two, longer")
     canonical = np.arange(2 * 32 * 32, dtype=np.uint8).reshape(2, 32, 32)
-    work = gpu.workload_from("lenet5", pngs, canonical, ("1", "7"))
+    work = gpu_inputs.workload_from("lenet5", pngs, canonical, ("1", "7"))
     pack = tmp_path / "inputs.npz"
-    gpu.write_pack(pack, {"lenet5": work})
-    back = gpu.read_pack(pack, ["lenet5", "mnist_net"])
+    gpu_inputs.write_pack(pack, {"lenet5": work})
+    back = gpu_inputs.read_pack(pack, ["lenet5", "mnist_net"])
     assert list(back) == ["lenet5"]  # mnist_net is not in it
     assert back["lenet5"].pngs == pngs and back["lenet5"].true_labels == ("1", "7")
     assert np.array_equal(back["lenet5"].canonical, canonical) and back["lenet5"].model_labels == work.model_labels
-    assert gpu.limited(back["lenet5"], 1).pngs == pngs[:1]
+    assert gpu_inputs.limited(back["lenet5"], 1).pngs == pngs[:1]
 
 
 def _cell(rps: float, errors: int = 0) -> dict:
@@ -131,7 +131,7 @@ def _results(rehearsal: bool = False, served: dict | None = None) -> dict:
 
 
 def test_the_report_has_three_tables_ratios_and_readings():
-    text = gpu.render(_results())
+    text = gpu_report.render(_results())
     assert text.startswith("# GPU benchmarks\n") and "rehearsal" not in text
     assert "NVIDIA H100 80GB HBM3" in text and "driver 580.65.06" in text and "AMD EPYC, 16 CPUs" in text
     assert "`make bench-gpu`" in text
@@ -150,26 +150,26 @@ def test_the_report_has_three_tables_ratios_and_readings():
 
 
 def test_the_rehearsal_report_says_so_and_failures_are_reported():
-    text = gpu.render(_results(rehearsal=True, served={"error": "LaunchError: cuda b16d2w1t1: Java is not on the PATH"}))
+    text = gpu_report.render(_results(rehearsal=True, served={"error": "LaunchError: cuda b16d2w1t1: Java is not on the PATH"}))
     assert text.startswith("# GPU benchmarks: rehearsal (no GPU)\n")
     assert "**rehearsal (no GPU)**" in text and "CUDA stand-in (CPU) images/s" in text
     assert "Not measured: the servers did not start or run" in text and "Java is not on the PATH" in text
     assert "## 1. Parity" in text and "## 2. In process" in text
-    stopped = gpu.render(_results(served={"status": "running"}))
+    stopped = gpu_report.render(_results(served={"status": "running"}))
     assert "the run stopped before the servers' rounds ended" in stopped
 
 
 def test_servers_preflight_names_everything_missing(monkeypatch, tmp_path):
-    monkeypatch.setattr(gpu.sys, "executable", str(tmp_path / "python"))
-    monkeypatch.setattr(gpu.shutil, "which", lambda name: None)
-    problems = gpu.served_preflight()
+    monkeypatch.setattr(gpu_served.sys, "executable", str(tmp_path / "python"))
+    monkeypatch.setattr(gpu_served.shutil, "which", lambda name: None)
+    problems = gpu_served.served_preflight()
     assert any("no torchserve next to" in p for p in problems)
     assert any("no torch-model-archiver next to" in p for p in problems)
     assert any("no java on the PATH" in p for p in problems)
 
 
 def test_a_failed_server_start_still_writes_parity_and_in_process(monkeypatch, tmp_path, capsys):
-    monkeypatch.setattr(gpu, "served_preflight", lambda: ["no java on the PATH (test)"])
+    monkeypatch.setattr(gpu_served, "served_preflight", lambda: ["no java on the PATH (test)"])
     out, results = tmp_path / "BENCHMARKS-GPU.md", tmp_path / "results"
     code = gpu.main(["--cpu-rehearsal", "--limit", "16", "--repeats", "1", "--min-time", "0.01",
                      "--inputs", str(tmp_path / "inputs.npz"), "--out", str(out), "--results", str(results)])
@@ -178,6 +178,7 @@ def test_a_failed_server_start_still_writes_parity_and_in_process(monkeypatch, t
     assert text.startswith("# GPU benchmarks: rehearsal (no GPU)")
     assert "| lenet5 | 16 | 0.00e+00 | 0.00e+00 | 16 / 16 | yes |" in text
     assert "| 256 |" in text and "no java on the PATH (test)" in text
+    assert "## 4." in text and text.count("no java on the PATH (test)") == 2  # part 4 started no server either
     assert "error: the served part failed" in capsys.readouterr().err
     assert len(list(results.glob("bench-gpu-*.json"))) == 1
     assert not (tmp_path / "inputs.npz").exists()  # --limit: no pack of a part of the images
