@@ -61,10 +61,6 @@ class Result:
         return self.requests + sum(self.errors.values())
 
     @property
-    def error_rate(self) -> float:
-        return sum(self.errors.values()) / self.attempts if self.attempts else 0.0
-
-    @property
     def rps(self) -> float:
         """Right answers completed inside the window, per second (the drain after it is left out)."""
         return float(np.count_nonzero(self.completions_s <= self.window_s)) / self.window_s

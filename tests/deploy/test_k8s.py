@@ -14,12 +14,13 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from loadtest.bench.pod_memory import quantity, read_measured
+from loadtest.bench.pod_memory import quantity
 from serving.config import PRODUCTION_JVM, render
 from serving.proxy import render as proxy_render
 from serving.workers import workers_per_model
 from settings.ports import HOST, Ports
 from tests.support.dockerfile import image_venv, last
+from tests.support.gpu_pod_memory import read_measured
 from tests.support.k8s import K8S_VERSION, OVERLAYS, container_env, container_ports, main_container, one, pod_spec
 from tests.support.make import make_vars
 from tests.support.paths import REPO as ROOT

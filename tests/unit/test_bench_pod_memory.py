@@ -1,5 +1,6 @@
 """Part 4 of `make bench-gpu` (loadtest/bench/pod_memory.py) without a server: the GPU overlay's
-limits as numbers, the workers they give, one process tree's memory, and the report."""
+limits as numbers, the workers they give, one process tree's memory, and the report (read back as
+tests/deploy/test_k8s.py reads it)."""
 from __future__ import annotations
 
 import subprocess
@@ -9,6 +10,7 @@ import pytest
 
 from loadtest.bench import pod_memory
 from serving.workers import workers_per_model
+from tests.support.gpu_pod_memory import read_measured
 
 
 @pytest.mark.parametrize("text, value", [("6Gi", 6 * 2**30), ("512Mi", 512 * 2**20), ("4", 4.0), ("500m", 0.5),
@@ -78,7 +80,7 @@ def test_the_figures_read_back_from_the_report_are_those_it_wrote():
               "worker_pss_median_mib": 773.6, "worker_pss_max_mib": 773.6, "worker_rss_median_mib": 1075.0,
               "total_pss_mib": 8043.4, "share_of_limit": 0.65}
     text = "# GPU benchmarks\n\n" + "\n".join(pod_memory.render(result, rehearsal=False)) + "\n## 5. next\n"
-    assert pod_memory.read_measured(text) == {"pod_cpus": 4.0, "workers_per_model": 3, "workers": 9,
+    assert read_measured(text) == {"pod_cpus": 4.0, "workers_per_model": 3, "workers": 9,
                                               "workers_pss_mib": 6962.0, "total_pss_mib": 8043.0}
-    assert pod_memory.read_measured("# GPU benchmarks\n") is None
-    assert pod_memory.read_measured("\n".join(pod_memory.render({"error": "TimeoutError: x"}, False))) is None
+    assert read_measured("# GPU benchmarks\n") is None
+    assert read_measured("\n".join(pod_memory.render({"error": "TimeoutError: x"}, False))) is None
