@@ -1,7 +1,7 @@
 """Crafted images of legal dimensions and byte count whose *structure* makes them costly to decode.
 
-Each maker returns the file's bytes; every one fits the limits of settings/ports.py (at most
-4,000 x 4,000 pixels, under 8 MiB), so only the structure checks of handlers/image_decoding.py stand
+Each maker returns the file's bytes; every one fits the limits of settings/limits.py (at most
+4,000 x 4,000 pixels, under 8 MiB), so only the structure checks of handlers/image_structure.py stand
 between it and a worker's time. `python -m reliability.crafted` prints each file's size and the CPU
 time the handler's decoding spends on it (refused, or decoded):
 
