@@ -24,8 +24,8 @@ LOADTEST_HOST := $(if $(filter command line,$(origin HOST)),$(HOST))
 .PHONY: loadtest bench bench-smoke floor-venv
 
 # The floor of make bench (rows 7 and 9): FastAPI + uvicorn in a virtualenv of its own, every version
-# pinned (loadtest/floor/requirements.txt), made anew when that file changes (~45 s here, the wheels
-# on local disk). make test needs it: the e2e test of make bench-smoke runs the floor.
+# pinned (loadtest/floor/requirements.txt), made anew when that file changes. make test and make
+# test-e2e build it (the e2e tests of make bench-smoke and of the floor run it); make test-unit does not.
 FLOOR_VENV := build/floor-venv
 FLOOR_REQUIREMENTS := loadtest/floor/requirements.txt
 FLOOR_STAMP := $(FLOOR_VENV)/.installed-$(shell md5sum < $(FLOOR_REQUIREMENTS) | cut -c1-12)
@@ -35,11 +35,11 @@ $(FLOOR_STAMP): $(FLOOR_REQUIREMENTS)
 	$(PYTHON_SYS) -m venv $(FLOOR_VENV)
 	$(FLOOR_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r $(FLOOR_REQUIREMENTS)
 	touch $@
-test test-unit test-e2e: $(FLOOR_STAMP)
+test test-e2e: $(FLOOR_STAMP)
 
-# The peers of make bench-peers (loadtest/peers/, optional rows of issue 15): each in a virtualenv of
-# its own, every version pinned (loadtest/peers/<peer>-requirements.txt), made anew when that file
-# changes. make test builds them: tests/e2e/test_bench_peers.py runs the peers.
+# The peers of make bench-peers (loadtest/peers/): each in a virtualenv of its own, every version pinned
+# (loadtest/peers/<peer>-requirements.txt), made anew when that file changes. Only make bench-peers and
+# make peers-venv build them; tests/e2e/test_bench_peers.py runs where they exist and skips elsewhere.
 PEERS_VENV := build/peers-venv
 peer_stamp = $(PEERS_VENV)/$(1)/.installed-$(shell md5sum < loadtest/peers/$(1)-requirements.txt | cut -c1-12)
 define peer_venv
@@ -55,7 +55,6 @@ $(LITSERVE_STAMP): loadtest/peers/litserve-requirements.txt
 $(PYTRITON_STAMP): loadtest/peers/pytriton-requirements.txt
 	$(call peer_venv,pytriton)
 peers-venv: $(LITSERVE_STAMP) $(PYTRITON_STAMP) ## the peers' own virtualenvs (LitServe, PyTriton): build/peers-venv/<peer>
-test test-unit test-e2e: $(LITSERVE_STAMP) $(PYTRITON_STAMP)
 
 # Locust's own reports: locust_*.csv and report.html; exit 1 on a transport or contract error.
 loadtest: $(VENV_STAMP) ## Locust, headless, against a running server; checks every answer, fails on errors

@@ -1,6 +1,7 @@
-"""make bench-peers for real, briefly: ours, the floor, LitServe and PyTriton (build/peers-venv/<peer>,
-make peers-venv; make test builds them) side by side through the benchmark's round loop, every
-answer checked, and LitServe turning a bad image into our JSON 4xx. No speed is asserted."""
+"""make bench-peers for real, briefly: ours, the floor, LitServe and PyTriton side by side through the
+benchmark's round loop, every answer checked, and LitServe turning a bad image into our JSON 4xx. The
+peers run from their own virtualenvs (build/peers-venv/<peer>), which only `make peers-venv` and `make
+bench-peers` build: without them these tests skip. No speed is asserted."""
 from __future__ import annotations
 
 import base64
@@ -15,8 +16,15 @@ from loadtest.bench.peers import PEERS, main, peer_running
 from settings.ports import Ports
 
 
+def need_peers(*names: str) -> None:
+    missing = [str(PEERS[name].python) for name in names if not PEERS[name].python.is_file()]
+    if missing:
+        pytest.skip(f"no peer virtualenv ({', '.join(missing)}): `make peers-venv` builds them")
+
+
 @pytest.mark.e2e
 def test_litserve_answers_a_bad_image_with_our_4xx(tmp_path):
+    need_peers("litserve")
     with peer_running(PEERS["litserve"], Ports.free().inference, tmp_path, workers=1) as server:
         body = json.dumps({"image": base64.b64encode(b"not an image").decode()}).encode()
         request = urllib.request.Request(f"{server.inference_url}/predictions/lenet5", data=body, method="POST",
@@ -28,6 +36,7 @@ def test_litserve_answers_a_bad_image_with_our_4xx(tmp_path):
 
 @pytest.mark.e2e
 def test_bench_peers_runs_ours_the_floor_and_the_peers_with_every_answer_right(tmp_path):
+    need_peers(*PEERS)
     out, results = tmp_path / "BENCHMARKS-PEERS.md", tmp_path / "results"
     assert main(["--rounds", "1", "--duration", "1", "--warmup", "0.2", "--server-warmup", "0.5",
                  "--concurrency", "4", "--limit", "64", "--workers", "1", "--port-base", "0",
