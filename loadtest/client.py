@@ -1,13 +1,11 @@
 """A small closed-loop HTTP/1.1 load generator on asyncio, the one client of every benchmark row.
 
-Why not Locust, hey or wrk: Locust spends hundreds of microseconds of Python per request, which on
-a 2-core machine caps the server it measures; hey and wrk are cheap but cannot check answers (wrk
-only through Lua) and are one more system package on every machine that runs `make bench`. This
-client keeps C keep-alive connections busy, each sending its next request when the previous
-answer arrived (C = concurrency), over raw asyncio protocols (no HTTP library): about 20-40 us of
-client CPU per request, which the benchmark measures and reports per row, so its cost is visible
-rather than assumed. Every answer is checked (status, JSON contract, top-1 label) and anything
-wrong is an error.
+Why not Locust, hey or wrk: Locust's Python cost per request would cap a 2-core machine's server it
+measures; hey and wrk are cheap but cannot check answers (wrk only through Lua) and are one more
+system package on every machine that runs `make bench`. This client keeps C keep-alive connections
+busy, each sending its next request when the previous answer arrived (C = concurrency), over raw
+asyncio protocols (no HTTP library); the benchmark measures its CPU per request and reports it per
+row. Every answer is checked (status, JSON contract, top-1 label) and anything wrong is an error.
 """
 from __future__ import annotations
 

@@ -160,8 +160,7 @@ def _start(environment, **_):
     for name in MODELS:
         DATA[name] = held_out(name)
         B64[name] = DATA[name].b64()
-    # reading takes seconds without yielding to gevent, whose loop caches "now": a stale one would fire
-    # Locust's --run-time timer seconds early
+    # gevent's loop cached "now" while reading; a stale one fires Locust's --run-time timer seconds early
     gevent.get_hub().loop.update_now()
 
 

@@ -53,9 +53,7 @@ PY_SPY = Path(sys.executable).parent / "py-spy"
 BUSY_FRACTION = 0.2   # a worker is profiled when its CPU grew by at least this fraction of the busiest's
 UNPACKED_MODEL_DIR = re.compile(r"[0-9a-f]{32}")
 TOP = 15              # rows of each table in the summary
-# Where a frame's file lies -> the area it is counted in (first match wins; paths as py-spy prints
-# them with --full-filenames).
-# (the archive's copy of the handler lies at the top of TorchServe's unpacked model directory)
+# a frame's file -> its area, first match wins (the archive's copy of the handler lies in the unpacked model dir)
 AREAS = (("our handler (handlers/)", "/handlers/"), ("our handler (handlers/)", "/classifier_handler.py"),
          ("our preprocessing (model_defs/)", "/model_defs/"),
          ("TorchServe (ts/)", "/ts/"), ("torch", "/torch/"), ("numpy", "/numpy/"), ("scipy", "/scipy/"),

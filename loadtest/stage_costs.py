@@ -7,8 +7,7 @@ read the header, decode the pixels, canonicalise (a serving batch's small pictur
 one forward pass per serving batch, encode the JSON answer. Each stage is timed over all images,
 `--repeats` times; the table gives the median microseconds per image. Their sum is the least CPU
 our worker spends per image on top of what TorchServe's own worker protocol costs (row 2 of
-BENCHMARKS.md, the no-op handler), which is how the notes in BENCHMARKS.md bound the ratios the
-targets ask for.
+BENCHMARKS.md, the no-op handler), a bound on the ratios the targets ask for.
 
 A second table times the handler's whole `handle` (TorchServe's own Context, one PNG per request)
 on batches of 1 to the serving batch size: what a worker pays per request when its batches are

@@ -23,9 +23,7 @@ LOADTEST_HOST := $(if $(filter command line,$(origin HOST)),$(HOST))
 
 .PHONY: loadtest bench bench-smoke floor-venv
 
-# The floor of make bench (rows 7 and 9): FastAPI + uvicorn in a virtualenv of its own, every version
-# pinned (loadtest/floor/requirements.txt), made anew when that file changes. make test and make
-# test-e2e build it (the e2e tests of make bench-smoke and of the floor run it); make test-unit does not.
+# The floor's own virtualenv, rebuilt when its pinned requirements change; the e2e tests run it, the unit tests not.
 FLOOR_VENV := build/floor-venv
 FLOOR_REQUIREMENTS := loadtest/floor/requirements.txt
 FLOOR_STAMP := $(FLOOR_VENV)/.installed-$(shell md5sum < $(FLOOR_REQUIREMENTS) | cut -c1-12)
@@ -37,9 +35,7 @@ $(FLOOR_STAMP): $(FLOOR_REQUIREMENTS)
 	touch $@
 test test-e2e: $(FLOOR_STAMP)
 
-# The peers of make bench-peers (loadtest/peers/): each in a virtualenv of its own, every version pinned
-# (loadtest/peers/<peer>-requirements.txt), made anew when that file changes. Only make bench-peers and
-# make peers-venv build them; tests/e2e/test_bench_peers.py runs where they exist and skips elsewhere.
+# The peers' own virtualenvs, like the floor's; never built by make test (their e2e tests skip without them).
 PEERS_VENV := build/peers-venv
 peer_stamp = $(PEERS_VENV)/$(1)/.installed-$(shell md5sum < loadtest/peers/$(1)-requirements.txt | cut -c1-12)
 define peer_venv
@@ -70,10 +66,7 @@ bench-smoke: $(SERVABLE) $(FLOOR_STAMP) ## the same, seconds long, into BENCH_SM
 	$(RUN) -m loadtest.bench --smoke --command "make bench-smoke" --out $(BENCH_SMOKE_OUT)/BENCHMARKS.md \
 	  --plot $(BENCH_SMOKE_OUT)/benchmarks.png --results $(BENCH_SMOKE_OUT) --build $(BENCH_SMOKE_OUT)/build
 
-# Tuning sweep behind settings/ports.py's values: our handler under other settings, interleaved.
-# Variants: handler (our production handler as served; "ours" still works), noop, b<batch>d<delay ms>w<workers>t<threads>, each optionally +async (async_logging)
-# and/or +tslog (TorchServe's own log4j2.xml instead of the container's docker/log4j2.xml) and/or +cpu (number_of_gpu=0:
-# no worker on a GPU). Prints a table; writes results/bench/tune-<date>.json.
+# The sweep behind settings/model_serving.py's values (variants: make help's TUNE line, loadtest/bench/tuning.py).
 TUNE ?= handler b16d2w1t1 b32d1w1t1 b16d1w1t2 b16d1w2t1 handler+tslog noop
 .PHONY: bench-tune
 bench-tune: $(SERVABLE) ## our handler under the TUNE settings side by side, interleaved; prints a table
@@ -89,9 +82,7 @@ bench-peers: $(SERVABLE) $(FLOOR_STAMP) $(LITSERVE_STAMP) $(PYTRITON_STAMP) ## r
 bench-stages: $(EXPORTS) ## what each stage of our handler costs per image, in process
 	$(RUN) -m loadtest.stage_costs --command "make bench-stages"
 
-# The GPU benchmark (loadtest/bench/gpu.py): CPU/CUDA parity of the handler, lenet5 in process and
-# served with 1, 2 and 4 workers on the GPU beside the CPU as served. Without a CUDA device it says
-# so and exits 0 before building anything; the rehearsal runs the same code on the CPU.
+# Without a CUDA device make bench-gpu says so and exits 0 before building anything (loadtest/bench/gpu.py).
 .PHONY: bench-gpu bench-gpu-rehearsal
 bench-gpu: $(VENV_STAMP) ## on a CUDA machine: parity, in process, 1/2/4 workers per GPU; writes BENCHMARKS-GPU.md (else skips)
 	@if $(RUN) -c 'import sys, torch; sys.exit(not torch.cuda.is_available())'; then \

@@ -22,8 +22,7 @@ from settings.model_serving import SERVING
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_PORT_BASE = 38100
-# what a run can fail with, said in one line: a server that did not start, a missing archive or
-# model (FileNotFoundError), nothing listening (ConnectionError), a bad tuning variant (ValueError)
+# a run's failures said in one line: no server, no archive or model, nothing listening, a bad tuning variant
 RUN_ERRORS = (LaunchError, ArchiveError, OSError, ValueError)
 
 

@@ -69,8 +69,7 @@ def _render_parity(parity: dict, dev: str) -> list[str]:
              f"Every canonical held-out image, batches of {PARITY_BATCH}; probabilities compared element by element. "
              f"Target: max |p_cpu - p_cuda| <= 1e-5. \"As served\": the handler as a worker sets it up "
              "(`use_device`: TF32 off on CUDA); \"TF32 off\": cuDNN's and cuBLAS's TF32 switched off explicitly "
-             "(equal to it since the handler does that; with PyTorch's default TF32 convolutions lenet5 was 2.0e-3 "
-             "off).", "",
+             "(equal to it, since the handler does that).", "",
              "| model | images | max abs diff, as served | max abs diff, TF32 off | top-1 agreement | within 1e-5 |",
              "|---|---|---|---|---|---|"]
     ok, over = [], []

@@ -35,8 +35,7 @@ def _variant(workers: int | None = None, batch: int | None = None) -> str:
 
 CPU_VARIANTS = (_variant(), _variant(workers=4))                     # + "+cpu"; the first is the baseline
 CUDA_VARIANTS = (_variant(), _variant(2), _variant(4), _variant(2, 64))  # number_of_gpu=1
-# what the served part can fail with: a server or archive that did not start or build, a missing
-# launcher or file (OSError), nothing listening (ConnectionError is an OSError), a bad variant
+# the served part's failures: no server or archive, a missing launcher or file, nothing listening, a bad variant
 SERVED_ERRORS = (LaunchError, ArchiveError, OSError, ValueError)
 READY = re.compile(r"\b(?P<model>[A-Za-z0-9_]+) ready on (?P<device>[a-z]+(?::\d+)?)")
 FRONTEND_GPUS = re.compile(r"Number of GPUs: (?P<n>\d+)")
@@ -138,8 +137,7 @@ def served(args: argparse.Namespace, work: Workload, variants: dict[str, ServedV
     for label, v in variants.items():
         if v.variant.server not in stores:
             stores[v.variant.server] = store_for(v.variant.server, MODEL, v.variant.serving, build=args.build)
-        # lenet5's archive names its workers; the other two models idle with one each (the server's
-        # default, from the CPUs, would start 13 of each per server on a 16-CPU machine)
+        # the idle models get one worker each: the server's default, from the CPUs, is many on a large machine
         runs[label] = (stores[v.variant.server], {**v.variant.extra, "default_workers_per_model": "1"})
     schedule = Schedule(tuple(args.concurrency), args.rounds, args.duration, args.warmup)
     load_before = load_average()

@@ -213,8 +213,7 @@ def machine() -> dict:
     """CPUs, memory (GiB), OS and the versions of Python, torch, TorchServe and Java."""
     info = {"cpus": psutil.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
             "cpu_model": cpu_model(), "memory_gib": round(psutil.virtual_memory().total / 2**30, 1)}
-    # informative only; from the modules themselves: a package put on the path without its
-    # dist-info (the GPU machine's carried TorchServe) has no metadata
+    # from the modules themselves: a package put on the path without its dist-info has no metadata
     for name, module in (("torch", "torch"), ("torchserve", "ts.version")):
         try:
             info[name] = importlib.import_module(module).__version__

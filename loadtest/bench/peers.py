@@ -129,8 +129,8 @@ PEERS = {
 
 def libpython_env(python: Path) -> dict[str, str]:
     """LD_LIBRARY_PATH with the directory of `python`'s libpython first: a virtualenv made from an
-    interpreter outside the system's library path (pyenv here) leaves PyTriton's Triton stub unable to
-    load it (issue 15)."""
+    interpreter outside the system's library path (pyenv, say) leaves PyTriton's Triton stub unable to
+    load it."""
     code = "import sysconfig; print(sysconfig.get_config_var('LIBDIR'))"
     libdir = subprocess.run([str(python), "-c", code], capture_output=True, text=True, timeout=60).stdout.strip()
     return {"LD_LIBRARY_PATH": os.pathsep.join(p for p in (libdir, os.environ.get("LD_LIBRARY_PATH", "")) if p)}

@@ -55,13 +55,13 @@ def server_cpu_us(cell: dict) -> float:
 
 
 def floor_targets(rows: dict[str, dict], conc: list[str]) -> list[dict]:
-    """Issue 15's targets against the floor (row 7), ratios within the run: row 3 >= 1.5 x its req/s
+    """The targets against the floor (row 7), ratios within the run: row 3 >= 1.5 x its req/s
     at C=16 and C=64; at C=1 row 3's p50 <= 1.5 x and its server CPU per request <= 2 x the floor's;
     the same throughput ratio on the JPEG photos (row 8 against row 9). [] for runs without the floor.
 
     Throughput is judged against the floor's best round, not its median: uvicorn's worker processes
     accept from one shared socket, and in some rounds one of them takes most of the client's
-    keep-alive connections and serves them on one core (2026-11-26: 1,034 / 989 / 1,835 req/s)."""
+    keep-alive connections and serves them on one core, a slow round that its median would count."""
     out = []
     pairs = [("handler", "floor", "row 3", "row 7", "")]
     if "photos" in rows and "floor_photos" in rows:

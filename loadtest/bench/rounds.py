@@ -25,9 +25,7 @@ class Schedule:
     rounds: int
     duration_s: float
     warmup_s: float
-    # each target under load this long before the rounds (at least 2 x warmup_s): a fresh frontend's
-    # JIT compiler spent 600-730 us of CPU per request at 1 client for its first ~10 s (2-CPU Xeon,
-    # 2026-11-26), which a 2 s warm-up left in the C=1 cells
+    # each target under load this long first (at least 2 x warmup_s): a fresh frontend's JIT would skew the first cells
     server_warmup_s: float = 0.0
 
 

@@ -147,7 +147,7 @@ class Photos:
 
     @classmethod
     def render(cls, work: Workload, count: int, seed: int = PHOTO_SEED) -> "Photos":
-        """`count` photos of held-out digits spread evenly over the held-out set (~85 ms each on one core)."""
+        """`count` photos of held-out digits spread evenly over the held-out set."""
         import torch
         spec = get_spec(work.model)
         _, digits, _ = load_held_out(spec, artifacts.manifest(work.model))

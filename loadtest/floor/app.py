@@ -1,4 +1,4 @@
-"""The floor of `make bench` (issue 15): the FastAPI app anyone would write first, doing our per-image
+"""The floor of `make bench`: the FastAPI app anyone would write first, doing our per-image
 work (our decode, limits and canonicalize, our exported model.pt, one forward per request, our answer:
 loadtest/floor/our_work.py).
 

@@ -1,9 +1,9 @@
 """LitServe 0.2.19 serving lenet5 with our per-image work, as its documentation shows a user writing it:
 a LitAPI whose stages are decode (our open_image, limits and canonicalize), batch, predict (our
 exported model.pt, one forward per batch), unbatch and encode (our answer), with LitServe's own
-batching (max_batch_size 16, batch_timeout 2 ms, as TorchServe's batchSize and the 2 ms delay issue
-15 started from) and one inference worker per core. A request is JSON, {"image": "<base64 PNG or
-JPEG>"}: LitServe decodes JSON or forms, not a raw image body.
+batching (max_batch_size 16, batch_timeout 2 ms, as TorchServe's batchSize and our starting
+maxBatchDelay) and one inference worker per core. A request is JSON, {"image": "<base64 PNG or JPEG>"}:
+LitServe decodes JSON or forms, not a raw image body.
 
     build/peers-venv/litserve/bin/python -m loadtest.peers.litserve_app --port 8000 --workers 2   # PYTHONPATH=<repo>
 """

@@ -1,8 +1,8 @@
 """PyTriton 0.7 (Triton Inference Server 2.51) serving lenet5 with our per-image work, as its
 documentation shows a user writing it: one `@batch` inference function (our open_image, limits and
 canonicalize for each image, then our exported model.pt, one forward per batch) bound with Triton's
-dynamic batcher (max batch 16, 2 ms queue delay, as TorchServe's batchSize and the 2 ms delay issue
-15 started from) and one instance of it per core. A request is Triton's KServe v2 inference request
+dynamic batcher (max batch 16, 2 ms queue delay, as TorchServe's batchSize and our starting
+maxBatchDelay) and one instance of it per core. A request is Triton's KServe v2 inference request
 (`POST /v2/models/lenet5/infer`) with the encoded image as a BYTES tensor [1, 1] in the binary
 extension, as tritonclient sends it; the answer is the probabilities tensor [1, 10].
 
@@ -39,8 +39,7 @@ def make_infer():
 def main() -> None:
     args = server_arguments(__doc__)
     logging.basicConfig(level=logging.INFO)
-    # SIGTERM (how the benchmark stops it) leaves through `with Triton`, which stops the server and
-    # removes its workspace and shared memory; Python's default would leave both behind
+    # SIGTERM (how the benchmark stops it) must leave through `with Triton`, which removes its workspace and shm
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     config = TritonConfig(http_address=args.host, http_port=args.port, grpc_address=args.host,
                           grpc_port=args.port + 1, metrics_port=args.port + 2, allow_metrics=False)

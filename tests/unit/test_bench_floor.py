@@ -80,7 +80,7 @@ def _results() -> dict:
                                              "python": "3.11.7"}}}
 
 
-def test_floor_targets_are_issue_15s_ratios_in_the_right_direction():
+def test_floor_targets_are_ratios_in_the_right_direction():
     results = _results()
     found = {t["target"].split(" (")[0]: t for t in targets(results)}
     assert found["row 3 >= 1.5 x row 7's best round in req/s at C=16"]["value"] == pytest.approx(1.8)
