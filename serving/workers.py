@@ -6,10 +6,9 @@ setting. So `default_workers_per_model` in config.properties decides, rendered b
 from `configured_workers()` where the server starts: in the pod (docker/entrypoint.sh) the
 container's CPU limit (cgroup), here this machine's CPUs. WORKERS_PER_MODEL overrides it.
 
-Why CPUs and not GPUs: one lenet5 worker served ~1,400 req/s on an H200 as on its host's CPU, and 4
-workers on the GPU served what 4 on the CPU did (BENCHMARKS-GPU.md): each request's decode,
-canonicalise and JSON bound a worker, not the model. So a GPU pod gets as many workers as a CPU pod
-with the same CPUs, all on its GPU.
+Why CPUs and not GPUs: workers on the GPU served what as many on the CPU did (docs/BENCHMARKS-GPU.md):
+each request's decode, canonicalise and JSON bound a worker, not the model. So a GPU pod gets as many
+workers as a CPU pod with the same CPUs, all on its GPU.
 """
 from __future__ import annotations
 
@@ -19,10 +18,8 @@ from pathlib import Path
 
 ENV = "WORKERS_PER_MODEL"
 CGROUP = Path("/sys/fs/cgroup")
-# The worker's share of the server's CPU per request, behind nginx at 64 clients: 278 of 357 us
-# (worker 278, TorchServe's frontend 48, nginx 31; BENCHMARKS.md row 6, 2026-11-26 11:34; it was 582
-# of 707 before the batch's small pictures were framed as one stack). Workers beyond cpus x share
-# would wait for the CPU the frontend and the proxy need.
+# The worker's share of the server's CPU per request behind nginx (the rest is TorchServe's frontend
+# and nginx; docs/BENCHMARKS.md's CPU table): workers beyond cpus x share would wait for that CPU.
 WORKER_SHARE = 0.78
 
 
@@ -54,9 +51,7 @@ def usable_cpus(root: Path = CGROUP) -> float:
 
 def workers_per_model(cpus: float) -> int:
     """As many one-thread workers as the CPUs can keep busy beside the frontend and the proxy:
-    2 CPUs -> 2, 4 -> 3, 16 -> 13; at least 1. Measured on 2 CPUs (make bench-tune, lenet5, 28x28
-    held-out PNGs, 2026-11-26): 2 workers served 2,322 / 4,118 req/s at 16 / 64 clients, 1 worker
-    1,672 / 1,907, 3 workers 2,300 / 4,040; the same at 1 client."""
+    2 CPUs -> 2, 4 -> 3, 16 -> 12; at least 1 (the runs behind it: settings/README.md)."""
     return max(1, math.floor(cpus * WORKER_SHARE + 0.5))
 
 
