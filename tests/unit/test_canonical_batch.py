@@ -6,7 +6,7 @@ check the stack's bookkeeping: order, which pictures wait, and the pictures it l
 import numpy as np
 import pytest
 
-from model_defs.canonical_batch import MIN_STACK, CanonicalStack, canonicalize_many
+from model_defs.canonical_batch import CanonicalStack, canonicalize_many
 from model_defs.preprocessing import canonicalize
 
 
@@ -41,12 +41,13 @@ def test_only_small_digit_pictures_wait_to_be_framed_together():
 
 def test_fashion_pictures_are_framed_one_by_one():
     stack = CanonicalStack("fashion", (28, 28))
-    for seed in range(MIN_STACK + 1):
+    for seed in range(4):
         stack.add(digit(seed, (40, 40)))
     assert not stack.waiting
     assert np.array_equal(stack.images(), np.stack([canonicalize(digit(s, (40, 40)), "fashion", (28, 28))
-                                                    for s in range(MIN_STACK + 1)]))
+                                                    for s in range(4)]))
 
 
 def test_an_empty_stack_has_no_images():
     assert canonicalize_many([], "digit", (32, 32)).shape == (0, 32, 32)
+

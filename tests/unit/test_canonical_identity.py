@@ -51,8 +51,8 @@ def test_canonicalize_is_bit_for_bit_what_the_models_were_trained_with(today, ke
         f"canonicalize{key[1:]} on {key[0]} no longer gives the bytes the models were trained with")
 
 
-# Chunk sizes for canonicalize_many: under MIN_STACK (picture by picture), at it, and larger stacks,
-# so every set goes through both of its paths with the digests unchanged.
+# Chunk sizes for canonicalize_many: stacks of one picture (canonicalize's own path), of a few and of
+# many, so every set is framed in stacks of every size with the digests unchanged.
 CHUNKS = (1, 2, 3, 7, 16, 64)
 
 

