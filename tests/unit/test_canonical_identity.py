@@ -2,15 +2,15 @@
 
 The digests below were recorded (python -m tests.support.canonical_inputs) from the implementation
 of model_defs/preprocessing.py the served models were trained with, at 0caf62b, before the speed-ups
-of issue 15. Each is "<pictures>:<sha256 of every canonical image of the set, in order>". If this
+of large pictures. Each is "<pictures>:<sha256 of every canonical image of the set, in order>". If this
 test fails, canonicalize no longer makes the inputs the models learned from: undo the change, or
 retrain every model and record new digests in the same commit, saying why.
 
 Pictures larger than DIGIT_WORKING_SIDE (model_defs/preprocessing.py) are in none of the training
 sets; their digests (the rendered photos, digit kinds, and the 1,100 x 700 member of the crafted
-edge cases) were re-recorded when find_ink's working side went from 320 to 240 (issue 15); every
+edge cases) were re-recorded when the ink finder's working side went from 320 to 240; every
 other member of those sets, and every training set, kept its bytes. The crafted set's digit digests
-were re-recorded again when the polarity grid went from 64 to 32 (2026-11-26): its 1,100 x 700
+were re-recorded again when the polarity grid went from 64 to 32: its 1,100 x 700
 member, uniform noise with no ink to have a polarity, changed; the 48 photos and the rest did not.
 """
 import pytest
