@@ -28,7 +28,7 @@ import numpy as np
 from handlers.png import png_bytes
 
 SEED = 12  # the photos' and typed digits' randomness: the same pictures on every run
-# Rendered photos are kept here between runs (minutes of CPU on 2 cores), keyed by the renderer's
+# Rendered photos are kept here between runs (minutes of CPU), keyed by the renderer's
 # source, the library versions, the seed and the digits: any change renders them afresh.
 CACHE_MIN = 100  # smaller photo sets are rendered every time
 CACHE_DIR = Path(os.environ.get("EVALUATION_CACHE")

@@ -34,8 +34,8 @@ from model_defs.registry import MODELS, ModelSpec
 
 SEED = 0
 # One intra-op thread: float sums then run in one order on every machine, so a seeded run gives
-# the same model whatever the core count (2 threads vs 1 moved mnist_net's held-out accuracy by
-# 0.4 point here). `make -j3 train` trains the three models at once instead.
+# the same model whatever the core count (the thread count alone moves a model's held-out accuracy).
+# `make -j3 train` trains the three models at once instead.
 TRAIN_THREADS = 1
 
 

@@ -91,10 +91,10 @@ class ImageClassifierHandler(BaseHandler):
                     self.device, self.input_size, len(self.labels), torch.get_num_threads())
 
     def use_device(self, device) -> None:
-        """Predict on `device` (the model must be there). On CUDA, TF32 off for this worker: with
-        PyTorch's default (TF32 convolutions) lenet5's probabilities were 2.0e-3 from the CPU's, 1.1e-6
-        without, at no cost a model this small would notice (H200, BENCHMARKS-GPU.md). On the CPU,
-        oneDNN off for this worker's plain model (the optimised copy calls it directly)."""
+        """Predict on `device` (the model must be there). On CUDA, TF32 off for this worker: TF32
+        convolutions move the probabilities visibly away from the CPU's (BENCHMARKS-GPU.md), and a
+        model this small gains nothing from them. On the CPU, oneDNN off for this worker's plain
+        model (the optimised copy calls it directly)."""
         self.device = torch.device(device)
         if self.device.type == "cuda":
             torch.backends.cudnn.allow_tf32 = False
@@ -111,10 +111,10 @@ class ImageClassifierHandler(BaseHandler):
 
     # ---- stages -----------------------------------------------------------------------------
     # decode, in three steps that `handle` runs one at a time across its batch's requests: every
-    # request's headers first (their code stays warm: in process 281 us per PNG in a batch of 16,
-    # 298 request by request), then each request's pixels into the batch's CanonicalStack, which
-    # canonicalises a large picture as it comes (one request's full-size pixels in memory at a
-    # time) and keeps a small digit picture's grey levels, then the stack frames those all at once.
+    # request's headers first (their code stays warm), then each request's pixels into the batch's
+    # CanonicalStack, which canonicalises a large picture as it comes (one request's full-size
+    # pixels in memory at a time) and keeps a small digit picture's grey levels, then the stack
+    # frames those all at once.
     def open_request(self, request: PendingRequest, row: dict, content_type: str | None) -> None:
         """The request's images opened (headers only, limits checked) and whether the client sent a list.
 
@@ -240,13 +240,9 @@ class ImageClassifierHandler(BaseHandler):
 
 # On the CPU, batches of this many images or more go through a frozen copy of the model optimised
 # for inference (prepacked oneDNN convolutions); smaller ones, and every gradient (saliency), through
-# the plain model with oneDNN off (use_device): ATen's own convolutions, which PyTorch leaves for
-# oneDNN's from batch 2 on. One thread, 2-CPU Xeon, us per batch, plain (oneDNN on / off) against
-# optimised, each run right after 8 MB of other memory traffic as in a worker (warm loops in
-# brackets), 2026-11-26: lenet5 1 image 127 / 125 (51) against 241; 2: 270 / 155 (76) against 247;
-# 4: 337 / 226 (138) against 264; 6: 413 / 304 (215) against 288 (183); 8: 495 / 380 against 315.
-# mnist_net 1: 227 / 117 (55) against 236; 4: 372 / 286 against 281; 6: 459 / 389 against 306.
-# Probabilities within 1.2e-7 of the plain model's either way.
+# the plain model with oneDNN off (use_device): ATen's own convolutions, faster than either on small
+# batches, which PyTorch would otherwise leave for oneDNN's from batch 2 on. Same probabilities
+# within float rounding either way.
 BATCH_MODEL_FROM = 5
 
 

@@ -60,7 +60,7 @@ CONTAINERS = {dict, list}  # what json.loads makes lists and objects of
 def _nested(value) -> list:
     """The lists and objects directly inside a list or an object."""
     items = value.values() if type(value) is dict else value
-    if CONTAINERS.isdisjoint(map(type, items)):  # a row of numbers: looked at in C, 4x faster
+    if CONTAINERS.isdisjoint(map(type, items)):  # a row of numbers: looked at in C
         return []
     return [item for item in items if type(item) in CONTAINERS]
 
