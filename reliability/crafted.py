@@ -49,7 +49,7 @@ def _jpeg_segments(data: bytes):
 
 
 def jpeg_many_scans(side: int = 1000, extra_scans: int = 20_000) -> bytes:
-    """Issue 13's attack: a greyscale progressive JPEG whose last AC scan is repeated thousands of
+    """The scan-repeating attack: a greyscale progressive JPEG whose last AC scan is repeated thousands of
     times (libjpeg only warns about the bogus progression and decodes every scan over every block)."""
     base = _jpeg(np.full((side, side), 128, np.uint8), progressive=True, quality=90)
     segments = _jpeg_segments(base)

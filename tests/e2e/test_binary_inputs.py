@@ -1,4 +1,4 @@
-"""Several images per request without base64 (issue 15), end to end: a .npy body or part and
+"""Several images per request without base64, end to end: a .npy body or part and
 multipart forms with several files, through the proxy (nginx, as deployed) and straight to
 TorchServe, answered like {"instances": [...]}; what a repeated field name really does; hostile
 .npy headers refused with the JSON error contract; and the docs' ```shell examples of these

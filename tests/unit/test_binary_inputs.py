@@ -1,4 +1,4 @@
-"""Several images per request without base64 (issue 15): a NumPy .npy body ([N, H, W] -> a list of
+"""Several images per request without base64: a NumPy .npy body ([N, H, W] -> a list of
 answers, [H, W] -> one) and multipart forms with several image parts, through the real handler
 without a server (tests/support/handler_context.py), hostile .npy headers included."""
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Decode budget (issue 13): no image of legal size and byte count costs a worker more than ~0.5 s
+"""Decode budget: no image of legal size and byte count costs a worker more than ~0.5 s
 of CPU to decode, whatever its structure. Each crafted worst case of reliability/crafted.py (made
 here, not committed) is refused from its framing with a 4xx JSON, or decodes within the budget.
 Figures (before and after) are in RELIABILITY.md; `python -m reliability.crafted [--raw]` prints them.

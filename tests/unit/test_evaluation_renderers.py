@@ -1,5 +1,5 @@
 """The evaluation renderers (export/photos.py, evaluation/typed.py): reproducible from a seed,
-within the sizes, qualities and heights issue 12 asks for, and varied."""
+within the sizes, qualities and heights the evaluation sets describe, and varied."""
 from __future__ import annotations
 
 import io

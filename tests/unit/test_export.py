@@ -43,7 +43,7 @@ def test_torchscript_takes_uint8_and_returns_probabilities(name, scripted):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_accuracy_floor_on_held_out(name, scripted, held_out):
-    """The floors of the issue, measured on the exported model, equal to what training reported."""
+    """The registry's accuracy floors, measured on the exported model, equal to what training reported."""
     data = held_out(name)
     with torch.inference_mode():
         probs = torch.cat([scripted(name)(torch.from_numpy(chunk).unsqueeze(1))
