@@ -17,7 +17,7 @@ class InputLimits:
     max_images_per_request: int = 64           # {"instances": [...]}
     max_pixels_per_request: int = 40_000_000   # all images of one request together (a worker's time)
     max_images_per_explanation: int = 16       # an explanation costs a worker several times a prediction
-    # Decoding-cost limits, checked from the file's framing before decoding (handlers/image_decoding.py),
+    # Decoding-cost limits, checked from the file's framing before decoding (handlers/image_structure.py),
     # so that no file within the limits above costs a worker more than ~0.5 s of CPU to decode; the
     # costs behind each bound: settings/README.md.
     max_jpeg_segments: int = 2_000        # Pillow walks JPEG markers in Python; real files have < 50

@@ -28,7 +28,7 @@ from tests.support.properties import parse_properties
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
-def test_overlay_renders_every_object_the_issue_asks_for(rendered, overlay):
+def test_overlay_renders_every_object_a_deployment_needs(rendered, overlay):
     kinds = sorted(o["kind"] for o in rendered[overlay])
     assert kinds == sorted(["Namespace", "ServiceAccount", "Deployment", "Service", "HorizontalPodAutoscaler",
                             "PodDisruptionBudget", "NetworkPolicy"])
