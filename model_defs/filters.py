@@ -73,7 +73,8 @@ def quantiles(values: np.ndarray, keep: np.ndarray | None, fractions: Sequence[f
     if count == 1:  # one picture: a copy of its (kept) values, ordered only at the ranks it needs
         row = values.ravel().copy() if keep is None else values[keep]
         ranks = [(row.size - 1) * fraction for fraction in fractions]
-        row.partition([min(int(rank) + step, row.size - 1) for rank in ranks for step in (0, 1)])
+        lows = [int(rank) for rank in ranks]
+        row.partition(lows + [min(low + 1, row.size - 1) for low in lows])
         return [[_interpolate(row, row.size, rank) for rank in ranks]]
     if keep is None:
         rows, sizes = np.sort(values.reshape(count, -1), axis=1), [values[0].size] * count

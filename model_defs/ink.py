@@ -51,23 +51,21 @@ def find_inks(pictures: np.ndarray) -> list[np.ndarray | None]:
     # a picture whose ink does not stand out of the paper has none: nothing is above an infinite threshold
     thresholds = [max(split, MIN_INK_CONTRAST / 2) if inky else np.inf
                   for split, inky in zip(otsu(counts).tolist(), counts[:, MIN_INK_CONTRAST:].any(axis=1).tolist())]
-    (threshold,) = per_picture(thresholds)
-    masks = signals > threshold
+    masks = signals > per_picture(thresholds)
     keep, blank = _main_inks(signals, masks, touching_edge_is_page=min(height, width) >= PAGE_SIDE)
     if all(blank):
         return [None] * count
-    peaks = [float(peak) for (peak,) in quantiles(signals, keep, (0.99,))]
+    peaks = [float(peak[0]) for peak in quantiles(signals, keep, (0.99,))]
     floors = [threshold / 3 for threshold in thresholds]  # below: paper texture and noise; above: ink edges
     scales = [255.0 / max(peak - floor, 1.0) for peak, floor in zip(peaks, floors)]
     near_ink = dilate(keep, iterations=max(1, round(max(height, width) / 100)))
-    floor, scale = per_picture(floors, scales)
-    return _crop(np.where(near_ink, (signals - floor) * scale, 0.0), blank)
+    return _crop(np.where(near_ink, (signals - per_picture(floors)) * per_picture(scales), 0.0), blank)
 
 
-def per_picture(*values: list[float]) -> np.ndarray:
-    """Lists of one number per picture of a stack, each as float32 [N, 1, 1] to broadcast over its
-    pictures (a Python float meets float32 pixels cast so, as NumPy casts a Python scalar)."""
-    return np.array(values, dtype=np.float32).reshape(len(values), -1, 1, 1)
+def per_picture(values: list[float]) -> np.ndarray:
+    """One number per picture of a stack as float32 [N, 1, 1], to broadcast over its pictures (a
+    Python float meets float32 pixels cast so, as NumPy casts a Python scalar)."""
+    return np.array(values, dtype=np.float32)[:, None, None]
 
 
 def _crop(values: np.ndarray, blank: list[bool]) -> list[np.ndarray | None]:
@@ -106,9 +104,9 @@ def _ink_signals(pictures: np.ndarray) -> np.ndarray:
 def _beyond(pictures: np.ndarray, paper: list[int], sides: list[float]) -> np.ndarray:
     """How far each picture's levels lie beyond its paper's level on its ink's side (-1: darker,
     1: lighter), in float32; 0 on the paper's side."""
-    (level,) = per_picture(paper)
+    level = per_picture(paper)
     if len(set(sides)) > 1:  # inks of both sides in the stack
-        return np.maximum(np.subtract(pictures, level, dtype=np.float32) * per_picture(sides)[0], 0.0)
+        return np.maximum(np.subtract(pictures, level, dtype=np.float32) * per_picture(sides), 0.0)
     if sides[0] < 0:
         return np.maximum(np.subtract(level, pictures, dtype=np.float32), 0.0)
     return np.maximum(np.subtract(pictures, level, dtype=np.float32), 0.0)

@@ -222,6 +222,7 @@ def canonicalize_stack(grays: np.ndarray, kind: str, size: tuple[int, int]) -> n
     if error:
         raise ValueError(error)
     pictures = light_on_dark(grays)
+    del grays  # when inverted, the grey levels are not needed: large ones go before the work
     if pictures.shape[1:] == tuple(size):
         return pictures
     if kind == "digit":
