@@ -52,7 +52,7 @@ PRODUCTION_JVM = "-XX:MaxRAMPercentage=25 -XX:+ExitOnOutOfMemoryError -XX:-UsePe
 
 
 # Both profiles: TorchServe 0.12 hands each batch to CompletableFuture.runAsync(), a new thread per call while
-# the common pool's parallelism is 1 (the JDK's default on 2 CPUs), so never 1 (BENCHMARKS.md "Per-batch fixed costs").
+# the common pool's parallelism is 1 (the JDK's default on 2 CPUs), so never 1.
 COMMON_POOL_PARALLELISM = "java.util.concurrent.ForkJoinPool.common.parallelism"
 
 
