@@ -53,8 +53,11 @@ ARCHIVES := $(foreach m,$(MODELS),$(STORE)/$(m).mar)
 BATCHER := serving/java/build/tinyserve-batcher.jar
 ASM_JAR := /usr/share/java/asm.jar
 SERVABLE := $(ARCHIVES) $(BATCHER)
+# Each model trains on one thread, so make serve and make test train BUILD_JOBS at once; what installs
+# Debian packages (the data, the batcher's JDK) runs first, alone, since apt takes one lock.
+BUILD_JOBS ?= 2
 
-.PHONY: help venv data train export archive batcher samples serve nginx stop status test test-unit test-e2e lint clean distclean
+.PHONY: help venv data train export archive batcher servable samples serve nginx stop status test test-unit test-e2e lint clean distclean
 
 help: ## this list: every target and the variables users set, per file
 	@awk 'function flush() { if (vars != "") printf "  variables:\n%s", vars; vars = "" } \
@@ -133,7 +136,11 @@ samples: $(SAMPLES) ## held-out pictures to try: samples/digit.png, samples/shoe
 $(SAMPLES) &: $(EXPORTS) export/samples.py
 	$(RUN) -m export.samples --out samples
 
-serve: $(SERVABLE) $(SAMPLES) nginx ## build what is missing, start TorchServe behind nginx on 127.0.0.1, wait until READY
+servable: | $(VENV_STAMP) ## what serving needs, the models trained BUILD_JOBS at once: the archives and the batcher
+	@$(MAKE) --no-print-directory data batcher
+	@$(MAKE) --no-print-directory -j$(BUILD_JOBS) $(ARCHIVES)
+
+serve: servable $(SAMPLES) nginx ## build what is missing, start TorchServe behind nginx on 127.0.0.1, wait until READY
 	@$(RUN) -m serving.launcher start --model-store $(STORE)
 
 # The reverse proxy in front of TorchServe (serving/proxy.py): Debian's nginx-light when missing.
@@ -150,7 +157,7 @@ status: $(VENV_STAMP) ## is make serve's server running, on which ports, with wh
 
 # The tests build what they need (archives, the typed digits' fonts, the container image) and run
 # their own server on other ports.
-test: lint $(SERVABLE) fonts nginx ## lint, unit and end-to-end tests, the container test (what CI runs: .ci/run)
+test: lint servable fonts nginx ## lint, unit and end-to-end tests, the container test (what CI runs: .ci/run)
 	$(MAKE) --no-print-directory container-image && $(RUN) -m pytest -q tests
 
 # Imports point one way: settings <- model_defs <- handlers <- export <- serving <- tools <- tests (pyproject.toml).
