@@ -1,10 +1,11 @@
-"""The array steps the canonicaliser is made of, each bit for bit its NumPy or SciPy definition.
+"""The array steps the canonicaliser is made of: a picture's border, reduction, histogram levels and
+quantiles, Otsu's threshold, and the dilation, median, closing and opening the ink search uses.
 
 They work on one picture or, where a stack of pictures can share the work, on each picture of a
-[N, h, w] stack at once (on the last two axes); one picture is a stack of one. Where SciPy has the
-filter, its version here is hand-written because it costs a fraction of SciPy's on our small
-pictures (SciPy's per-call setup dominates there); tests/unit/test_large_pictures.py and
-tests/unit/test_preprocessing.py check each against the library.
+[N, h, w] stack at once (on the last two axes); one picture is a stack of one. Those that SciPy or
+NumPy also has are hand-written, bit for bit the library's, because the library costs several times
+as much on our small pictures (its per-call setup is most of the work there); each says so, and
+tests/unit/test_large_pictures.py and tests/unit/test_preprocessing.py check them against it.
 """
 from __future__ import annotations
 
