@@ -160,7 +160,7 @@ status: $(VENV_STAMP) ## is make serve's server running, on which ports, with wh
 # The tests build what they need (archives, the typed digits' fonts, the container image) and run
 # their own server on other ports.
 test: lint servable fonts nginx ## lint, unit and end-to-end tests, the container test (what CI runs: .ci/run)
-	$(MAKE) --no-print-directory container-image && $(RUN) -m pytest -q tests
+	$(MAKE) --no-print-directory container-image && $(RUN) -m pytest -q --durations=25 tests
 
 # Imports point one way: settings <- model_defs <- handlers <- export <- serving <- tools <- tests (pyproject.toml).
 lint: $(VENV_STAMP) ## ruff (style, import order) and import-linter (the layers point one way); pyproject.toml
