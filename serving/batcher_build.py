@@ -2,12 +2,12 @@
 
     python -m serving.batcher_build    # make batcher
 
-The agent rewrites one method of TorchServe 0.12.0's Model class as the frontend loads it
-(serving/java/PollBatchRewrite.java, with ASM); serving/java/README.md says what and why. The build
-first checks that the installed frontend's Model class is the one the rewrite was written for
+The agent rewrites two classes of TorchServe 0.12.0's frontend as it loads them (Model.pollBatch and
+WorkerThread.run, serving/java/*Rewrite.java, with ASM); serving/java/README.md says what and why. The
+build first checks that the installed frontend's classes are the ones the rewrites were written for
 (UPSTREAM), then compiles serving/java/ (javac --release 8, the frontend's own class version) against
 Debian's ASM (libasm-java) and writes one jar: our classes, ASM's classes and its copyright notice
-(the frontend's JVM loads the agent from this jar alone), and upstream.properties, the digest the
+(the frontend's JVM loads the agent from this jar alone), and upstream.properties, the digests the
 agent checks at start-up before it changes anything.
 
 Only `make batcher` runs this; what serving needs at run time is serving/batcher.py.
@@ -37,15 +37,16 @@ ASM_PACKAGE = "org/objectweb/asm/"
 
 @dataclass(frozen=True)
 class Upstream:
-    """The class the agent rewrites, as the TorchServe release it was written for ships it."""
+    """The classes the agent rewrites, as the TorchServe release they were written for ships them."""
     torchserve: str
-    class_name: str  # internal form
-    sha256: str
+    classes: dict[str, str]  # internal name -> SHA-256 of its class file
 
 
-# TorchServe 0.12.0's model-server.jar. Another frontend fails the build: port the rewrite first.
-UPSTREAM = Upstream("0.12.0", "org/pytorch/serve/wlm/Model",
-                    "7c5523f1fe77fe79aa32665469e17725e70518692abcf4987989ef72f10d4cff")
+# TorchServe 0.12.0's model-server.jar. Another frontend fails the build: port the rewrites first.
+UPSTREAM = Upstream("0.12.0", {
+    "org/pytorch/serve/wlm/Model": "7c5523f1fe77fe79aa32665469e17725e70518692abcf4987989ef72f10d4cff",
+    "org/pytorch/serve/wlm/WorkerThread": "5292f5b79ac1ec509876cd997e2605848fd79f0b15b24ebd1a96c9c6b035ffd6",
+})
 
 
 def frontend_jar() -> Path:
@@ -58,7 +59,7 @@ def frontend_jar() -> Path:
     return jar
 
 
-def class_digest(frontend: Path, class_name: str = UPSTREAM.class_name) -> str:
+def class_digest(frontend: Path, class_name: str) -> str:
     """SHA-256 of one class (internal name) in a frontend jar."""
     with zipfile.ZipFile(frontend) as jar:
         try:
@@ -69,14 +70,14 @@ def class_digest(frontend: Path, class_name: str = UPSTREAM.class_name) -> str:
 
 
 def require_upstream(frontend: Path) -> None:
-    """BatcherBuildError unless the frontend's Model class is the one the rewrite was written for."""
-    found = class_digest(frontend)
-    if found != UPSTREAM.sha256:
-        raise BatcherBuildError(
-            f"{frontend} is not TorchServe {UPSTREAM.torchserve}'s frontend, whose Model.pollBatch the agent "
-            f"rewrites ({UPSTREAM.class_name} sha256 {found}, expected {UPSTREAM.sha256}): port the rewrite in "
-            "serving/java/PollBatchRewrite.java to that version and record its digest in UPSTREAM "
-            "(serving/java/README.md, Upgrading TorchServe)")
+    """BatcherBuildError unless the frontend's classes are the ones the rewrites were written for."""
+    for name, expected in UPSTREAM.classes.items():
+        found = class_digest(frontend, name)
+        if found != expected:
+            raise BatcherBuildError(
+                f"{frontend} is not TorchServe {UPSTREAM.torchserve}'s frontend, whose classes the agent "
+                f"rewrites ({name} sha256 {found}, expected {expected}): port the rewrites in serving/java/ "
+                "to that version and record its digests in UPSTREAM (serving/java/README.md, Upgrading TorchServe)")
 
 
 def tools() -> tuple[str, Path]:
@@ -114,8 +115,8 @@ def build(jar: Path = AGENT_JAR, frontend: Path | None = None) -> Path:
                     if name.startswith(ASM_PACKAGE) and name.endswith(".class"):
                         out.writestr(name, library.read(name))
             out.write(ASM_COPYRIGHT, "META-INF/asm/copyright")
-            out.writestr(UPSTREAM_FILE, f"torchserve={UPSTREAM.torchserve}\nclass={UPSTREAM.class_name}\n"
-                                        f"sha256={UPSTREAM.sha256}\n")
+            out.writestr(UPSTREAM_FILE, f"torchserve={UPSTREAM.torchserve}\n" + "".join(
+                f"sha256.{name}={digest}\n" for name, digest in UPSTREAM.classes.items()))
         os.replace(partial, jar)
     return jar
 
