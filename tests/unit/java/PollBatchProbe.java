@@ -129,7 +129,7 @@ public final class PollBatchProbe {
         for (int i = 0; i < jobs; i++) {
             model.addJob(new Probe("turn-" + i));
             done.acquire();
-            Thread.sleep(2); // the worker that took it is waiting again
+            Thread.sleep(5); // the worker that took it is waiting again
         }
         System.out.println("first=" + taken[0].get() + " second=" + taken[1].get());
     }
