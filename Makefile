@@ -48,7 +48,7 @@ CHECKPOINTS := $(foreach m,$(MODELS),$(ARTIFACTS)/$(m)/checkpoint.pt)
 EXPORTS := $(foreach m,$(MODELS),$(ARTIFACTS)/$(m)/model.pt)
 ARCHIVES := $(foreach m,$(MODELS),$(STORE)/$(m).mar)
 # The frontend's batcher (serving/java/README.md): a Java agent that rewrites the installed TorchServe's
-# Model.pollBatch with ASM (Debian's libasm-java, bundled into the jar), built by serving/batcher_build.py.
+# Model and WorkerThread with ASM (Debian's libasm-java, bundled into the jar), built by serving/batcher_build.py.
 # SERVABLE: what every target that starts a TorchServe (or an image) needs.
 BATCHER := serving/java/build/tinyserve-batcher.jar
 ASM_JAR := /usr/share/java/asm.jar
@@ -56,8 +56,9 @@ SERVABLE := $(ARCHIVES) $(BATCHER)
 # Each model trains on one thread, so make serve and make test train BUILD_JOBS at once; what installs
 # Debian packages (the data, the batcher's JDK) runs first, alone, since apt takes one lock.
 BUILD_JOBS ?= 2
-# the longest training first, so that the two job slots finish together (models not named here after)
-TRAIN_ORDER := $(filter $(MODELS),mnist_net lenet5 fashion_mlp) $(filter-out mnist_net lenet5 fashion_mlp,$(MODELS))
+# the longest training first, so that the other job slot trains the rest meanwhile
+TRAIN_FIRST := mnist_net
+TRAIN_ORDER := $(filter $(TRAIN_FIRST),$(MODELS)) $(filter-out $(TRAIN_FIRST),$(MODELS))
 
 .PHONY: help venv data train export archive batcher servable samples serve nginx stop status test test-unit test-e2e lint clean distclean
 

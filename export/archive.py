@@ -38,9 +38,9 @@ class ArchiveError(RuntimeError):
 
 def require_archives(store: Path, models: Iterable[str] = SERVING) -> None:
     """ArchiveError naming the served models that have no archive in `store`, and `make archive`."""
-    missing = missing_archives(store, models)
-    if missing:
-        raise ArchiveError(f"no archive for {', '.join(missing)} in {store}: run `make archive` first.")
+    problem = missing_archives(store, models)
+    if problem:
+        raise ArchiveError(problem)
 
 
 def build_archive(*, name: str, handler: Path, store: Path, model_config: dict, model_file: Path | None = None,

@@ -182,9 +182,9 @@ def preflight(server: Server, model_store: Path) -> None:
     if shutil.which("java") is None:
         raise LaunchError("Java is not on the PATH; TorchServe's frontend needs it. Install a JRE 11+ "
                           "(Debian/Ubuntu: sudo apt-get install openjdk-17-jre-headless) and try again.")
-    missing = missing_archives(model_store)
-    if missing:
-        raise LaunchError(f"no archive for {', '.join(missing)} in {model_store}: run `make archive` first.")
+    problem = missing_archives(model_store)
+    if problem:
+        raise LaunchError(problem)
     running = server.pid()
     if running:
         raise LaunchError(f"TorchServe is already running from {server.run_dir} (pid {running}) on "

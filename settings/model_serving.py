@@ -44,6 +44,7 @@ SERVING: dict[str, ModelServing] = {
 }
 
 
-def missing_archives(store: Path, models: Iterable[str] = SERVING) -> list[str]:
-    """The served models without <store>/<model>.mar."""
-    return [name for name in models if not (Path(store) / f"{name}.mar").is_file()]
+def missing_archives(store: Path, models: Iterable[str] = SERVING) -> str | None:
+    """None when `store` holds <model>.mar for each served model, else which are missing and what to do."""
+    missing = [name for name in models if not (Path(store) / f"{name}.mar").is_file()]
+    return f"no archive for {', '.join(missing)} in {store}: run `make archive` first." if missing else None
