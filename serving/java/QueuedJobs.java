@@ -34,9 +34,17 @@ public final class QueuedJobs {
      */
     private static final long RECHECK_NANOS = TimeUnit.MILLISECONDS.toNanos(100);
 
-    /** Each model's idle workers, the one that went idle last first, by the model's job queue. */
-    private static final Map<LinkedBlockingDeque<?>, Deque<Thread>> IDLE =
+    /** Each model's idle workers, by the model's job queue. */
+    private static final Map<LinkedBlockingDeque<?>, IdleWorkers> IDLE =
             Collections.synchronizedMap(new WeakHashMap<>());
+
+    /** A model's idle workers, the one that went idle last on top; guarded by its own monitor. */
+    private static final class IdleWorkers {
+        final Deque<Thread> stack = new ArrayDeque<>();
+
+        /** Workers taken off the stack and woken for a job that have not looked at the queue yet. */
+        int woken;
+    }
 
     private QueuedJobs() {}
 
@@ -65,24 +73,35 @@ public final class QueuedJobs {
         if (job != null) {
             return job;
         }
-        Deque<Thread> idle = idle(queue);
+        IdleWorkers idle = idle(queue);
         Thread self = Thread.currentThread();
+        boolean onStack = false;
         try {
             while (true) {
+                boolean mayTake;
                 synchronized (idle) {
-                    if (!idle.contains(self)) { // first time, or woken for a job another worker took
-                        idle.push(self);
+                    if (!onStack) { // first time round
+                        idle.stack.push(self);
+                        onStack = true;
+                        mayTake = true;
+                    } else if (!idle.stack.contains(self)) { // taken off the stack and woken for a job
+                        idle.woken--;
+                        idle.stack.push(self);
+                        mayTake = true;
+                    } else { // a recheck leaves the queued jobs to the workers woken for them
+                        mayTake = queue.size() > idle.woken;
                     }
                 }
-                job = queue.poll(); // put in the queue before this worker was on the stack to be woken
-                if (job != null) {
-                    return job;
+                if (mayTake) {
+                    job = queue.poll(); // put in the queue before this worker was on the stack to be woken
+                    if (job != null) {
+                        return job;
+                    }
                 }
                 LockSupport.parkNanos(idle, RECHECK_NANOS); // a recheck keeps its place on the stack
                 if (Thread.interrupted()) {
-                    synchronized (idle) {
-                        idle.remove(self);
-                    }
+                    leave(idle, self);
+                    onStack = false;
                     if (!queue.isEmpty()) {
                         wakeOne(idle); // the wake-up this worker may have taken
                     }
@@ -90,8 +109,8 @@ public final class QueuedJobs {
                 }
             }
         } finally {
-            synchronized (idle) {
-                idle.remove(self);
+            if (onStack) {
+                leave(idle, self);
             }
         }
     }
@@ -131,16 +150,28 @@ public final class QueuedJobs {
         }
     }
 
-    private static Deque<Thread> idle(LinkedBlockingDeque<?> queue) {
+    private static IdleWorkers idle(LinkedBlockingDeque<?> queue) {
         synchronized (IDLE) {
-            return IDLE.computeIfAbsent(queue, q -> new ArrayDeque<>());
+            return IDLE.computeIfAbsent(queue, q -> new IdleWorkers());
         }
     }
 
-    private static void wakeOne(Deque<Thread> idle) {
+    /** Off the stack; or, if it was already taken off to be woken, no longer counted as woken. */
+    private static void leave(IdleWorkers idle, Thread self) {
+        synchronized (idle) {
+            if (!idle.stack.remove(self)) {
+                idle.woken--;
+            }
+        }
+    }
+
+    private static void wakeOne(IdleWorkers idle) {
         Thread last;
         synchronized (idle) {
-            last = idle.poll();
+            last = idle.stack.poll();
+            if (last != null) {
+                idle.woken++;
+            }
         }
         if (last != null) {
             LockSupport.unpark(last);

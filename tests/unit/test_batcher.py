@@ -250,10 +250,12 @@ def test_one_request_at_a_time_goes_to_the_same_worker(agent, frontend, probe, t
     to the worker that went idle last (the one whose caches are warm), TorchServe's takes turns."""
     classpath = [frontend, agent, probe]
     ours = turns(classpath, tmp_path, agent, jobs=200)
-    # a job can beat its worker back when the machine is busy elsewhere (the other worker takes it)
-    assert sum(ours.values()) == 200 and min(ours.values()) <= 10, ours
+    # the probe sends each job once both workers wait, and a worker's recheck leaves a job to the worker
+    # woken for it, so even on a busy machine (6 busy processes on 2 cores: 200/0 eight times of eight)
+    assert sorted(ours.values()) == [0, 200], ours
     theirs = turns(classpath, tmp_path, None, jobs=200)
-    assert min(theirs.values()) >= 80, theirs
+    # upstream's turns: 100/100 give or take a few when idle, 79/121 at worst when busy
+    assert sum(theirs.values()) == 200 and min(theirs.values()) >= 40, theirs
 
 
 def test_pollbatch_without_the_agent_waits_for_the_batch_to_fill(agent, frontend, probe, tmp_path):

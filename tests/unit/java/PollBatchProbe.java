@@ -19,7 +19,7 @@ import org.pytorch.serve.wlm.Model;
  * another thread holds the model's lock meanwhile, and "blocked=1" says pollBatch waited for it.
  *
  * <p>java -cp model-server.jar:. PollBatchProbe turns JOBS: two workers wait in pollBatch; JOBS jobs
- * come one at a time through Model.addJob, each when both workers are idle again; prints "first=N
+ * come one at a time through Model.addJob, each when both workers wait again; prints "first=N
  * second=M", how many each worker took.
  */
 public final class PollBatchProbe {
@@ -107,6 +107,7 @@ public final class PollBatchProbe {
             new java.util.concurrent.atomic.AtomicInteger(), new java.util.concurrent.atomic.AtomicInteger()
         };
         java.util.concurrent.Semaphore done = new java.util.concurrent.Semaphore(0);
+        Thread[] workers = new Thread[2];
         for (int w = 0; w < 2; w++) {
             int worker = w;
             Thread thread = new Thread(() -> {
@@ -123,15 +124,36 @@ public final class PollBatchProbe {
                 }
             });
             thread.setDaemon(true);
+            workers[w] = thread;
             thread.start();
         }
-        Thread.sleep(100); // both waiting
         for (int i = 0; i < jobs; i++) {
+            waitUntilBothWait(workers);
             model.addJob(new Probe("turn-" + i));
             done.acquire();
-            Thread.sleep(5); // the worker that took it is waiting again
         }
         System.out.println("first=" + taken[0].get() + " second=" + taken[1].get());
+    }
+
+    /**
+     * Until both workers are parked waiting for a job (or, upstream, for the model's lock): a fixed
+     * sleep is not enough on a busy machine, where the worker that took the last job may not have run
+     * since, and the next job would go to the other one for that reason alone. Bounded at 10 s.
+     */
+    private static void waitUntilBothWait(Thread[] workers) throws InterruptedException {
+        long deadline = System.nanoTime() + 10_000_000_000L;
+        while (System.nanoTime() < deadline) {
+            boolean waiting = true;
+            for (Thread worker : workers) {
+                Thread.State state = worker.getState();
+                waiting &= state == Thread.State.WAITING || state == Thread.State.TIMED_WAITING;
+            }
+            if (waiting) {
+                return;
+            }
+            Thread.sleep(1);
+        }
+        throw new IllegalStateException("the two workers did not both wait for a job within 10 s");
     }
 
     /** A Model with only what pollBatch reads: its constructor wants an unpacked archive. */
