@@ -19,6 +19,7 @@ import numpy as np
 import requests
 
 from evaluation import sets as eval_sets
+from export import calibration
 from handlers import contract
 from model_defs.registry import get_spec
 from settings.ports import HOST, Ports
@@ -51,6 +52,12 @@ class Outcome:
     @property
     def accuracy(self) -> float:
         return self.correct / self.sent if self.sent else float("nan")
+
+    def reliability(self, bins: int = calibration.ECE_BINS) -> calibration.Reliability:
+        """Calibration of the answered pictures' top probabilities (.ece); an unanswered one has none."""
+        answered = self.predicted >= 0
+        return calibration.binned_reliability(self.confidence[answered],
+                                              (self.predicted == self.expected)[answered], bins)
 
 
 def default_url() -> str:

@@ -8,7 +8,8 @@
 Each picture is one POST of its bytes to /predictions/<model> of a server on this machine
 (evaluation/client.py); an error answer counts as wrong. Writes, per model and set, the accuracy
 and a confusion matrix, per model a picture of its most confident mistakes beside the canonical
-image the model saw (evaluation/figures.py), and the report, with the typed digits broken down per
+image the model saw and a reliability diagram with each set's expected calibration error
+(evaluation/figures.py), and the report, with the typed digits broken down per
 font family (evaluation/report.py). Targets are printed and recorded as met / not met; the exit
 status is 0 when the run completed (--strict: 1 when a target is not met).
 """
@@ -24,7 +25,7 @@ from pathlib import Path
 
 from evaluation import sets as eval_sets
 from evaluation.client import Outcome, ServerDown, check_server, check_url, default_url, run_model
-from evaluation.figures import plot_confusion, plot_mistakes
+from evaluation.figures import plot_confusion, plot_mistakes, plot_reliability
 from evaluation.report import pct, write_report
 
 SMOKE_LIMIT = 20
@@ -66,6 +67,9 @@ def evaluate(url: str, set_names, models=None, limit=None, seed=eval_sets.SEED, 
         path = figures / f"mistakes-{model}.png"
         plot_mistakes(model, [o for o in outcomes if o.model == model], sets_by_name, path)
         figure_files[("mistakes", model)] = path
+        path = figures / f"reliability-{model}.png"
+        plot_reliability(model, [o for o in outcomes if o.model == model], path)
+        figure_files[("reliability", model)] = path
     seconds = time.monotonic() - t0
     write_report(out, figures, outcomes, sets_by_name, url, command, started, seconds, seed, limit, figure_files)
     summary = [{"model": o.model, "set": o.set_name, "images": o.sent, "correct": o.correct,

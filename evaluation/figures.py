@@ -1,5 +1,5 @@
-"""The evaluation's figures: a confusion matrix per model and set, and per model its most
-confident mistakes beside the canonical input the model saw."""
+"""The evaluation's figures: a confusion matrix per model and set, per model its most confident
+mistakes beside the canonical input the model saw, and per model a reliability diagram of its sets."""
 from __future__ import annotations
 
 import io
@@ -10,6 +10,7 @@ import numpy as np
 from sklearn.metrics import confusion_matrix
 
 from evaluation.client import Outcome
+from export.calibration import ECE_BINS
 from model_defs.registry import get_spec
 
 MISTAKES_PER_SET = 6
@@ -113,3 +114,33 @@ def plot_mistakes(model: str, outcomes: list[Outcome], sets_by_name: dict, path:
     fig.savefig(path, dpi=90)
     plt.close(fig)
     return shown
+
+
+def plot_reliability(model: str, outcomes: list[Outcome], path: Path) -> None:
+    """Per set, accuracy against mean top probability in ECE_BINS bins, the diagonal, and the answers per bin."""
+    plt = _pyplot()
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(6.5, 7), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    top.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="calibrated")
+    most = 1
+    for outcome in outcomes:
+        curve = outcome.reliability()
+        most = max(most, curve.total)
+        filled = curve.count > 0
+        line, = top.plot(curve.confidence[filled], curve.accuracy[filled], marker="o", markersize=4,
+                         label=f"{outcome.set_name}: ECE {curve.ece:.2%}" if curve.total else
+                         f"{outcome.set_name}: no answer")
+        if curve.total:  # a share of the answers, so that sets of different sizes share one axis
+            bottom.stairs(curve.count / curve.total, curve.edges, color=line.get_color())
+    top.set_xlim(0, 1)
+    top.set_ylim(0, 1.02)
+    top.set_ylabel("accuracy")
+    top.set_title(f"{model}: reliability ({ECE_BINS} bins of the answered label's probability)", fontsize=10)
+    top.legend(loc="lower right", fontsize=8)  # below the diagonal at high confidence: rarely any points there
+    # most answers sit in the last bin: a log scale keeps the others visible
+    bottom.set_ylim(0.5 / most, 1.5)  # empty bins would otherwise pull the axis down without end
+    bottom.set_yscale("log")
+    bottom.set_xlabel("confidence (probability of the answered label)")
+    bottom.set_ylabel("share of answers")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)

@@ -1,5 +1,6 @@
-"""EVALUATION.md: the results against the targets, per model its figures, the typed digits per font
-family, and the sets, with the machine, the command and the models' provenance."""
+"""EVALUATION.md: the results against the targets, per model its figures and each set's expected
+calibration error, the typed digits per font family, and the sets, with the machine, the command
+and the models' provenance."""
 from __future__ import annotations
 
 import datetime as dt
@@ -13,6 +14,7 @@ from evaluation import sets as eval_sets
 from evaluation.client import Outcome
 from evaluation.fonts import FAMILIES
 from export import artifacts
+from export.calibration import ECE_BINS
 from serving.machine import cpu_model
 
 
@@ -74,7 +76,9 @@ def write_report(out: Path, figures: Path, outcomes: list[Outcome], sets_by_name
         "- Models in artifacts/ at the time:",
         *[f"  - {model_provenance(m)}" for m in models],
         "",
-        "An answer that is not 200 counts as wrong. Regenerate with `make serve` then `make evaluate`",
+        "An answer that is not 200 counts as wrong. ECE: the expected calibration error of the answered",
+        f"pictures' top probabilities over {ECE_BINS} equal-width bins (Guo et al. 2017; `export/calibration.py`).",
+        "Regenerate with `make serve` then `make evaluate`",
         "(`evaluation/evaluate.py`); the sets are described in `evaluation/sets.py`.",
         "",
         "## Results against the targets",
@@ -95,10 +99,14 @@ def write_report(out: Path, figures: Path, outcomes: list[Outcome], sets_by_name
         lines += ["", f"## {model}", ""]
         for o in (o for o in outcomes if o.model == model):
             lines.append(f"- {eval_sets.SPECS[o.set_name].kind}: {o.correct}/{o.sent} = {pct(o.accuracy)}, "
-                         f"{o.seconds:.0f} s; [confusion matrix]({rel(figure_files[(o.set_name, model)])})")
+                         f"ECE {pct(o.reliability().ece)}, {o.seconds:.0f} s; "
+                         f"[confusion matrix]({rel(figure_files[(o.set_name, model)])})")
         lines += ["", "Most confident mistakes, per set (picture sent | its canonical input as this checkout's",
                   "model_defs/preprocessing.py makes it; the served archive carries its own copy):", "",
-                  f"![{model} mistakes]({rel(figure_files[('mistakes', model)])})"]
+                  f"![{model} mistakes]({rel(figure_files[('mistakes', model)])})",
+                  "", "Reliability: accuracy against the answered label's probability, per set, and the share of",
+                  "answers per bin:", "",
+                  f"![{model} reliability]({rel(figure_files[('reliability', model)])})"]
     if "typed" in sets_by_name and any(o.set_name == "typed" for o in outcomes):
         lines += ["", "## Typed digits per font family", "",
                   "Font families and their Debian packages: `evaluation/fonts.py`.", ""]

@@ -140,12 +140,54 @@ def test_evaluate_writes_accuracy_figures_and_report(stub, tmp_path):
     report = out.read_text()
     assert "| lenet5 | scikit-learn digits held-out 30%, 8x8 PNG | 40 | 1 | 92.50% | 97.0% | not met |" in report
     assert "Command: `test`" in report and url in report
+    # 37 right at 0.9 and 2 wrong at 0.99 (the error has no probability): (37 * 0.1 + 2 * 0.99) / 39
+    assert "92.50%, ECE 14.56%, " in report
     for name in ("confusion-sklearn_png-lenet5.png", "confusion-sklearn_png-mnist_net.png",
-                 "mistakes-lenet5.png", "mistakes-mnist_net.png"):
+                 "mistakes-lenet5.png", "mistakes-mnist_net.png", "reliability-lenet5.png", "reliability-mnist_net.png"):
         assert (tmp_path / "fig" / name).stat().st_size > 1000
         assert f"(fig/{name})" in report
     summary = json.loads((tmp_path / "fig" / "results.json").read_text())
     assert summary["results"][0]["accuracy"] == pytest.approx(0.925) and summary["results"][0]["met"] is False
+
+
+def _outcome(set_name: str, confidence: list[float], right: list[bool]) -> client.Outcome:
+    """An Outcome without a server: label 0 expected throughout, answered 0 when right, else 1."""
+    n = len(confidence)
+    predicted = np.where(right, 0, 1)
+    return client.Outcome(set_name, "lenet5", np.zeros(n, np.int64), predicted, np.array(confidence))
+
+
+def test_report_shows_each_sets_ece_and_links_the_reliability_diagram(tmp_path):
+    import datetime as dt
+
+    from evaluation import report
+    overconfident = _outcome("mnist_png", [0.99] * 4, [True, True, False, False])   # ECE |0.5 - 0.99|
+    calibrated = _outcome("sklearn_png", [0.8] * 5 + [0.6] * 5 + [0.0],
+                          [True] * 4 + [False] + [True] * 3 + [False] * 3)
+    calibrated.predicted[-1] = -1          # an error answer: wrong, but no probability to calibrate
+    assert overconfident.reliability().ece == pytest.approx(0.49)
+    assert calibrated.reliability().total == 10 and calibrated.reliability().ece == pytest.approx(0, abs=1e-12)
+    fig = tmp_path / "fig"
+    fig.mkdir()
+    figure_files = {("mnist_png", "lenet5"): fig / "c1.png", ("sklearn_png", "lenet5"): fig / "c2.png",
+                    ("mistakes", "lenet5"): fig / "m.png", ("reliability", "lenet5"): fig / "reliability-lenet5.png"}
+    figures.plot_reliability("lenet5", [overconfident, calibrated], figure_files[("reliability", "lenet5")])
+    png = figure_files[("reliability", "lenet5")].read_bytes()
+    assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 1000
+    out = tmp_path / "EVALUATION.md"
+    report.write_report(out, fig, [overconfident, calibrated], {}, "http://127.0.0.1:1", "test",
+                        dt.datetime(2024, 1, 1), 1.0, 0, None, figure_files)
+    text = out.read_text()
+    assert "2/4 = 50.00%, ECE 49.00%, " in text and "7/11 = 63.64%, ECE 0.00%, " in text
+    assert "![lenet5 reliability](fig/reliability-lenet5.png)" in text
+
+
+def test_reliability_diagram_of_a_set_without_answers_is_still_drawn(tmp_path):
+    silent = _outcome("photos", [0.0] * 3, [False] * 3)
+    silent.predicted[:] = -1
+    assert silent.reliability().total == 0
+    figures.plot_reliability("lenet5", [silent], tmp_path / "r.png")
+    assert (tmp_path / "r.png").read_bytes().startswith(b"\x89PNG")
 
 
 def test_typed_results_are_broken_down_per_font_family(stub, tmp_path):
