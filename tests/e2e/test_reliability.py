@@ -8,7 +8,6 @@ job_queue_size 8 so that overload takes a handful of requests. Figures go to REL
 from __future__ import annotations
 
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -32,6 +31,7 @@ from tests.support.paths import MODEL_STORE, REPO
 from tests.support.slow_handler import SLEEP_HEADER
 from tests.support.slow_model import NAME as SLOW
 from tests.support.slow_model import store_with_slow_model
+from tests.support.ts_log import retry_back_offs, wait_for_batches
 
 pytestmark = pytest.mark.e2e
 QUEUE = 8            # job_queue_size of this server
@@ -123,16 +123,6 @@ def test_killed_worker_is_restarted_and_requests_in_the_gap_get_clean_answers(fa
     assert_good(probe.post(url(faulty, "lenet5"), body))
 
 
-def worker_took_a_job(server, model: str, since: dict[str, int], timeout: float = 10.0) -> None:
-    """Until TorchServe's log says `model`'s worker was sent a job after `since` (logs.offsets)."""
-    started = time.monotonic()
-    while not any(f"-{model}_" in line and "Flushing req.cmd PREDICT" in line
-                  for line in logs.new_lines(server.log_dir, logs.TS_LOG, since)):
-        if time.monotonic() - started > timeout:
-            raise TimeoutError(f"{model}'s worker took no job in {timeout:.0f} s; see {server.log_dir}/{logs.TS_LOG}")
-        time.sleep(0.02)
-
-
 def test_overload_gets_fast_json_503_and_the_server_serves_right_after(faulty):
     """The worker is held busy (a HOLD_S request); a burst of QUEUE + 16 requests: QUEUE are queued
     and answered, the other 16 are refused at once with 503 and a JSON body."""
@@ -142,7 +132,7 @@ def test_overload_gets_fast_json_503_and_the_server_serves_right_after(faulty):
     since = logs.offsets(faulty.log_dir)
     with ThreadPoolExecutor(burst + 1) as pool:
         holder = pool.submit(probe.post, url(faulty, SLOW), body, {SLEEP_HEADER: str(HOLD_S)})
-        worker_took_a_job(faulty, SLOW, since)  # the worker has the slow request; the queue is empty
+        wait_for_batches(faulty, SLOW, since, 1)  # the worker has the slow request; the queue is empty
         answers = list(pool.map(lambda _: probe.post(url(faulty, SLOW), body, timeout=30), range(burst)))
         held = holder.result()
         assert_good(held)
@@ -196,15 +186,6 @@ def new_worker_pid(server, model: str, not_pids: set[int], timeout: float = 120.
             return pids[0]
         time.sleep(0.02)
     raise TimeoutError(f"no new {model} worker {timeout:.0f} s after the last kill")
-
-
-RETRY = re.compile(r"Retry worker: \d+ in (\d+) seconds")
-
-
-def retry_back_offs(server, model: str, since: dict[str, int]) -> list[int]:
-    """The back-off (s) of each "Retry worker: N in S seconds." TorchServe logged for `model` after `since`."""
-    return [int(match[1]) for line in logs.new_lines(server.log_dir, logs.TS_LOG, since)
-            if f"-{model}_" in line and (match := RETRY.search(line))]
 
 
 def becomes_not_ready(api, model: str, timeout: float) -> bool:
