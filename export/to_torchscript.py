@@ -31,25 +31,28 @@ class ExportError(RuntimeError):
 
 
 class ServingModel(nn.Module):
-    """uint8 canonical images [N,1,H,W] -> softmax probabilities [N,C]."""
+    """uint8 canonical images [N,1,H,W] -> softmax probabilities [N,C], at the calibrated temperature."""
 
-    def __init__(self, net: nn.Module, mean: float, std: float):
+    def __init__(self, net: nn.Module, mean: float, std: float, temperature: float = 1.0):
         super().__init__()
         self.net = net
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32))
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32))
+        self.register_buffer("temperature", torch.tensor(temperature, dtype=torch.float32))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         x = (images.to(torch.float32) / 255.0 - self.mean) / self.std
-        # softmax(log_softmax(z)) == softmax(z): right for models ending in logits or log-probs
-        return torch.softmax(self.net(x), dim=1)
+        # softmax(log_softmax(z) / T) == softmax(z / T): right for models ending in logits or log-probs
+        return torch.softmax(self.net(x) / self.temperature, dim=1)
 
 
 def load_serving_model(spec: ModelSpec, checkpoint_path: Path) -> tuple[ServingModel, dict]:
     checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
     net = spec.build()
     net.load_state_dict(checkpoint["state_dict"])
-    return ServingModel(net, checkpoint["mean"], checkpoint["std"]).eval(), checkpoint
+    # export/calibrate.py's temperature; 1.0 for a checkpoint it has not seen
+    temperature = checkpoint.get("temperature", 1.0)
+    return ServingModel(net, checkpoint["mean"], checkpoint["std"], temperature).eval(), checkpoint
 
 
 @torch.no_grad()
@@ -84,6 +87,7 @@ def export_model(spec: ModelSpec, model_dir: Path) -> dict:
         "input_dtype": "uint8",
         "output": "softmax probabilities",
         "normalisation": {"mean": checkpoint["mean"], "std": checkpoint["std"]},
+        "temperature": checkpoint.get("temperature", 1.0),
         "data_source": checkpoint["data_source"],
         "data_dir": checkpoint.get("data_dir"),
         "torch_version": torch.__version__,

