@@ -34,6 +34,7 @@ from settings.ports import HOST
 from settings.proxy import PROXY
 from tests.support.held_connections import Held, Watcher, exchange, open_connections
 from tests.support.nginx import PREDICT, nginx_pids, seconds
+from tests.unit.test_decode_budget import EXPECTED as MEANT
 
 pytestmark = pytest.mark.e2e
 
@@ -46,7 +47,10 @@ BIG_BODIES = 40
 BIG_BODY_BYTES = 7_800_000              # under the 8 MiB limit; all but the last byte is sent
 GOOD_SEQUENTIAL = 50
 GOOD_CLIENTS, GOOD_EACH = 4, 5          # concurrent good requests: 4 clients x 5
-GOOD_LIMIT_S = 1.0
+# A good request takes ~0.01-0.05 s; one that had to wait for the held connections to go (nginx or
+# TorchServe out of connections or file descriptors) waits READ_TIMEOUT_S or fails: 3 s tells the
+# two apart and leaves a busy 2-core machine's stalls room.
+GOOD_LIMIT_S = 3.0
 MB = 1e6
 
 
@@ -133,12 +137,6 @@ def siege(server):
                 port, BIG_BODIES, [request_head(f"Content-Length: {BIG_BODY_BYTES}\r\n\r\n"), body[:-1]],
                 label="big body"))
             big_send_s = time.monotonic() - started
-            # the kernel's loopback buffers take a body whole at once: wait (bounded) until nginx has it on disk
-            full = BIG_BODIES * (BIG_BODY_BYTES - PROXY.body_buffer_bytes)  # the last buffer may stay in RAM
-            while temp_bodies(server)[1] < full and time.monotonic() - started < READ_TIMEOUT_S / 2:
-                time.sleep(0.1)
-            temp_during = temp_bodies(server)
-            temp_s = time.monotonic() - started
             # half-sent bodies: all but the last byte; a chunked body that never ends; Expect with nothing after
             held["content-length minus one"] = watcher.add_all(open_connections(
                 port, STALLS, request_head("Content-Length: 1000\r\n\r\n") + bytes(999), label="content-length minus one"))
@@ -154,12 +152,22 @@ def siege(server):
             # idle: connect, send nothing
             held["idle"] = watcher.add_all(open_connections(port, IDLE, label="idle"))
             java_connections = backend_connections(server)
-            # good requests meanwhile: sequential on new connections, then concurrent
+            # good requests meanwhile, as soon as every attack is open (nginx closes the first big body
+            # READ_TIMEOUT_S after its last byte, the first idle one READ_TIMEOUT_S after it connected):
+            # sequential on new connections, then concurrent
             good = [probe.post(url, digit, timeout=10) for _ in range(GOOD_SEQUENTIAL)]
             with ThreadPoolExecutor(GOOD_CLIENTS) as pool:
                 good += pool.map(lambda _: probe.post(url, digit, timeout=10), range(GOOD_CLIENTS * GOOD_EACH))
             good_done_at = time.monotonic()
             open_when_good_done = {label: watcher.still_open(label) for label in held}
+            # the kernel's loopback buffers take a body whole at once: wait (bounded) until nginx has them
+            # on disk, at most until a second before it may close the first of them
+            full = BIG_BODIES * (BIG_BODY_BYTES - PROXY.body_buffer_bytes)  # the last buffer may stay in RAM
+            until = min(h.ready_at for h in held["big body"]) + READ_TIMEOUT_S - 1
+            while temp_bodies(server)[1] < full and time.monotonic() < until:
+                time.sleep(0.1)
+            temp_during = temp_bodies(server)
+            temp_s = time.monotonic() - started
             watcher.wait_closed(timeout=READ_TIMEOUT_S + MARGIN_S + 10)
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, limits)
@@ -171,7 +179,8 @@ def siege(server):
                    nginx_peak=sum(peak.peak[pid] for pid in nginx), nginx_after=sum(rss(pid) for pid in nginx),
                    after=probe.post(url, digit, timeout=10))
     print(f"\nsiege: {sum(map(len, held.values()))} connections held; good requests "
-          f"{seconds(a.seconds for a in good)}; TorchServe held {java_connections} connections meanwhile")
+          f"{seconds(a.seconds for a in good)}, all done {good_done_at - started:.1f} s after the first big body; "
+          f"TorchServe held {java_connections} connections meanwhile")
     yield result
 
 
@@ -235,8 +244,8 @@ def test_forty_nearly_complete_bodies_cost_neither_java_nor_nginx_memory(siege, 
 def test_thousands_of_idle_connections_while_good_requests_are_answered_within_a_second(siege):
     """3,000 idle connections (plus every other attack above) held at once: before the proxy ~20,000
     idle ones took TorchServe down (Java ran out of file descriptors). Now nginx holds them, TorchServe
-    holds a handful, every good request is answered in under a second, and nginx closes the idle ones
-    READ_TIMEOUT_S after they connected."""
+    holds a handful, every good request is answered in under GOOD_LIMIT_S (in fact in milliseconds), and
+    nginx closes the idle ones READ_TIMEOUT_S after they connected."""
     held = siege.held["idle"]
     good = siege.good
     print(f"\nidle: {len(held)} held ({sum(siege.open_when_good_done.values())} of all "
@@ -244,7 +253,7 @@ def test_thousands_of_idle_connections_while_good_requests_are_answered_within_a
           f"good: {sum(a.status == 200 for a in good)} x 200, {seconds(a.seconds for a in good)}; TorchServe held "
           f"{siege.backend_connections} connections; idle closed {seconds(closes(held, True))} after connect")
     assert all(a.status == 200 for a in good), [(a.status, a.error) for a in good if a.status != 200][:5]
-    assert max(a.seconds for a in good) < GOOD_LIMIT_S
+    assert max(a.seconds for a in good) < GOOD_LIMIT_S, seconds(a.seconds for a in good)
     assert siege.open_when_good_done == {label: len(h) for label, h in siege.held.items()}, \
         "the good requests were not all answered while every attack was held"
     assert siege.backend_connections <= PROXY.upstream_keepalive + GOOD_CLIENTS
@@ -352,6 +361,15 @@ def test_a_sane_request_id_is_echoed_and_an_insane_one_replaced(server, sent, ke
 
 # ---- the crafted-decode catalogue, through the proxy -----------------------------------------------
 SLOW_TO_MAKE = {"webp_20000_frames", "webp_2000px_lossless_noise"}  # 1.6-7.5 s each to craft; covered by the unit test
+# Files meant to be refused (tests/unit/test_decode_budget.py's EXPECTED) are refused before a pixel is
+# decoded: the time is the upload of up to 8 MB and the round trip (<= 0.4 s at load 3-4, 0.9 s at load 6:
+# the zTXt file, which Pillow refuses after inflating 64 MB of text); were they decoded, the costliest
+# would hold the worker 3.5 s (1M TIFF tiles) and 19 s (4000 px JPEG, 20,000 scans).
+REFUSED_LIMIT_S = 3.0
+# Legal files are decoded and classified: the 4000 px interlaced 16-bit PNG alone takes 0.35-0.8 s of
+# decode in process at load 3-4 (0.9 s here, end to end); 10 s allows a busy machine that, and still
+# fails a worker that hangs until its 30 s responseTimeout.
+DECODED_LIMIT_S = 10.0
 
 
 def test_the_crafted_decode_catalogue_gets_the_handlers_answers_through_the_proxy(server):
@@ -374,6 +392,6 @@ def test_the_crafted_decode_catalogue_gets_the_handlers_answers_through_the_prox
         got = (answer.status, None if answer.status == 200 else check_error(answer.json(), answer.status))
         lines.append(f"{name}: {got[0]} {got[1] or ''} in {answer.seconds:.2f} s")
         assert got == expected, (name, answer.body[:300])
-        assert answer.seconds < 3.0, name
+        assert answer.seconds < (DECODED_LIMIT_S if MEANT[name] is None else REFUSED_LIMIT_S), lines[-1]
     print("\n" + "\n".join(lines))
     assert probe.worker_pids(server, "lenet5") == workers
