@@ -83,15 +83,15 @@ def write_report(out: Path, figures: Path, outcomes: list[Outcome], sets_by_name
         "",
         "## Results against the targets",
         "",
-        "| model | input | images | errors | accuracy | target | met |",
-        "|---|---|---:|---:|---:|---:|---|",
+        "| model | input | images | errors | accuracy | target | met | published |",
+        "|---|---|---:|---:|---:|---:|---|---|",
     ]
     for o in outcomes:
         spec = eval_sets.SPECS[o.set_name]
         met = "**met**" if o.accuracy >= spec.targets[o.model] else "not met"
         extra = f" ({o.not_sent} not sent: time limit)" if o.not_sent else ""
         lines.append(f"| {o.model} | {spec.kind} | {o.sent}{extra} | {sum(o.errors.values())} | "
-                     f"{pct(o.accuracy)} | {spec.targets[o.model]:.1%} | {met} |")
+                     f"{pct(o.accuracy)} | {spec.targets[o.model]:.1%} | {met} | {spec.published.get(o.model, '')} |")
     errs = [(o, e, c) for o in outcomes for e, c in o.errors.items()]
     if errs:
         lines += ["", "Error answers: " + "; ".join(f"{o.model} on {o.set_name}: {c} x {e}" for o, e, c in errs)]

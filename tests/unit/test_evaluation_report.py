@@ -76,6 +76,7 @@ def test_sets_are_named_data_with_models_and_targets():
     for name in ("sklearn_png", "photos", "typed"):
         assert sets.SPECS[name].targets == {"lenet5": 0.99, "mnist_net": 0.99}
     assert sets.SPECS["photos"].content_type == "image/jpeg" and sets.SPECS["photos"].rows == 2000
+    assert "LeCun et al. 1998" in sets.SPECS["mnist_png"].published["lenet5"]
     assert sets.SPECS["fashion_png"].models == ("fashion_mlp",) and sets.SPECS["fashion_png"].targets == {
         "fashion_mlp": 0.905}
 
