@@ -60,8 +60,10 @@ MODELS: dict[str, ModelSpec] = {
     for spec in (
         ModelSpec(
             name="lenet5", architecture=LeNet5, input_size=(32, 32), labels=DIGIT_LABELS,
-            # floors: the mean over seeds and CPUs less three standard deviations (export/README.md)
-            dataset="digits", preprocessing="digit", accuracy_floor=0.977,
+            # floors on MNIST's test set: the seeds' mean less three standard deviations, rounded down to a
+            # whole point for the CPUs not measured (export/README.md). On all of MNIST, 20 epochs (the 40
+            # of 9k digits cut to a similar number of steps): validation 99.1% from epoch 11, 99.2% at the end
+            dataset="digits", preprocessing="digit", accuracy_floor=0.990,
             training=TrainingPlan(epochs=20, batch_size=64, learning_rate=2e-3, augment=1.0),
         ),
         ModelSpec(
@@ -70,7 +72,8 @@ MODELS: dict[str, ModelSpec] = {
             # 4-5 seeds each, mean): batch 32 as before 98.74%; batch 64 98.92%; + dropout 0.25 99.10%;
             # + elastic distortion on half the images 99.22% (phone photos of the validation digits 97.6 ->
             # 98.7%); elastic with 50% dropout 98.77%, augment 0.75 or 1.0, label smoothing, EMA: no better.
-            dataset="digits", preprocessing="digit", accuracy_floor=0.980, options={"dropout": 0.25},
+            # Those settings kept on all of MNIST, 20 epochs (3 clean): 99.32% on validation.
+            dataset="digits", preprocessing="digit", accuracy_floor=0.990, options={"dropout": 0.25},
             training=TrainingPlan(epochs=20, batch_size=64, learning_rate=4e-3, augment=0.5, elastic=0.5,
                                   clean_epochs=3),
         ),
