@@ -2,24 +2,30 @@
 works here), its collapsed stacks read back, and the summary's tables counted from them."""
 from __future__ import annotations
 
+import os
 import select
 import subprocess
 import sys
+import time
 
 import psutil
 import pytest
 
 from loadtest import profile_worker as pw
 
-BUSY = ("def spin_here():\n    print('spinning', flush=True)\n    while True:\n        sum(i * i for i in range(1000))\n"
-        "spin_here()\n")
+BUSY = ("import os\ndef spin_here():\n    os.write(1, b'spinning\\n')\n    while True:\n"
+        "        sum(i * i for i in range(1000))\nspin_here()\n")
 
 
-def spinning(process: subprocess.Popen, count: int = 1) -> None:
+def spinning(process: subprocess.Popen, count: int = 1, timeout: float = 30.0) -> None:
     """Until `count` busy processes say they are in their loop (a fixed sleep is not enough on a busy machine)."""
-    for _ in range(count):
-        ready, _, _ = select.select([process.stdout], [], [], 30)
-        assert ready and process.stdout.readline().strip() == b"spinning", "the busy process did not start"
+    deadline, seen = time.monotonic() + timeout, b""
+    while seen.count(b"spinning\n") < count:
+        ready, _, _ = select.select([process.stdout], [], [], max(0.0, deadline - time.monotonic()))
+        assert ready, f"the busy processes did not start within {timeout} s: {seen!r}"
+        chunk = os.read(process.stdout.fileno(), 1024)  # unbuffered: select sees what is left
+        assert chunk, f"the busy processes exited: {seen!r}"
+        seen += chunk
 
 
 def test_py_spy_samples_a_busy_python_process(tmp_path):
