@@ -140,11 +140,15 @@ servable: | $(VENV_STAMP) ## what serving needs, the models exported BUILD_JOBS 
 serve: servable $(SAMPLES) nginx ## build what is missing, start TorchServe behind nginx on 127.0.0.1, wait until READY
 	@$(RUN) -m serving.launcher start --model-store $(STORE)
 
-# The reverse proxy in front of TorchServe (serving/proxy.py): Debian's nginx-light when missing.
-nginx: ## install Debian's nginx when missing (the reverse proxy in front of TorchServe)
+# The reverse proxy in front of TorchServe (serving/proxy.py): Debian's nginx-light when missing, and
+# apache2-utils' rotatelogs, which keeps its local logs to a bounded size.
+nginx: ## install Debian's nginx and rotatelogs when missing (the reverse proxy in front of TorchServe)
 	@command -v nginx >/dev/null || test -x /usr/sbin/nginx || { \
 	  echo "nginx missing: installing Debian's nginx-light (the reverse proxy in front of TorchServe)"; \
 	  $(call apt_install,nginx-light,the reverse proxy in front of TorchServe); }
+	@command -v rotatelogs >/dev/null || { \
+	  echo "rotatelogs missing: installing Debian's apache2-utils (it rotates the proxy's local logs)"; \
+	  $(call apt_install,apache2-utils,rotatelogs: the proxy's local logs); }
 
 stop: $(VENV_STAMP) ## stop the server make serve started
 	@$(RUN) -m serving.launcher stop

@@ -51,6 +51,7 @@ MIME_TYPES = Path("/etc/nginx/mime.types")
 ERRORS: dict[int, tuple[str, str]] = {
     400: ("bad_request", "The request is not valid HTTP/1.1 (a TLS or HTTP/2 client speaking to a plain HTTP port?). "
                          "Send a plain HTTP request."),
+    403: ("forbidden", "Nothing is served at this path. The page is at /; POST images to /predictions/<model>."),
     404: ("not_found", "Nothing is served at this path. POST an image to /predictions/<model> (models: {models}); "
                        "GET /ping tells whether the server is alive."),
     405: ("method_not_allowed", "This path does not accept that method: /predictions/<model> and /explanations/<model> "
@@ -59,9 +60,14 @@ ERRORS: dict[int, tuple[str, str]] = {
     411: ("length_required", "Send the body with a Content-Length header or chunked encoding."),
     413: ("request_too_large", "The body is larger than {max_bytes:,} bytes. Downscale the image, or split the "
                               "images over several requests."),
-    414: ("uri_too_long", "The URL is too long."),
-    431: ("headers_too_large", "The request headers are too large."),
-    494: ("headers_too_large", "The request headers are too large."),
+    412: ("precondition_failed", "The file changed since the version your If-Match or If-Unmodified-Since "
+                                 "header names; GET it again without that header."),
+    414: ("uri_too_long", "The URL is too long: the request line must fit in {line_bytes:,} bytes."),
+    416: ("range_not_satisfiable", "The Range header asks for bytes the file does not have; GET it without Range."),
+    431: ("headers_too_large", "A request header line is longer than {line_bytes:,} bytes."),
+    494: ("headers_too_large", "A request header line is longer than {line_bytes:,} bytes."),
+    501: ("not_implemented", "This server takes bodies with Content-Length or Transfer-Encoding: chunked only; "
+                             "send the body with one of those."),
     505: ("http_version_not_supported", "This port speaks HTTP/1.1 (and 1.0), not HTTP/2 or later."),
 }
 # TorchServe's own non-handler errors, replaced (the handler never answers these codes itself).
@@ -76,6 +82,9 @@ BACKEND_ERRORS: dict[int, tuple[str, str]] = {
 }
 # A 500 from TorchServe for a multipart body is Netty's form decoder failing on what the client sent
 # (a part without Content-Disposition, a boundary that does not match): the client's to fix.
+# A Content-Type with control characters or bytes over 0x7E: Netty would refuse it in its own words.
+BAD_CONTENT_TYPE = ("bad_content_type", "The Content-Type header holds characters outside printable ASCII. "
+                                        "Send e.g. Content-Type: image/png.")
 MULTIPART_500 = ("bad_multipart", "The multipart/form-data body could not be parsed: every part needs a "
                                   "Content-Disposition header and the boundary must match the one in the "
                                   "Content-Type header. Or send the image bytes as the whole body with "
@@ -132,7 +141,8 @@ def _error_locations(limits: ProxyLimits) -> str:
     settings/model_serving.py; a store with more serves them too, TorchServe says which exist)."""
     models = ", ".join(SERVING)
     blocks = [_location(f"{ERROR_URI}{status}", status, code, message.format(
-        models=models, timeout=limits.read_timeout_s, max_bytes=LIMITS.max_request_bytes))
+        models=models, timeout=limits.read_timeout_s, max_bytes=LIMITS.max_request_bytes,
+        line_bytes=limits.header_line_bytes))
         for status, (code, message) in ERRORS.items()]
     multipart = f"if ($content_type ~* \"^multipart/\") {{ return 400 '{_json(*MULTIPART_500)}'; }}"
     blocks += [_location(f"b{status}", status, code, message.format(models=models),
@@ -150,8 +160,8 @@ def _error_pages(statuses, kind: str) -> str:
 def render(ports: Ports, prefix: Path, *, listen_address: str = HOST, container: bool = False,
            limits: ProxyLimits = PROXY, web_root: Path = WEB_ROOT) -> str:
     """nginx.conf for one server: public inference and metrics on `listen_address`, TorchServe's on
-    127.0.0.1 (ports.backend_*), temp files and pid under `prefix`; logs to files under prefix/logs,
-    or to stdout/stderr in the container (`container`).
+    127.0.0.1 (ports.backend_*), temp files and pid under `prefix`; the access log to stdout, the
+    error log to stderr (`start` keeps them in rotated files under prefix/logs).
 
     Which errors nginx rewrites: its own always (error_page), TorchServe's only in @torchserve, and
     only codes the handler never answers itself (404, 500, 502, 503, 504, 507; proxy_intercept_errors),
@@ -170,8 +180,10 @@ def render(ports: Ports, prefix: Path, *, listen_address: str = HOST, container:
         "user": user,
         "prefix": prefix,
         "pid_file": prefix / PID_FILE,
-        "error_log": "stderr" if container else prefix / "logs" / "error.log",
-        "access_log": "/dev/stdout" if container else prefix / "logs" / "access.log",
+        # stdout/stderr everywhere: the pod's runtime keeps them (the kubelet rotates them), and `start`
+        # pipes them into rotatelogs for the local files
+        "error_log": "stderr",
+        "access_log": "/dev/stdout",
         "mime_types": MIME_TYPES if MIME_TYPES.is_file() else prefix / "mime.types",
         "nofile": nofile,
         "worker_connections": min(limits.worker_connections, (nofile - 64) // 2),
@@ -191,6 +203,9 @@ def render(ports: Ports, prefix: Path, *, listen_address: str = HOST, container:
         "metrics_port": ports.metrics,
         "web_root": web_root,
         "method_not_allowed_body": _json(*ERRORS[405]),
+        "bad_content_type_body": _json(*BAD_CONTENT_TYPE),
+        "logged_request_chars": limits.logged_request_chars,
+        "header_line_bytes": limits.header_line_bytes,
         "nginx_error_pages": _error_pages(ERRORS, "e"),
         "torchserve_error_pages": _error_pages(BACKEND_ERRORS, "b"),
         "error_locations": _error_locations(limits),
@@ -208,7 +223,7 @@ def nginx_bin() -> str:
                                            if os.access(p, os.X_OK)), None)
     if not found:
         raise ProxyError("nginx is not installed; it is the reverse proxy in front of TorchServe. Install it "
-                         "(Debian/Ubuntu: sudo apt-get install nginx-light; `make venv` does) and try again.")
+                         "(Debian/Ubuntu: sudo apt-get install nginx-light; `make nginx` does) and try again.")
     return found
 
 
@@ -238,8 +253,28 @@ def pid(prefix: Path) -> int | None:
         return None
 
 
+def rotatelogs_bin() -> str:
+    found = shutil.which("rotatelogs") or ("/usr/bin/rotatelogs" if os.access("/usr/bin/rotatelogs", os.X_OK) else None)
+    if not found:
+        raise ProxyError("rotatelogs is not installed; it keeps the proxy's logs to a bounded size. Install it "
+                         "(Debian/Ubuntu: sudo apt-get install apache2-utils; `make nginx` does) and try again.")
+    return found
+
+
+def log_pipe(prefix: Path, name: str, limits: ProxyLimits) -> subprocess.Popen:
+    """rotatelogs reading one of nginx's streams into prefix/logs/<name>.log (the current file, a hard
+    link) over prefix/logs/rotated/<name>.log[.1, .2...]: at most log_files_kept files of
+    log_file_bytes. It ends when nginx, the last writer, does."""
+    logs = prefix / "logs"
+    command = [rotatelogs_bin(), "-f", "-D", "-n", str(limits.log_files_kept), "-L", str(logs / f"{name}.log"),
+               str(logs / "rotated" / f"{name}.log"), f"{max(1, limits.log_file_bytes // 1024)}K"]
+    return subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+
+
 def start(prefix: Path, ports: Ports, timeout: float = 10.0, **render_args) -> int:
-    """Start nginx (daemonised, pid under prefix) for `ports`; its master's pid once it listens."""
+    """Start nginx (daemonised, pid under prefix) for `ports`, its access log and error log piped into
+    rotatelogs (prefix/logs/access.log, error.log); its master's pid once it listens."""
     binary = nginx_bin()
     config = prepare(prefix, ports, **render_args)
     prefix = config.parent
@@ -247,17 +282,33 @@ def start(prefix: Path, ports: Ports, timeout: float = 10.0, **render_args) -> i
                            capture_output=True, text=True)
     if check.returncode != 0:
         raise ProxyError(f"nginx rejected {config}:\n{check.stderr.strip()}")
-    result = subprocess.run([binary, "-p", str(prefix), "-e", "stderr", "-c", str(config)],
-                            capture_output=True, text=True, stdin=subprocess.DEVNULL, start_new_session=True)
+    limits = render_args.get("limits", PROXY)
+    access, errors = log_pipe(prefix, "access", limits), log_pipe(prefix, "error", limits)
+    try:  # nginx and its daemon hold the pipes' write ends; ours close here, so rotatelogs ends with nginx
+        result = subprocess.run([binary, "-p", str(prefix), "-e", "stderr", "-c", str(config)],
+                                stdin=subprocess.DEVNULL, stdout=access.stdin, stderr=errors.stdin,
+                                start_new_session=True)
+    finally:
+        access.stdin.close()
+        errors.stdin.close()
+    error_log = prefix / "logs" / "error.log"
     if result.returncode != 0:
-        raise ProxyError(f"nginx did not start ({result.returncode}): {result.stderr.strip()}")
+        raise ProxyError(f"nginx did not start ({result.returncode}): {_tail(error_log)}")
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         number = pid(prefix)
         if number is not None:
             return number
         time.sleep(0.05)
-    raise ProxyError(f"nginx started but wrote no pid file in {timeout:g} s; see {prefix / 'logs' / 'error.log'}")
+    raise ProxyError(f"nginx started but wrote no pid file in {timeout:g} s; see {error_log}")
+
+
+def _tail(log: Path, lines: int = 5) -> str:
+    time.sleep(0.1)  # rotatelogs writes what nginx said as it reads it
+    try:
+        return "\n".join(log.read_text(errors="replace").splitlines()[-lines:]) or f"(nothing in {log})"
+    except OSError:
+        return f"(no {log})"
 
 
 def stop(prefix: Path, timeout: float = PROXY.drain_timeout_s + 5.0) -> bool:

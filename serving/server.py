@@ -173,10 +173,12 @@ def running_address(server: Server) -> str:
 
 
 def preflight(server: Server, model_store: Path) -> None:
-    """LaunchError when this server cannot start: no Java (or nginx), no archives, already running, a port taken."""
+    """LaunchError when this server cannot start: no Java (or nginx, rotatelogs), no archives, already running,
+    a port taken."""
     if server.proxied:
         try:
             proxy.nginx_bin()
+            proxy.rotatelogs_bin()
         except proxy.ProxyError as err:
             raise LaunchError(str(err)) from None
     if shutil.which("java") is None:

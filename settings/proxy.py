@@ -26,6 +26,15 @@ class ProxyLimits:
     body_buffer_bytes: int = 64 * 1024
     # on SIGTERM, requests in flight get this long to finish before nginx closes them
     drain_timeout_s: int = 25
+    # a request line or header line longer than this is refused by nginx (414/400): Netty behind it
+    # refuses a request line over 4,096 bytes and headers over 8,192 in its own, non-JSON words
+    header_line_bytes: int = 4096
+    # the access log keeps this much of a request line: one request writes one bounded line
+    logged_request_chars: int = 512
+    # the local proxy's access and error logs: each rotated at this size, this many files kept
+    # (rotatelogs -n); in the pod they go to stdout/stderr, which the kubelet rotates
+    log_file_bytes: int = 20 * 1024 * 1024
+    log_files_kept: int = 3
 
 
 PROXY = ProxyLimits()

@@ -21,7 +21,7 @@ from serving.logs import CONSOLE_LOG
 from serving.server import LaunchError, running
 from settings.ports import Ports
 from tests.support.paths import MODEL_STORE
-from tests.support.slow_handler import SLEEP_HEADER
+from tests.support.slow_handler import sleep_headers
 from tests.support.slow_model import NAME as SLOW
 from tests.support.slow_model import store_with_slow_model
 from tests.support.ts_log import batches, pending_requests, wait_for_batches
@@ -52,7 +52,7 @@ def server(tmp_path_factory):
 
 
 def post(server, sleep_s: float = 0.0) -> probe.Answer:
-    headers = {SLEEP_HEADER: str(sleep_s)} if sleep_s else {}
+    headers = sleep_headers(sleep_s) if sleep_s else {}
     return probe.post(f"{server.inference_url}/predictions/{SLOW}", probe.digit_png(), headers, timeout=60)
 
 

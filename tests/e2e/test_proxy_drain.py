@@ -1,7 +1,7 @@
 """The proxy's drain, end to end on loopback: 64 requests in flight, every one answered, when `make stop`
 stops the server and when the pod's entrypoint (docker/entrypoint.sh) gets SIGTERM. Each test starts its
 own server (it stops it) from a store whose lenet5.mar is LeNet-5 with the slow test handler
-(tests/support/slow_handler.py: it sleeps the seconds in the X-Test-Sleep-S header). Figures go to
+(tests/support/slow_handler.py: it sleeps the seconds its Content-Type names). Figures go to
 docs/RELIABILITY.md (`pytest -s` prints them).
 """
 from __future__ import annotations
@@ -26,7 +26,7 @@ from settings.ports import HOST, Ports
 from tests.support.entrypoint import entrypoint_env, entrypoint_running
 from tests.support.nginx import PREDICT, nginx_pids, seconds
 from tests.support.paths import ARTIFACTS, MODEL_STORE
-from tests.support.slow_handler import SLEEP_HEADER
+from tests.support.slow_handler import sleep_headers
 from tests.support.slow_model import HANDLER as SLOW_HANDLER
 
 pytestmark = pytest.mark.e2e
@@ -66,7 +66,7 @@ def drain_with_requests_in_flight(inference_port: int, backend_port: int, drain)
     url = f"http://{HOST}:{inference_port}{PREDICT}"
     digit = probe.digit_png()
     with ThreadPoolExecutor(IN_FLIGHT) as pool:
-        futures = [pool.submit(probe.post, url, digit, {SLEEP_HEADER: str(SLEEP_S)}, 90) for _ in range(IN_FLIGHT)]
+        futures = [pool.submit(probe.post, url, digit, sleep_headers(SLEEP_S), 90) for _ in range(IN_FLIGHT)]
         deadline = time.monotonic() + 20
         while proxied_to_backend(backend_port) < IN_FLIGHT and time.monotonic() < deadline:
             time.sleep(0.1)

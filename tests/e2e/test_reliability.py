@@ -2,7 +2,7 @@
 a killed worker, more requests than the queue holds, an inference slower than responseTimeout.
 
 The server loads the served models and `lenet5_slow` (tests/support/slow_handler.py: the real
-LeNet-5 handler, which sleeps when a request carries `X-Test-Sleep-S`, responseTimeout 4 s), with
+LeNet-5 handler, which sleeps when a request's Content-Type names x-test-sleep-s, responseTimeout 4 s), with
 job_queue_size 8 so that overload takes a handful of requests. Figures go to RELIABILITY.md.
 """
 from __future__ import annotations
@@ -28,7 +28,7 @@ from serving.server import LaunchError, running
 from settings.ports import Ports
 from settings.proxy import PROXY
 from tests.support.paths import MODEL_STORE, REPO
-from tests.support.slow_handler import SLEEP_HEADER
+from tests.support.slow_handler import sleep_headers
 from tests.support.slow_model import NAME as SLOW
 from tests.support.slow_model import store_with_slow_model
 from tests.support.ts_log import retry_back_offs, wait_for_batches
@@ -131,7 +131,7 @@ def test_overload_gets_fast_json_503_and_the_server_serves_right_after(faulty):
     burst = QUEUE + 16
     since = logs.offsets(faulty.log_dir)
     with ThreadPoolExecutor(burst + 1) as pool:
-        holder = pool.submit(probe.post, url(faulty, SLOW), body, {SLEEP_HEADER: str(HOLD_S)})
+        holder = pool.submit(probe.post, url(faulty, SLOW), body, sleep_headers(HOLD_S))
         wait_for_batches(faulty, SLOW, since, 1)  # the worker has the slow request; the queue is empty
         answers = list(pool.map(lambda _: probe.post(url(faulty, SLOW), body, timeout=30), range(burst)))
         held = holder.result()
@@ -159,7 +159,7 @@ def test_inference_slower_than_response_timeout_is_answered_and_the_worker_recov
     body = probe.digit_png()
     probe.wait_ready(faulty, SLOW)
     [victim] = probe.worker_pids(faulty, SLOW)
-    stuck = probe.post(url(faulty, SLOW), body, {SLEEP_HEADER: "20"}, timeout=30)
+    stuck = probe.post(url(faulty, SLOW), body, sleep_headers(20), timeout=30)
     print(f"\nresponseTimeout {SLOW_TIMEOUT_S} s, 20 s inference: answered {stuck.status} after "
           f"{stuck.seconds:.2f} s: {stuck.body[:120]!r}")
     assert_clean_error(stuck, limit_s=SLOW_TIMEOUT_S + 3)

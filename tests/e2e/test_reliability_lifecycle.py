@@ -25,7 +25,7 @@ from settings.model_serving import SERVING
 from settings.ports import HOST, Ports
 from tests.support.paths import MODEL_STORE
 from tests.support.paths import REPO as ROOT
-from tests.support.slow_handler import SLEEP_HEADER
+from tests.support.slow_handler import sleep_headers
 from tests.support.slow_model import NAME as SLOW
 from tests.support.slow_model import store_with_slow_model
 
@@ -113,7 +113,7 @@ def test_stop_lets_in_flight_requests_finish_or_fail_cleanly_and_leaves_nothing(
         slow_url = f"{server.inference_url}/predictions/{SLOW}"
         slow: list[probe.Answer] = []
         in_flight = threading.Thread(target=lambda: slow.append(
-            probe.post(slow_url, probe.digit_png(), {SLEEP_HEADER: "1.5"}, timeout=30)))
+            probe.post(slow_url, probe.digit_png(), sleep_headers(1.5), timeout=30)))
         with Traffic(server) as traffic:
             in_flight.start()
             time.sleep(0.5)
@@ -179,7 +179,7 @@ def test_start_after_kill_9_of_the_frontend_ends_orphans_and_serves(tmp_path, po
         [busy] = probe.worker_pids(server, SLOW)
         slow: list[probe.Answer] = []
         in_flight = threading.Thread(target=lambda: slow.append(probe.post(
-            f"{server.inference_url}/predictions/{SLOW}", probe.digit_png(), {SLEEP_HEADER: "20"}, timeout=30)))
+            f"{server.inference_url}/predictions/{SLOW}", probe.digit_png(), sleep_headers(20), timeout=30)))
         in_flight.start()
         time.sleep(0.5)
         java = server.pid()
