@@ -23,14 +23,19 @@ LOADTEST_HOST := $(if $(filter command line,$(origin HOST)),$(HOST))
 
 .PHONY: loadtest bench bench-smoke floor-venv
 
-# The floor's own virtualenv, rebuilt when its pinned requirements change; the e2e tests run it, the unit tests not.
+# The floor's own virtualenv, rebuilt when its pinned requirements or .venv change; the e2e tests run it,
+# the unit tests not. It reads .venv's packages after its own (a .pth line), so pip finds torch, numpy,
+# pillow and scipy already there at the versions both files pin (tests/unit/test_bench_floor.py) and
+# installs only FastAPI, uvicorn and theirs: the same floor, without a second 700 MB copy of torch.
 FLOOR_VENV := build/floor-venv
 FLOOR_REQUIREMENTS := loadtest/floor/requirements.txt
-FLOOR_STAMP := $(FLOOR_VENV)/.installed-$(shell md5sum < $(FLOOR_REQUIREMENTS) | cut -c1-12)
-floor-venv: $(FLOOR_STAMP) ## the floor's own virtualenv (FastAPI, uvicorn, torch): build/floor-venv
-$(FLOOR_STAMP): $(FLOOR_REQUIREMENTS)
+FLOOR_STAMP := $(FLOOR_VENV)/.installed-$(shell { cat $(FLOOR_REQUIREMENTS); echo $(VENV_STAMP); } | md5sum | cut -c1-12)
+floor-venv: $(FLOOR_STAMP) ## the floor's own virtualenv (FastAPI, uvicorn; torch and numpy shared with .venv): build/floor-venv
+$(FLOOR_STAMP): $(FLOOR_REQUIREMENTS) $(VENV_STAMP)
 	rm -rf $(FLOOR_VENV)
 	$(PYTHON_SYS) -m venv $(FLOOR_VENV)
+	$(PY) -c "import sysconfig; print(sysconfig.get_paths()['purelib'])" \
+	  > $$($(FLOOR_VENV)/bin/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")/tinyserve-venv.pth
 	$(FLOOR_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r $(FLOOR_REQUIREMENTS)
 	touch $@
 test test-e2e: $(FLOOR_STAMP)

@@ -30,7 +30,7 @@ import shutil
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -330,18 +330,20 @@ def running(*, run_dir: Path, model_store: Path, ports: Ports | None = None, tim
 @contextmanager
 def running_together(runs: dict[str, dict]) -> Iterator[dict[str, Server]]:
     """Several servers started at once, {name: start()'s keywords} -> {name: Server}, all stopped
-    afterwards. When any fails, the others are stopped and LaunchError names every failure."""
-    with ExitStack() as stack:
-        with ThreadPoolExecutor(max(1, len(runs))) as pool:
-            futures = {name: pool.submit(start, **kwargs) for name, kwargs in runs.items()}
-        servers, failures = {}, []
-        for name, future in futures.items():
-            try:
-                servers[name] = future.result()
-            except Exception as err:  # noqa: BLE001 - reported together below, after the others stop
-                failures.append(f"{name}: {err}")
-                continue
-            stack.callback(stop, servers[name].run_dir, quiet=True)
+    afterwards, at once too (each stop waits seconds for Java). When any fails, the others are stopped
+    and LaunchError names every failure."""
+    with ThreadPoolExecutor(max(1, len(runs))) as pool:
+        futures = {name: pool.submit(start, **kwargs) for name, kwargs in runs.items()}
+    servers, failures = {}, []
+    for name, future in futures.items():
+        try:
+            servers[name] = future.result()
+        except Exception as err:  # noqa: BLE001 - reported together below, after the others stop
+            failures.append(f"{name}: {err}")
+    try:
         if failures:
             raise LaunchError("; ".join(failures))
         yield servers
+    finally:
+        with ThreadPoolExecutor(max(1, len(servers))) as pool:
+            list(pool.map(lambda server: stop(server.run_dir, quiet=True), servers.values()))
