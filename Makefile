@@ -67,9 +67,11 @@ help: ## this list: every target and the variables users set, per file
 	  END { flush() }' $(MAKEFILE_LIST)
 
 venv: $(VENV_STAMP) ## .venv with requirements.txt and this project, editable (reinstalled when either changes)
+# --no-compile: Python compiles the modules it imports as it first imports them, where pip would compile
+# all 1.6 GB of them up front (more than half of the install's time)
 $(VENV_STAMP): requirements.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON_SYS) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-compile -r requirements.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --editable .
 	@rm -f $(VENV)/.installed-* && touch $@
 

@@ -36,7 +36,7 @@ $(FLOOR_STAMP): $(FLOOR_REQUIREMENTS) $(VENV_STAMP)
 	$(PYTHON_SYS) -m venv $(FLOOR_VENV)
 	$(PY) -c "import sysconfig; print(sysconfig.get_paths()['purelib'])" \
 	  > $$($(FLOOR_VENV)/bin/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")/tinyserve-venv.pth
-	$(FLOOR_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r $(FLOOR_REQUIREMENTS)
+	$(FLOOR_VENV)/bin/python -m pip install --quiet --disable-pip-version-check --no-compile -r $(FLOOR_REQUIREMENTS)
 	touch $@
 test test-e2e: $(FLOOR_STAMP)
 
