@@ -13,7 +13,7 @@ import warnings
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from handlers.errors import InputError
-from handlers.image_structure import check_structure
+from handlers.image_structure import check_read_metadata, check_structure
 from model_defs.preprocessing import DIGIT_WORKING_SIDE
 from settings.limits import InputLimits
 
@@ -112,6 +112,7 @@ def open_header(data: bytes, limits: InputLimits) -> Image.Image:
         raise InputError(415, "unsupported_format", f"{image.format} images are not supported. "
                          f"Send {SUPPORTED_TEXT}.")
     check_size(image.size, limits, what=f"The {image.format} image declares")
+    check_read_metadata(image, limits)  # the EXIF read with the header (WebP's), before exif_transpose parses it
     check_mode(image)
     return image
 

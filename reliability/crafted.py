@@ -18,7 +18,7 @@ import time
 import zlib
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 
 def _jpeg(array: np.ndarray, **options) -> bytes:
@@ -208,6 +208,90 @@ def jpeg_largest_baseline(side: int = 4000) -> bytes:
     rng = np.random.default_rng(0)
     return _jpeg(rng.integers(0, 256, (side, side, 3), dtype=np.uint8), quality=50)
 
+# ---- EXIF: ImageOps.exif_transpose reads a picture's whole EXIF into Python values and writes it back
+ORIENTATION_TAG = 0x0112
+
+
+def exif_blob(size: int, orientation: int = 6, nested: bool = False) -> bytes:
+    """A little-endian EXIF (a TIFF structure) of about `size` bytes: Orientation and one RATIONAL
+    array filling the rest (the costliest values to unpack: one fraction each). `nested`: the Exif,
+    GPS and Interop IFDs hold the same array too, so Pillow unpacks it four times."""
+    def entry(tag: int, kind: int, count: int, value: int) -> bytes:
+        return struct.pack("<HHII", tag, kind, count, value)
+
+    ifd0_size = 2 + 12 * (4 if nested else 2) + 4
+    exif_at = 8 + ifd0_size
+    gps_at = exif_at + 2 + 12 * 2 + 4
+    interop_at = gps_at + 2 + 12 + 4
+    data_at = interop_at + 2 + 12 + 4 if nested else exif_at
+    count = max(1, (size - data_at) // 8)
+    ifd0 = [struct.pack("<HHIH2x", ORIENTATION_TAG, 3, 1, orientation), entry(0xC000, 5, count, data_at)]
+    tail = b""
+    if nested:
+        ifd0[1:1] = [entry(0x8769, 4, 1, exif_at), entry(0x8825, 4, 1, gps_at)]
+        tail = (struct.pack("<H", 2) + entry(0x9001, 5, count, data_at) + entry(0xA005, 4, 1, interop_at) + bytes(4)
+                + struct.pack("<H", 1) + entry(0x0002, 5, count, data_at) + bytes(4)
+                + struct.pack("<H", 1) + entry(0x0002, 5, count, data_at) + bytes(4))
+    return (b"II*\x00" + struct.pack("<I", 8) + struct.pack("<H", len(ifd0)) + b"".join(ifd0) + bytes(4)
+            + tail + struct.pack("<II", 1, 3) * count)
+
+
+def _small_png_chunks(side: int = 28) -> tuple[bytes, bytes]:
+    """(signature and IHDR, IDAT and IEND) of a grey side x side PNG, to put chunks between."""
+    raw = zlib.compress(b"".join(b"\x00" + bytes(side) for _ in range(side)))
+    return _png_header(side, side), _png_chunk(b"IDAT", raw) + _png_chunk(b"IEND", b"")
+
+
+def png_exif(size: int = 7_000_000, nested: bool = False) -> bytes:
+    """A 28 x 28 PNG whose eXIf chunk holds an orientation and `size` bytes of EXIF."""
+    head, tail = _small_png_chunks()
+    return head + _png_chunk(b"eXIf", exif_blob(size, nested=nested)) + tail
+
+
+def png_ztxt_exif_profile(size: int = 450_000) -> bytes:
+    """A 28 x 28 PNG whose EXIF is ImageMagick's hex "Raw profile type exif" in a zTXt chunk: 0.9 MB of
+    text (under Pillow's 1 MB per chunk) compressed to a few KB."""
+    blob = exif_blob(size)
+    text = f"\nexif\n{len(blob):8}\n{blob.hex()}\n".encode()
+    head, tail = _small_png_chunks()
+    return head + _png_chunk(b"zTXt", b"Raw profile type exif\x00\x00" + zlib.compress(text, 9)) + tail
+
+
+def webp_exif(size: int = 7_000_000) -> bytes:
+    """A 28 x 28 WebP whose EXIF chunk holds an orientation and `size` bytes of EXIF."""
+    buf = io.BytesIO()
+    Image.new("L", (28, 28), 0).save(buf, format="WEBP", lossless=True, exif=b"Exif\x00\x00" + exif_blob(size))
+    return buf.getvalue()
+
+
+def jpeg_exif_segments(size: int = 7_000_000) -> bytes:
+    """A 28 x 28 JPEG whose EXIF is cut into ~108 APP1 segments of 64 KB, which Pillow joins into one."""
+    base = _jpeg(np.full((28, 28), 128, np.uint8))
+    blob = exif_blob(size)
+    step = 65_000
+    segments = b"".join(b"\xff\xe1" + struct.pack(">H", 2 + 6 + len(blob[i:i + step])) + b"Exif\x00\x00"
+                        + blob[i:i + step] for i in range(0, len(blob), step))
+    return base[:2] + segments + base[2:]
+
+
+def tiff_exif_ifd(size: int = 7_000_000, side: int = 28) -> bytes:
+    """A 28 x 28 grey TIFF with an orientation whose Exif IFD holds a RATIONAL array of `size` bytes:
+    Pillow reads the Exif IFD whole when the pixels load, with or without exif_transpose."""
+    count = size // 8
+    ifd0 = [(256, 4, side), (257, 4, side), (258, 3, 8), (259, 3, 1), (262, 3, 1), (273, 4, 0),
+            (ORIENTATION_TAG, 3, 6), (278, 4, side), (279, 4, side * side), (0x8769, 4, 0)]
+    exif_at = 8 + 2 + 12 * len(ifd0) + 4
+    array_at = exif_at + 2 + 12 + 4
+    pixels_at = array_at + 8 * count
+    values = {273: pixels_at, 0x8769: exif_at}
+    out = b"II*\x00" + struct.pack("<I", 8) + struct.pack("<H", len(ifd0))
+    for tag, kind, value in ifd0:
+        value = values.get(tag, value)
+        field = struct.pack("<H2x", value) if kind == 3 else struct.pack("<I", value)
+        out += struct.pack("<HHI", tag, kind, 1) + field
+    out += bytes(4) + struct.pack("<H", 1) + struct.pack("<HHII", 0x9001, 5, count, array_at) + bytes(4)
+    return out + struct.pack("<II", 1, 3) * count + bytes(side * side)
+
 
 CATALOGUE = {
     "jpeg_1000px_20000_scans": lambda: jpeg_many_scans(1000, 20_000),
@@ -231,6 +315,13 @@ CATALOGUE = {
     "bmp_4000px_rle8_0_9MB": lambda: bmp_rle8(4000, 100),
     "webp_20000_frames": webp_many_frames,
     "png_2000_ztxt_1mb_each": png_ztxt_bombs,
+    "png_7mb_exif_orientation": png_exif,
+    "png_ztxt_0_45mb_exif_profile": png_ztxt_exif_profile,
+    "webp_7mb_exif_orientation": webp_exif,
+    "jpeg_7mb_exif_in_108_segments": jpeg_exif_segments,
+    "tiff_7mb_exif_ifd": tiff_exif_ifd,
+    # just inside the EXIF limit, and unpacked four times over (IFD0, Exif, GPS, Interop)
+    "png_64kib_exif_nested": lambda: png_exif(65_536, nested=True),
 }
 
 
@@ -244,13 +335,14 @@ def cpu_seconds(function, *args) -> tuple[float, object]:
 
 
 def raw_decode(data: bytes):
-    """--raw only: what Pillow alone spends on the file. Switches Pillow's decompression-bomb guard
+    """--raw only: what Pillow alone spends on the file (open, load, exif_transpose: the handler's
+    calls without its checks). Switches Pillow's decompression-bomb guard
     off for this measuring process only; the handlers keep it on (handlers/image_decoding.py maps
     DecompressionBombError to 413 image_too_large) and never set Image.MAX_IMAGE_PIXELS."""
     Image.MAX_IMAGE_PIXELS = None
     image = Image.open(io.BytesIO(data))
     image.load()
-    return image
+    return ImageOps.exif_transpose(image)  # as the handler always did
 
 
 def main(argv=None) -> int:

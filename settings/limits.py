@@ -28,5 +28,6 @@ class InputLimits:
     max_tiff_tags: int = 1_000            # entries of the first IFD, each parsed in Python; real files have < 100
     max_tiff_tiles: int = 16_384          # strips/tiles, each a Python call; 4000 one-row strips pass
     max_bmp_rle_bytes: int = 1_000_000    # Pillow's BMP RLE decoder is Python
+    max_exif_bytes: int = 65_536          # a picture's EXIF, wherever it is: one JPEG APP1 segment holds 65,527 B
 
 LIMITS = InputLimits()

@@ -47,6 +47,12 @@ EXPECTED = {
     "webp_2000px_lossless_noise": None,
     "webp_20000_frames": None,
     "png_2000_ztxt_1mb_each": "corrupt_image",  # Pillow's own MAX_TEXT_MEMORY, after 64 MB of text
+    "png_7mb_exif_orientation": "exif_too_large",
+    "png_ztxt_0_45mb_exif_profile": "exif_too_large",
+    "webp_7mb_exif_orientation": "exif_too_large",
+    "jpeg_7mb_exif_in_108_segments": "exif_too_large",
+    "tiff_7mb_exif_ifd": "exif_too_large",
+    "png_64kib_exif_nested": None,
     "jpeg_4000px_99_scans": None,
     "png_1000px_19990_idat_chunks": None,
     "gif_19990_comment_subblocks": None,
