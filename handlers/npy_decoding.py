@@ -43,16 +43,29 @@ def read_header(data: bytes) -> tuple[tuple[int, ...], bool, np.dtype, int]:
             raise InputError(400, "bad_npy", f"The .npy body is format version {version[0]}.{version[1]}; "
                              f"this server reads versions 1.0 and 2.0. Write it with {HOW_TO_WRITE}.")
         shape, fortran_order, dtype = reader(stream)  # ast.literal_eval of a header of <= 10,000 bytes
-    except ValueError as err:  # numpy's words for a short, malformed or oversized header
-        raise InputError(400, "bad_npy", f"The .npy header could not be read ({err}). "
+    except InputError:
+        raise
+    except Exception as err:  # noqa: BLE001 - numpy's words for a short, malformed or oversized header:
+        # a ValueError mostly, but its parser (ast.literal_eval, then dtype from the client's "descr") also
+        # raises IndexError ('descr': ()), RecursionError (a deeply nested literal), OverflowError...
+        raise InputError(400, "bad_npy", f"The .npy header could not be read ({clip(str(err) or type(err).__name__)}). "
                          f"Write the body with {HOW_TO_WRITE}.") from None
+    if not all(type(size) is int for size in shape):  # numpy lets booleans through (True is an int)
+        raise InputError(400, "bad_npy", f"The .npy header's shape {clip(repr(shape))} holds something other "
+                         f"than whole numbers. Write the body with {HOW_TO_WRITE}.")
     return shape, fortran_order, dtype, stream.tell()
+
+
+def clip(text: str, limit: int = 200) -> str:
+    """At most `limit` characters of a header's own text in a message (numpy quotes the whole header)."""
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def check_dtype(dtype: np.dtype) -> None:
     accepted = dtype == np.uint8 or (dtype.kind == "f" and dtype.itemsize in FLOAT_ITEMSIZES)
     if dtype.hasobject or dtype.names is not None or dtype.subdtype is not None or not accepted:
-        raise InputError(422, "bad_array_dtype", f"The .npy array's dtype is {dtype.str!r} ({dtype}); send "
+        raise InputError(422, "bad_array_dtype", f"The .npy array's dtype is {clip(repr(dtype.str), 60)} "
+                         f"({clip(str(dtype), 100)}); send "
                          "uint8 pixels in 0-255, or float32/float64 in 0-1: images.astype(numpy.uint8) "
                          "before numpy.save (object arrays and pickles are never loaded).")
 
@@ -61,7 +74,7 @@ def check_shape(shape: tuple[int, ...], limits: InputLimits) -> tuple[int, int, 
     """The header's shape against the limits -> (images, height, width)."""
     if len(shape) not in (2, 3):
         hint = " Drop the channel axis (images[:, 0])." if len(shape) == 4 and shape[1] == 1 else ""
-        raise InputError(422, "bad_array_shape", f"The .npy array has shape {list(shape)}; send [N, H, W] "
+        raise InputError(422, "bad_array_shape", f"The .npy array has shape {clip(str(list(shape)))}; send [N, H, W] "
                          f"(N grayscale images) or [H, W] (one image).{hint}")
     count, (height, width) = (shape[0] if len(shape) == 3 else 1), shape[-2:]
     if min(shape) < 0:

@@ -126,12 +126,21 @@ def pixels_to_array(pixels, value_range: str | None) -> np.ndarray:
     if value_range is None:
         value_range = "0-1" if values.max() <= 1.0 else "0-255"
     if value_range not in ("0-1", "0-255"):
-        raise InputError(422, "bad_pixels", f'"range" must be "0-255" or "0-1", got {value_range!r}.')
+        raise InputError(422, "bad_pixels", f'"range" must be "0-255" or "0-1", got {clip(repr(value_range))}.')
     top = 1.0 if value_range == "0-1" else 255.0
     if values.min() < 0 or values.max() > top:
         raise InputError(422, "bad_pixels", f'"pixels" values must lie in {value_range}; '
                          f"found {values.min():g}..{values.max():g}.")
     return np.rint(values * (255.0 / top)).astype(np.uint8)
+
+
+def clip(text: str, limit: int = 60) -> str:
+    """What a message quotes of the client's own input: at most `limit` characters."""
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+JSON_TYPES = {type(None): "null", bool: "a boolean", int: "a number", float: "a number", str: "a string",
+              list: "a list", dict: "an object"}
 
 
 def _instance_to_source(instance) -> ImageSource:
@@ -147,11 +156,13 @@ def _instance_to_source(instance) -> ImageSource:
             return pixels_to_array(instance["pixels"], instance.get("range"))
     raise InputError(422, "bad_json_fields", 'A JSON image must be {"image": "<base64>"}, '
                      '{"pixels": [[...]]} or a base64 string; got '
-                     f"{type(instance).__name__} {_keys(instance)}.")
+                     f"{JSON_TYPES.get(type(instance), type(instance).__name__)}{_keys(instance)}.")
 
 
 def _keys(value) -> str:
-    return f"with keys {sorted(value)[:5]}" if isinstance(value, dict) else ""
+    if not isinstance(value, dict):
+        return ""
+    return f" with keys {clip(repr(sorted(value)[:5]), 200)}" if value else " with no keys"
 
 
 def json_to_sources(document, limits: InputLimits) -> tuple[list[ImageSource], bool]:
@@ -255,10 +266,13 @@ def request_to_sources(row: dict, content_type: str | None, limits: InputLimits)
     value = pick_field(row)
     if is_npy(value):
         return npy_to_arrays(bytes(value), limits)
-    if isinstance(value, (dict, list)):  # TorchServe already parsed the JSON
+    if not isinstance(value, (bytes, bytearray, memoryview, str)) or (
+            isinstance(value, str) and media_type == "application/json"):
+        # A JSON value TorchServe parsed itself (any of them: null, a number, a string...), as its worker
+        # does for application/json unless decode_input_request=false.
         return json_to_sources(value, limits)
-    if isinstance(value, str):
-        value = value.encode("utf-8")
+    if isinstance(value, str):  # a text/* body TorchServe decoded (same switch)
+        value = value.encode("utf-8", "surrogatepass")
     value = bytes(value)
     is_json = media_type in ("application/json", "text/json")
     if is_json or (not value.startswith(b"\x89PNG") and looks_like_json(value)):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import struct
 from datetime import timedelta
 
 import numpy as np
@@ -14,6 +15,7 @@ from PIL import Image
 
 from handlers.errors import InputError
 from handlers.image_decoding import open_image
+from handlers.npy_decoding import npy_to_arrays
 from handlers.request_decoding import request_to_sources
 from model_defs.preprocessing import canonicalize
 from settings.limits import LIMITS
@@ -225,3 +227,121 @@ def test_tiff_in_cielab_is_415_unsupported_format():
         decode_all_the_way(data, "image/tiff")
     assert (err.value.status, err.value.code) == (415, "unsupported_format")
     assert "LAB" in err.value.message and "RGB" in err.value.message
+
+
+# ---- every JSON value, every .npy header: a 4xx or images, nothing else --------------------------
+QUICK = settings(max_examples=200, deadline=timedelta(seconds=1),
+                 suppress_health_check=[HealthCheck.too_slow], derandomize=True)
+
+strings = st.text(max_size=24) | st.sampled_from(["\ud800", "data:image/png;base64,", "0-1", "0-255", ""])
+any_json = st.recursive(
+    st.none() | st.booleans() | numbers | strings,
+    lambda children: st.lists(children, max_size=5) | st.dictionaries(
+        st.sampled_from(["image", "pixels", "range", "instances", "b64"]) | st.text(max_size=8), children,
+        max_size=4),
+    max_leaves=30,
+)
+
+
+def sources_or_input_error(row: dict, content_type: str) -> None:
+    """request_to_sources, the function the handler calls on each request, then each source as the
+    handler opens it: images, or an InputError with a 4xx status; no other exception."""
+    try:
+        sources, _ = request_to_sources(row, content_type, LIMITS)
+        for source in sources:
+            assert isinstance(source, (bytes, np.ndarray))
+            if isinstance(source, bytes):
+                open_image(source, LIMITS)
+    except InputError as err:
+        assert 400 <= err.status < 500 and err.code and len(err.message) > 10
+
+
+@QUICK
+@given(any_json, st.sampled_from(["application/json", "text/json", "application/json; charset=utf-8",
+                                  "text/plain", None]))
+def test_any_json_value_torchserve_parsed(document, content_type):
+    """What TorchServe hands the handler when its worker parses JSON itself (decode_input_request=true,
+    its default): null, numbers, strings, lists, objects at the top or anywhere."""
+    sources_or_input_error({"body": document}, content_type)
+
+
+@QUICK
+@given(any_json)
+def test_any_json_value_as_the_body(document):
+    """The same values as the raw body the handler parses (decode_input_request=false, ours)."""
+    raw = json.dumps(document).encode("utf-8", "surrogatepass")
+    sources_or_input_error({"body": raw}, "application/json")
+
+
+@pytest.mark.parametrize("body", [b"null", b"1.5", b"-1", b"true", b'"abc"', b'"\\ud800"', b"100000000000000",
+                                  b"[null]", b'{"instances": [null, 1]}', b'{"instances": null}'])
+@pytest.mark.parametrize("parsed", [False, True])
+def test_json_values_we_do_not_take_are_4xx_never_500(body, parsed):
+    value = json.loads(body) if parsed else body
+    with pytest.raises(InputError) as err:
+        request_to_sources({"body": value}, "application/json", LIMITS)
+    assert 400 <= err.value.status < 500
+
+
+# .npy headers: Python literals of any kind where numpy expects descr, fortran_order and shape
+literals = st.recursive(
+    st.none() | st.booleans() | st.integers(-2, 70) | st.integers() | st.floats(allow_nan=False)
+    | st.sampled_from(["|u1", "<f4", ">f8", "<i4", "|b1", "<f2", "O", "V8", "S3", "<U2", "u1", "", "(", "f4,f4"])
+    | st.text(max_size=6),
+    lambda children: st.lists(children, max_size=4).map(tuple) | st.lists(children, max_size=4)
+    | st.dictionaries(st.text(max_size=4), children, max_size=2),
+    max_leaves=12,
+)
+shapes = (st.lists(st.integers(0, 40), min_size=1, max_size=4).map(tuple)
+          | st.lists(st.integers() | st.booleans() | st.floats(allow_nan=False) | st.none() | st.text(max_size=3),
+                     max_size=4).map(tuple)
+          | literals)
+
+
+@st.composite
+def npy_files(draw) -> bytes:
+    header = {"descr": draw(st.sampled_from(["|u1", "<f4", "<f8"]) | literals),
+              "fortran_order": draw(st.booleans() | literals), "shape": draw(shapes)}
+    for key in draw(st.lists(st.sampled_from(["descr", "fortran_order", "shape"]), max_size=1)):
+        del header[key]
+    if draw(st.booleans()):
+        header[draw(st.text(max_size=4))] = draw(literals)
+    text = draw(st.sampled_from([repr(header), repr(header).replace("{", "{ ", 1), repr(header)[:-1]]))
+    encoded = text.encode("latin1", "replace") + b"\n"
+    version = draw(st.sampled_from([1, 1, 2, 3, 0]))
+    length = struct.pack("<H" if version == 1 else "<I", len(encoded))
+    try:  # data of exactly the declared size, when the header is one numpy can size
+        needed = int(np.prod(header["shape"])) * np.dtype(header["descr"]).itemsize
+    except Exception:  # noqa: BLE001 - not a header numpy can size: any data
+        needed = -1
+    data = bytes(needed) if 0 <= needed <= 200_000 and draw(st.booleans()) else draw(st.binary(max_size=512))
+    return b"\x93NUMPY" + bytes([version, 0]) + length + encoded + data
+
+
+@QUICK
+@given(npy_files())
+def test_any_npy_header(data):
+    try:
+        arrays, _ = npy_to_arrays(data, LIMITS)
+        assert all(a.dtype == np.uint8 and a.ndim == 2 for a in arrays)
+    except InputError as err:
+        assert 400 <= err.status < 500 and err.code and len(err.message) < 1000
+
+
+@QUICK
+@given(st.binary(max_size=600))
+def test_any_bytes_after_the_npy_magic(tail):
+    try:
+        npy_to_arrays(b"\x93NUMPY" + tail, LIMITS)
+    except InputError as err:
+        assert 400 <= err.status < 500
+
+
+@pytest.mark.parametrize("shape", ["(2.5, 28)", "('28', 28)", "(None, 28)", "((1, 2), 28)", "(True, 28, 28)",
+                                   "(10**30, 28)", "(1000000000000000000000, 28, 28)", "(28, False)", "()"])
+def test_npy_shapes_that_are_not_whole_numbers_are_4xx(shape):
+    header = ("{'descr': '|u1', 'fortran_order': False, 'shape': %s, }" % shape).encode() + b"\n"
+    data = b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header + bytes(28 * 28)
+    with pytest.raises(InputError) as err:
+        npy_to_arrays(data, LIMITS)
+    assert 400 <= err.value.status < 500
