@@ -31,7 +31,7 @@ from typing import Union
 import numpy as np
 
 from handlers.errors import InputError
-from handlers.image_decoding import check_image_count, sniff_unsupported
+from handlers.image_decoding import check_image_count, check_size, sniff_unsupported
 from handlers.npy_decoding import is_npy, npy_to_arrays
 from settings.limits import InputLimits
 
@@ -51,7 +51,18 @@ class PendingRequest:
 
 
 DATA_URI = re.compile(r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?P<params>(;[^,;]*)*?);base64,", re.IGNORECASE)
+DATA_URI_HEAD = 1024  # a data URI's "data:<type>;<params>;base64," must end within this many characters
 MAX_JSON_DEPTH = 8
+# What the JSON of any request we accept holds at most, per image it may carry (max_images_per_request,
+# plus one for the document itself): objects ({"image": ...}, {"pixels": ...}, with room for a few
+# fields of the client's own) and members ("key": value; a data URI's "data:" counts too, as the count
+# is over the raw text). Lists: the pixel rows of max_images_per_request images of max_image_side
+# rows, each image's list of rows, and a few more ("instances"). Counted in C over the raw body
+# before parsing it, so a body of millions of small objects or lists (json.loads then walks 8 MB of
+# them in 0.5-1.9 s) is refused in milliseconds.
+JSON_OBJECTS_PER_IMAGE = 4
+JSON_MEMBERS_PER_IMAGE = 16
+JSON_SPARE_LISTS = 8
 
 
 CONTAINERS = {dict, list}  # what json.loads makes lists and objects of
@@ -75,7 +86,29 @@ def json_depth(value) -> int:
     return depth
 
 
-def parse_json(raw: bytes | str):
+def check_json_counts(raw: bytes | str, limits: InputLimits) -> None:
+    """Refuse (400 json_too_complex), before parsing, JSON holding more objects, members or lists than
+    any request within the limits can: see JSON_OBJECTS_PER_IMAGE. Counts brackets and colons inside
+    strings too (base64 has none), so it errs towards parsing."""
+    brace, colon, bracket = (b"{", b":", b"[") if isinstance(raw, (bytes, bytearray)) else ("{", ":", "[")
+    documents = limits.max_images_per_request + 1
+    bounds = (
+        (brace, "objects ({...})", JSON_OBJECTS_PER_IMAGE * documents),
+        (colon, 'members ("key": value)', JSON_MEMBERS_PER_IMAGE * documents),
+        (bracket, "lists ([...])", limits.max_images_per_request * (limits.max_image_side + 1) + JSON_SPARE_LISTS),
+    )
+    for char, what, bound in bounds:
+        count = raw.count(char)
+        if count > bound:
+            raise InputError(400, "json_too_complex", f"The JSON holds {count:,} {what}; a request of at most "
+                             f"{limits.max_images_per_request} images, each {{\"image\": \"<base64>\"}} or "
+                             f"{{\"pixels\": [[...], ...]}} of at most {limits.max_image_side} rows, holds at most "
+                             f"{bound:,}. Send {{\"instances\": [...]}} of at most {limits.max_images_per_request} "
+                             "images (several requests for more), or the pixels as one .npy array.")
+
+
+def parse_json(raw: bytes | str, limits: InputLimits):
+    check_json_counts(raw, limits)
     try:
         text = raw.decode("utf-8") if isinstance(raw, (bytes, bytearray)) else raw
         return json.loads(text)
@@ -89,7 +122,7 @@ def parse_json(raw: bytes | str):
 
 
 def decode_base64(text: str) -> bytes:
-    match = DATA_URI.match(text)
+    match = DATA_URI.match(text, 0, DATA_URI_HEAD)
     if match:
         text = text[match.end():]
     try:
@@ -102,15 +135,20 @@ def decode_base64(text: str) -> bytes:
     return data
 
 
-def pixels_to_array(pixels, value_range: str | None) -> np.ndarray:
+def pixels_to_array(pixels, value_range: str | None, limits: InputLimits) -> np.ndarray:
     """A JSON H x W array of numbers -> uint8 array.
 
     `range` says how to read the values: "0-255" (integers or floats, rounded) or "0-1" (floats,
     scaled by 255). Without it: every value <= 1 means 0-1, anything larger means 0-255.
+    The height and the first row's width are checked against the limits before any value is looked at.
     """
-    if not isinstance(pixels, list) or not pixels or not all(isinstance(r, list) for r in pixels):
+    if not isinstance(pixels, list) or not pixels or not isinstance(pixels[0], list):
         raise InputError(422, "bad_pixels", '"pixels" must be a non-empty list of rows (H x W numbers).')
     width = len(pixels[0])
+    if width:
+        check_size((width, len(pixels)), limits, what='"pixels" is')
+    if not all(isinstance(r, list) for r in pixels):
+        raise InputError(422, "bad_pixels", '"pixels" must be a non-empty list of rows (H x W numbers).')
     if width == 0 or any(len(row) != width for row in pixels):
         raise InputError(422, "bad_pixels", f'"pixels" rows must all have the same, non-zero length; '
                          f"row lengths seen: {sorted({len(r) for r in pixels})[:5]}.")
@@ -143,7 +181,7 @@ JSON_TYPES = {type(None): "null", bool: "a boolean", int: "a number", float: "a 
               list: "a list", dict: "an object"}
 
 
-def _instance_to_source(instance) -> ImageSource:
+def _instance_to_source(instance, limits: InputLimits) -> ImageSource:
     if isinstance(instance, str):
         return decode_base64(instance)
     if isinstance(instance, dict):
@@ -153,7 +191,7 @@ def _instance_to_source(instance) -> ImageSource:
                 raise InputError(422, "bad_image_field", '"image" must be a base64 string or a data URI.')
             return decode_base64(value)
         if "pixels" in instance:
-            return pixels_to_array(instance["pixels"], instance.get("range"))
+            return pixels_to_array(instance["pixels"], instance.get("range"), limits)
     raise InputError(422, "bad_json_fields", 'A JSON image must be {"image": "<base64>"}, '
                      '{"pixels": [[...]]} or a base64 string; got '
                      f"{JSON_TYPES.get(type(instance), type(instance).__name__)}{_keys(instance)}.")
@@ -175,8 +213,8 @@ def json_to_sources(document, limits: InputLimits) -> tuple[list[ImageSource], b
         if not isinstance(instances, list) or not instances:
             raise InputError(422, "bad_instances", '"instances" must be a non-empty list of images.')
         check_image_count(len(instances), limits)
-        return [_instance_to_source(item) for item in instances], True
-    return [_instance_to_source(document)], False
+        return [_instance_to_source(item, limits) for item in instances], True
+    return [_instance_to_source(document, limits)], False
 
 
 def looks_like_json(data: bytes) -> bool:
@@ -276,7 +314,7 @@ def request_to_sources(row: dict, content_type: str | None, limits: InputLimits)
     value = bytes(value)
     is_json = media_type in ("application/json", "text/json")
     if is_json or (not value.startswith(b"\x89PNG") and looks_like_json(value)):
-        return json_to_sources(parse_json(value), limits)
+        return json_to_sources(parse_json(value, limits), limits)
     return [value], False
 
 
