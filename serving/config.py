@@ -127,6 +127,12 @@ def render(profile: str, model_store: Path | str, ports: Ports | None = None,
         f"job_queue_size={JOB_QUEUE_SIZE}",
         f"default_workers_per_model={workers or configured_workers()}",
         "install_py_dep_per_model=false",
+        # The worker hands request bodies to the handler as bytes: it parses JSON itself, counted first and
+        # with clear 4xx (handlers/request_decoding.py). TorchServe's worker would json.loads an
+        # application/json body before any check (an 8 MB body of small objects: ~0.2-0.5 s) and log a
+        # traceback for each malformed one. The frontend sets the worker's TS_DECODE_INPUT_REQUEST from
+        # this property, over any value in its own environment.
+        "decode_input_request=false",
         f"vmargs={jvm_options(profile)}",
     ]
     if profile == "production":

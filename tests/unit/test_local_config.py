@@ -41,6 +41,14 @@ def test_local_profile_is_loopback_only_with_explicit_security_settings(tmp_path
     assert config["load_models"] == ",".join(f"{n}.mar" for n in SERVING)
 
 
+@pytest.mark.parametrize("profile", ["local", "production"])
+def test_the_worker_hands_request_bodies_to_the_handler_unparsed(tmp_path, profile):
+    """TorchServe's frontend sets its workers' TS_DECODE_INPUT_REQUEST from this property (default true,
+    over any value in the environment): the handler then parses JSON itself, counted first
+    (handlers/request_decoding.py), and the worker logs no traceback for a malformed body."""
+    assert parse(render(profile, tmp_path / "store"))["decode_input_request"] == "false"
+
+
 def test_token_auth_can_be_turned_on(tmp_path):
     assert parse(render("local", tmp_path, token_auth=True))["disable_token_authorization"] == "false"
 
