@@ -38,7 +38,7 @@ from handlers.errors import InputError
 from handlers.image_decoding import check_request_pixels, check_size, load_pixels, open_header
 from handlers.request_decoding import ImageSource, PendingRequest, request_header, request_to_sources
 from handlers.saliency import canonical_png, gradient_x_input, heatmap_png
-from handlers.worker_logging import quiet_per_batch_lines
+from handlers.worker_logging import failure_text, log_client_mistake, quiet_per_batch_lines, request_label
 from model_defs.canonical_batch import CanonicalStack
 from settings.limits import InputLimits
 
@@ -150,9 +150,9 @@ class ImageClassifierHandler(BaseHandler):
         that fail again get a 500."""
         try:
             canonical = stack.images()
-        except Exception:
-            logger.exception("framing %d pictures together failed; framing them request by request",
-                             len(stack.pictures))
+        except Exception as err:
+            logger.error("framing %d pictures together failed; framing them request by request\n%s",
+                         len(stack.pictures), failure_text(err))
             return self._each(pending, responses, context, lambda request: setattr(
                 request, "images", [stack.canonical(slot) for slot in request.slots]))
         for request in pending:
@@ -194,8 +194,8 @@ class ImageClassifierHandler(BaseHandler):
             wanted = np.concatenate([np.full(len(request.images), request.explain) for request in pending])
             try:  # a failure here (a bug of ours) costs the explanations, not the predictions
                 saliency = iter(self.saliency(batch[wanted], probabilities[wanted].argmax(1)) if wanted.any() else [])
-            except Exception:
-                logger.exception("saliency failed for %d images", int(wanted.sum()))
+            except Exception as err:
+                logger.error("saliency failed for %d images\n%s", int(wanted.sum()), failure_text(err))
                 saliency = None
             offset = 0
             for request in pending:
@@ -214,19 +214,25 @@ class ImageClassifierHandler(BaseHandler):
 
     def _each(self, pending: list[PendingRequest], responses: list, context, step) -> list[PendingRequest]:
         """step(request) for each pending request, in order; a request whose step raises gets its own
-        4xx (InputError) or 500 (a bug of ours) in `responses` and leaves the batch, which carries on."""
+        4xx (InputError) or 500 (a bug of ours) in `responses` and leaves the batch, which carries on.
+        The log gets one bounded line for a 4xx, a bounded traceback for a 500 (handlers/worker_logging.py)."""
         kept = []
         for request in pending:
             try:
                 step(request)
                 kept.append(request)
             except InputError as err:
+                log_client_mistake(logger, self._label(context, request.idx), err.status, err.code, err.message)
                 responses[request.idx] = self._error(context, request.idx, err.status, err.body())
-            except Exception:
-                logger.exception("unexpected error decoding request %d", request.idx)
+            except Exception as err:
+                logger.error("unexpected error decoding %s\n%s", self._label(context, request.idx), failure_text(err))
                 responses[request.idx] = self._error(context, request.idx, 500, contract.error(
                     "internal_error", "The server failed on this request; see its log."))
         return kept
+
+    @staticmethod
+    def _label(context, idx: int) -> str:
+        return request_label(idx, request_header(context, idx, "X-Request-ID"))
 
     @staticmethod
     def _json(context, idx: int, body) -> bytes:
