@@ -121,12 +121,12 @@ def test_a_webp_exif_chunk_is_refused_as_read_with_the_header():
 
 
 def test_what_pillow_did_before_costs_seconds(monkeypatch):
-    """The cost behind the limit: the same 2 MB of EXIF decoded as the handler did before."""
+    """The cost behind the limit: 1 MB of EXIF decoded as the handler did before (~1 s here)."""
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", Image.MAX_IMAGE_PIXELS)  # raw_decode switches the guard off
     started = time.process_time()
-    image = crafted.raw_decode(crafted.png_exif(BIG))
+    image = crafted.raw_decode(crafted.png_exif(BIG // 2))
     assert image.size == (28, 28)
-    assert time.process_time() - started > 20 * REFUSED_CPU_S
+    assert time.process_time() - started > 4 * REFUSED_CPU_S
 
 
 @pytest.mark.parametrize("make", [
