@@ -59,13 +59,13 @@ WORK_DIR=$(cd "$WORK_DIR" && pwd)
 
 # The worker environment, as serving/server.py (Server.env) sets it for `make serve`:
 # TorchServe's temp dir (pid file, sockets, unpacked archives) inside WORK_DIR; one intra-op thread
-# per worker (settings/model_serving.py torch_threads); JSON bodies reach the handler as bytes.
+# per worker (settings/model_serving.py torch_threads). (JSON bodies reach the handler as bytes through
+# config.properties' decode_input_request=false: the frontend sets the workers' TS_DECODE_INPUT_REQUEST.)
 # No PYTHONPATH for the workers: they import the handler and its packages from the archive only
 # ($APP_DIR holds settings/, which would shadow the archive's copy).
 export TEMP=$WORK_DIR/tmp TMPDIR=$WORK_DIR/tmp
 export LOG_LOCATION=$WORK_DIR/logs METRICS_LOCATION=$WORK_DIR/logs
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} MKL_NUM_THREADS=${MKL_NUM_THREADS:-1}
-export TS_DECODE_INPUT_REQUEST=false
 
 CONFIG=$WORK_DIR/config.properties
 PYTHONPATH=$APP_DIR python3 -m serving.config --profile production --model-store "$MODEL_STORE" > "$CONFIG" \
@@ -83,7 +83,7 @@ done
 if [ "${1:-}" = "--print-config" ]; then
     cat "$CONFIG"
     grep -oE '^ *listen [^ ;]+' "$PROXY_CONFIG" | sed 's/^ *listen /proxy listens on /'
-    env | grep -E '^(TEMP|TMPDIR|LOG_LOCATION|METRICS_LOCATION|OMP_NUM_THREADS|MKL_NUM_THREADS|TS_DECODE_INPUT_REQUEST|MODEL_LOG_LEVEL|ACCESS_LOG_LEVEL)=' | sort
+    env | grep -E '^(TEMP|TMPDIR|LOG_LOCATION|METRICS_LOCATION|OMP_NUM_THREADS|MKL_NUM_THREADS|MODEL_LOG_LEVEL|ACCESS_LOG_LEVEL)=' | sort
     exit 0
 fi
 [ $# -eq 0 ] || fail "unknown arguments: $* (the only option is --print-config)"

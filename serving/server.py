@@ -112,8 +112,6 @@ class Server:
             "LOG_LOCATION": str(self.log_dir), "METRICS_LOCATION": str(self.log_dir),
             # one intra-op thread per worker: see settings/model_serving.py (torch_threads)
             "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
-            # hand JSON bodies to the handler as bytes: it parses them with limits and clear errors
-            "TS_DECODE_INPUT_REQUEST": "false",
         })
         return env
 

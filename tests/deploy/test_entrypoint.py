@@ -29,7 +29,7 @@ def test_entrypoint_print_config_is_the_production_profile_and_the_launchers_wor
     ports = Ports.free()
     store = MODEL_STORE
     env = entrypoint_env(ports, store, tmp_path / "work")
-    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "TS_DECODE_INPUT_REQUEST"):
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         env.pop(name, None)
     result = subprocess.run([str(ROOT / "docker" / "entrypoint.sh"), "--print-config"], capture_output=True,
                             text=True, env=env, timeout=60)
@@ -40,7 +40,7 @@ def test_entrypoint_print_config_is_the_production_profile_and_the_launchers_wor
     assert parse_properties(config) == parse_properties(expected)
     printed_env = dict(line.split("=", 1) for line in lines if re.match(r"^[A-Z_]+=", line))
     launcher_env = launcher.Server(tmp_path, ports).env()
-    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "TS_DECODE_INPUT_REQUEST"):
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         assert printed_env[name] == launcher_env[name], name
     assert printed_env["TEMP"] == printed_env["TMPDIR"] == str(tmp_path / "work" / "tmp")
 

@@ -115,19 +115,22 @@ def test_the_in_flight_cap_refuses_what_is_over_it_with_a_json_503_at_once(edge)
 
 def test_the_backend_gets_the_normalised_path_no_query_and_none_of_the_clients_other_headers(edge):
     """//predictions/x read as an unknown model (the raw URI went on); a query string and any header
-    reached TorchServe (Netty refuses long or odd ones in its own words)."""
+    reached TorchServe (Netty refuses long or odd ones in its own words). Authorization goes on: it
+    is TorchServe's token auth."""
     ports, backend, _ = edge
     before = len(backend.seen)
     reply = exchange(ports.inference, (
         f"POST //predictions/lenet5?body=injected HTTP/1.1\r\nHost: {HOST}\r\nContent-Type: image/png\r\n"
         f"Content-Length: 3\r\nCookie: {'c' * 3000}\r\nX-Anything: yes\r\nX-Request-ID: abc-1\r\n"
+        f"Authorization: Bearer k1\r\n"
         f"Connection: close\r\n\r\nabc").encode())
     assert reply.status == 200, reply.raw[:300]
     line, headers = backend.seen[before]
     assert line == f"POST {PREDICT} HTTP/1.1"
     assert set(headers) == {"host", "content-length", "content-type", "x-request-id",
-                            "x-forwarded-for"}, headers
+                            "x-forwarded-for", "authorization"}, headers
     assert headers["content-type"] == "image/png" and headers["x-request-id"] == "abc-1"
+    assert headers["authorization"] == "Bearer k1"
 
 
 @pytest.mark.parametrize("name, request_bytes, status, code", [
