@@ -37,6 +37,7 @@ $(FLOOR_STAMP): $(FLOOR_REQUIREMENTS) $(VENV_STAMP)
 	$(PY) -c "import sysconfig; print(sysconfig.get_paths()['purelib'])" \
 	  > $$($(FLOOR_VENV)/bin/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")/tinyserve-venv.pth
 	$(FLOOR_VENV)/bin/python -m pip install --quiet --disable-pip-version-check --no-compile -r $(FLOOR_REQUIREMENTS)
+	@$(FLOOR_VENV)/bin/python -m compileall -qq -j 0 $$($(FLOOR_VENV)/bin/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])") || true
 	touch $@
 test test-e2e: $(FLOOR_STAMP)
 
