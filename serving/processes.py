@@ -4,6 +4,7 @@ server, whether a pid is alive, ending them with grace, resident memory, free po
 from __future__ import annotations
 
 import socket
+import time
 from pathlib import Path
 
 import psutil
@@ -40,20 +41,33 @@ def server_processes(tmp_dir: Path) -> list[psutil.Process]:
     return found
 
 
+def wait_exited(processes: list[psutil.Process], timeout: float) -> list[psutil.Process]:
+    """Wait until each process has exited, a zombie counting as exited: a daemon's parent is init,
+    which reaps it when it gets to it (1-2 s later in some containers), and psutil's wait waits for
+    the reaping. Returns those still running after `timeout`."""
+    deadline, running = time.monotonic() + timeout, list(processes)
+    while running:
+        running = [process for process in running if alive(process.pid) and process.is_running()]
+        if not running or time.monotonic() >= deadline:
+            break
+        time.sleep(0.02)
+    return running
+
+
 def end(processes: list[psutil.Process], grace: float = 5.0) -> None:
-    """SIGTERM, then SIGKILL what is still alive after `grace` seconds; waits until they are gone."""
+    """SIGTERM, then SIGKILL what is still running after `grace` seconds; waits until they have exited."""
     for process in processes:
         try:
             process.terminate()
         except psutil.NoSuchProcess:
             pass
-    _, still_alive = psutil.wait_procs(processes, timeout=grace)
-    for process in still_alive:
+    still_running = wait_exited(processes, grace)
+    for process in still_running:
         try:
             process.kill()
         except psutil.NoSuchProcess:
             pass
-    psutil.wait_procs(still_alive, timeout=grace)
+    wait_exited(still_running, grace)
 
 
 def rss(pid: int) -> int:

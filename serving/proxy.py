@@ -35,10 +35,12 @@ from pathlib import Path
 
 import psutil
 
+from serving import processes
+from serving.tls import TLSFiles
 from settings.limits import LIMITS
 from settings.model_serving import SERVING
 from settings.ports import HOST, Ports
-from settings.proxy import PROXY, ProxyLimits
+from settings.proxy import PROXY, TLS, ProxyLimits
 
 ROOT = Path(__file__).resolve().parent.parent
 WEB_ROOT = ROOT / "web"   # the try-it page, served at /
@@ -69,7 +71,11 @@ ERRORS: dict[int, tuple[str, str]] = {
     501: ("not_implemented", "This server takes bodies with Content-Length or Transfer-Encoding: chunked only; "
                              "send the body with one of those."),
     505: ("http_version_not_supported", "This port speaks HTTP/1.1 (and 1.0), not HTTP/2 or later."),
+    # nginx's own code for plain HTTP sent to a TLS port, answered as a 400
+    497: ("plain_http_to_https_port", "This port speaks HTTPS: use https:// (and trust the CA that signed "
+                                      "its certificate, e.g. curl --cacert ca.pem)."),
 }
+ANSWERED_AS = {497: 400}
 # TorchServe's own non-handler errors, replaced (the handler never answers these codes itself).
 BACKEND_ERRORS: dict[int, tuple[str, str]] = {
     404: ("unknown_model", "No such model (or version) is served here; the models are {models}. "
@@ -132,7 +138,7 @@ def _location(name: str, status: int, code: str, message: str, extra: str = "") 
         lines.insert(0, "internal;")
     if extra:
         lines.append(extra)
-    lines.append(f"return {status} '{_json(code, message)}';")
+    lines.append(f"return {ANSWERED_AS.get(status, status)} '{_json(code, message)}';")
     return "\n".join([f"location {where} {{", *(f"    {line}" for line in lines), "}"])
 
 
@@ -157,11 +163,28 @@ def _error_pages(statuses, kind: str) -> str:
     return "\n".join(f"error_page {status} {target(status)};" for status in statuses)
 
 
+def _tls(files: TLSFiles | None) -> str:
+    """The TLS lines of a server block (empty without certificate files)."""
+    if files is None:
+        return ""
+    return "\n".join([
+        f"ssl_certificate {files.certificate};",
+        f"ssl_certificate_key {files.key};",
+        f"ssl_protocols {TLS.protocols};",
+        f"ssl_ciphers {TLS.ciphers};",
+        "ssl_prefer_server_ciphers off;  # every suite allowed is strong: the client's fastest wins",
+        f"ssl_session_cache {TLS.session_cache};",
+        f"ssl_session_timeout {TLS.session_timeout};",
+        "ssl_session_tickets off;",
+    ])
+
+
 def render(ports: Ports, prefix: Path, *, listen_address: str = HOST, container: bool = False,
-           limits: ProxyLimits = PROXY, web_root: Path = WEB_ROOT) -> str:
+           limits: ProxyLimits = PROXY, web_root: Path = WEB_ROOT, tls: TLSFiles | None = None) -> str:
     """nginx.conf for one server: public inference and metrics on `listen_address`, TorchServe's on
     127.0.0.1 (ports.backend_*), temp files and pid under `prefix`; the access log to stdout, the
-    error log to stderr (`start` keeps them in rotated files under prefix/logs).
+    error log to stderr (`start` keeps them in rotated files under prefix/logs). With `tls`, both
+    public ports speak HTTPS only (TLSPolicy in settings/proxy.py); plain HTTP to them is a JSON 400.
 
     Which errors nginx rewrites: its own always (error_page), TorchServe's only in @torchserve, and
     only codes the handler never answers itself (404, 500, 502, 503, 504, 507; proxy_intercept_errors),
@@ -202,6 +225,8 @@ def render(ports: Ports, prefix: Path, *, listen_address: str = HOST, container:
         "inference_port": ports.inference,
         "metrics_port": ports.metrics,
         "web_root": web_root,
+        "tls_listen": " ssl" if tls else "",
+        "tls": _tls(tls),
         "method_not_allowed_body": _json(*ERRORS[405]),
         "bad_content_type_body": _json(*BAD_CONTENT_TYPE),
         "logged_request_chars": limits.logged_request_chars,
@@ -320,9 +345,8 @@ def stop(prefix: Path, timeout: float = PROXY.drain_timeout_s + 5.0) -> bool:
     try:
         process = psutil.Process(number)
         process.send_signal(signal.SIGQUIT)
-        process.wait(timeout)
-    except psutil.TimeoutExpired:
-        process.kill()
+        if processes.wait_exited([process], timeout):
+            process.kill()
     except psutil.NoSuchProcess:
         pass
     (Path(prefix) / PID_FILE).unlink(missing_ok=True)

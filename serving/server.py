@@ -43,6 +43,7 @@ from serving.config import render
 from serving.management import ManagementAPI
 from serving.management import wait_ready as wait_all_ready
 from serving.proxy import stop as stop_proxy
+from serving.tls import TLSError, TLSFiles, local_certificates
 from settings.model_serving import SERVING, missing_archives
 from settings.ports import HOST, Ports
 
@@ -61,11 +62,16 @@ class Server:
     run_dir: Path
     ports: Ports
     proxied: bool = True  # nginx on the public ports, TorchServe behind it on ports.backend_*
+    tls: bool = False     # the proxy speaks HTTPS, with the certificates of tls_files
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls else "http"
 
     @property
     def inference_url(self) -> str:
         """What clients use: the proxy, or TorchServe itself when not proxied."""
-        return f"http://{HOST}:{self.ports.inference}"
+        return f"{self.scheme}://{HOST}:{self.ports.inference}"
 
     @property
     def backend_url(self) -> str:
@@ -78,7 +84,12 @@ class Server:
 
     @property
     def metrics_url(self) -> str:
-        return f"http://{HOST}:{self.ports.metrics}"
+        return f"{self.scheme}://{HOST}:{self.ports.metrics}"
+
+    @property
+    def tls_files(self) -> TLSFiles:
+        """The proxy's certificate and key, and the local CA that signed them (clients trust ca.pem)."""
+        return local_certificates(self.run_dir / "tls")
 
     @property
     def tmp_dir(self) -> Path:
@@ -203,12 +214,16 @@ def preflight(server: Server, model_store: Path) -> None:
 
 
 def start(*, run_dir: Path, model_store: Path, ports: Ports | None = None, timeout: float = 120.0,
-          profile: str = "local", token_auth: bool = False, extra: dict | None = None, proxy: bool = True) -> Server:
+          profile: str = "local", token_auth: bool = False, extra: dict | None = None, proxy: bool = True,
+          tls: bool = False) -> Server:
     """Start TorchServe from `run_dir`, wait until every model has a READY worker, then (`proxy`) the
-    reverse proxy in front of it. `extra`: config.properties settings that replace the profile's
+    reverse proxy in front of it, speaking HTTPS with `tls` (a local CA and certificate in
+    run_dir/tls, made on first use). `extra`: config.properties settings that replace the profile's
     (tests and benchmarks). LaunchError says what went wrong; anything this call started is stopped
     again by then."""
-    server = Server(Path(run_dir).resolve(), ports or Ports.from_env(), proxied=proxy)
+    if tls and not proxy:
+        raise LaunchError("TLS is the proxy's: start with the proxy to serve HTTPS")
+    server = Server(Path(run_dir).resolve(), ports or Ports.from_env(), proxied=proxy, tls=tls)
     model_store = Path(model_store).resolve()
     if server.pid() is None:  # a crashed server's proxy still holds the public ports
         stop_proxy(server.proxy_dir, timeout=5)
@@ -252,8 +267,9 @@ def start(*, run_dir: Path, model_store: Path, ports: Ports | None = None, timeo
 def start_proxy(server: Server, listen_address: str = HOST) -> None:
     """nginx on the public ports, in front of this server's TorchServe (LaunchError if it cannot start)."""
     try:
-        proxy.start(server.proxy_dir, server.ports, listen_address=listen_address)
-    except proxy.ProxyError as err:
+        tls = server.tls_files if server.tls else None
+        proxy.start(server.proxy_dir, server.ports, listen_address=listen_address, tls=tls)
+    except (proxy.ProxyError, TLSError) as err:
         raise LaunchError(str(err)) from None
 
 
@@ -289,11 +305,12 @@ def stop(run_dir: Path, *, quiet: bool = False, timeout: float = 30.0) -> bool:
     server = Server(Path(run_dir).resolve(), Ports())
     drained = proxy.stop(server.proxy_dir)  # first: no new requests, in-flight ones finish
     pid = server.pid()
-    if pid is not None:
-        try:  # SIGTERM to Java: TorchServe's own shutdown, which stops its workers
-            subprocess.run([torchserve_bin(), "--stop", "--foreground"], cwd=server.run_dir, env=server.env(),
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=timeout)
-        except subprocess.TimeoutExpired:
+    if pid is not None:  # SIGTERM to Java, as `torchserve --stop` sends: TorchServe's own shutdown stops its workers
+        try:
+            java = psutil.Process(pid)
+            java.terminate()
+            processes.wait_exited([java], timeout)
+        except psutil.NoSuchProcess:
             pass
     leftovers = server.processes()  # Java that did not stop in time, orphaned workers
     processes.end(leftovers)
@@ -315,10 +332,10 @@ def stop(run_dir: Path, *, quiet: bool = False, timeout: float = 30.0) -> bool:
 @contextmanager
 def running(*, run_dir: Path, model_store: Path, ports: Ports | None = None, timeout: float = 120.0,
             profile: str = "local", token_auth: bool = False, extra: dict | None = None,
-            proxy: bool = True) -> Iterator[Server]:
+            proxy: bool = True, tls: bool = False) -> Iterator[Server]:
     """A READY server for the `with` block (start()'s arguments), always stopped afterwards."""
     server = start(run_dir=run_dir, model_store=model_store, ports=ports, timeout=timeout, profile=profile,
-                   token_auth=token_auth, extra=extra, proxy=proxy)
+                   token_auth=token_auth, extra=extra, proxy=proxy, tls=tls)
     try:
         yield server
     finally:
