@@ -25,13 +25,25 @@ from settings.ports import Ports
 
 
 def example(server: Server) -> str:
-    return (f"TorchServe is ready behind nginx: {', '.join(SERVING)}\n"
-            f"  try it in a browser: {server.inference_url}/\n"
-            f"  curl -T samples/digit.png {server.inference_url}/predictions/lenet5\n"
-            f"  curl -T samples/shoe.png {server.inference_url}/predictions/fashion_mlp\n"
-            f"  models: curl {server.management_url}/models   metrics: curl {server.metrics_url}/metrics\n"
-            f"  logs: {server.log_dir}   stop: make stop\n"
-            f"  batcher: {server.batcher().describe()}")
+    """What to type next: the addresses, and for a secure server the CA file and key a client needs."""
+    curl, lines = "curl", []
+    if server.tls:
+        curl += f" --cacert {server.tls_files.ca}"
+        lines.append(f"  HTTPS only; clients trust the local CA {server.tls_files.ca}")
+    metrics = curl  # before the key: the metrics port takes none
+    key = server.keys().get("inference")
+    if key:
+        curl += f' -H "Authorization: Bearer {key}"'
+        lines.append(f"  token auth on: the inference key above is TorchServe's, in {server.key_file}")
+    return "\n".join([
+        f"TorchServe is ready behind nginx: {', '.join(SERVING)}",
+        f"  try it in a browser: {server.inference_url}/",
+        f"  {curl} -T samples/digit.png {server.inference_url}/predictions/lenet5",
+        f"  {curl} -T samples/shoe.png {server.inference_url}/predictions/fashion_mlp",
+        *lines,
+        f"  models: curl {server.management_url}/models   metrics: {metrics} {server.metrics_url}/metrics",
+        f"  logs: {server.log_dir}   stop: make stop",
+        f"  batcher: {server.batcher().describe()}"])
 
 
 def batcher_warning(verdict: Verdict) -> str | None:
@@ -62,11 +74,14 @@ def main(argv=None) -> int:
     parser.add_argument("--timeout", type=float, default=120.0)
     parser.add_argument("--token-auth", action="store_true",
                         help="require a bearer token (key in <run-dir>/key_file.json)")
+    parser.add_argument("--tls", action="store_true",
+                        help="the proxy speaks HTTPS only, with a local CA and certificate (<run-dir>/tls/, "
+                             "made on first use)")
     args = parser.parse_args(argv)
     try:
         if args.command == "start":
             server = start(run_dir=args.run_dir, model_store=args.model_store, timeout=args.timeout,
-                           token_auth=args.token_auth)
+                           token_auth=args.token_auth, tls=args.tls)
             print(example(server))
             warn_about_batcher(server)
         elif args.command == "stop":

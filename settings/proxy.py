@@ -37,4 +37,19 @@ class ProxyLimits:
     log_files_kept: int = 3
 
 
+
+@dataclass(frozen=True)
+class TLSPolicy:
+    """What the proxy's TLS accepts (serving/tls.py has the certificate files)."""
+    protocols: str = "TLSv1.2 TLSv1.3"
+    # TLS 1.2: the suites of Mozilla's "intermediate" profile (forward secrecy, AEAD ciphers only);
+    # TLS 1.3 suites are all strong and are OpenSSL's own
+    ciphers: str = ("ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:"
+                    "ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305")
+    # a resumed session skips the handshake's key exchange; tickets off: their keys would never rotate
+    session_cache: str = "shared:tls:10m"
+    session_timeout: str = "1h"
+
+
 PROXY = ProxyLimits()
+TLS = TLSPolicy()
