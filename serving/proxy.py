@@ -336,6 +336,16 @@ def _tail(log: Path, lines: int = 5) -> str:
         return f"(no {log})"
 
 
+def reload(prefix: Path) -> bool:
+    """Re-read the config and the certificate files without dropping a connection (SIGHUP: new workers
+    take new connections, the old ones finish what they hold, as nginx -s reload). True when one ran."""
+    number = pid(prefix)
+    if number is None:
+        return False
+    psutil.Process(number).send_signal(signal.SIGHUP)
+    return True
+
+
 def stop(prefix: Path, timeout: float = PROXY.drain_timeout_s + 5.0) -> bool:
     """Graceful stop: nginx stops accepting, lets in-flight requests finish (SIGQUIT), then exits;
     after `timeout` it is killed. True when one was running."""

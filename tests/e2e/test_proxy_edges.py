@@ -5,11 +5,9 @@ bounded, rotated logs. Hostile clients against the whole server: tests/e2e/test_
 from __future__ import annotations
 
 import json
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -20,61 +18,26 @@ from serving import proxy
 from settings.ports import HOST, Ports
 from settings.proxy import PROXY
 from tests.support.held_connections import exchange
+from tests.support.stub_backend import HELD_S, backend_running
 
 pytestmark = pytest.mark.e2e
 
 PREDICT = "/predictions/lenet5"
 CAP = 4          # the in-flight cap these tests render
-HELD_S = 1.0     # how long the stub backend holds a request when asked to
-
-
-class Backend(ThreadingHTTPServer):
-    """Answers every request 200 JSON, after HELD_S when the path says /slow; keeps what it was sent."""
-    daemon_threads = True
-
-    def __init__(self, port: int):
-        self.seen: list[tuple[str, dict[str, str]]] = []
-        super().__init__((HOST, port), BackendHandler)
-
-
-class BackendHandler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-
-    def _answer(self):
-        length = int(self.headers.get("Content-Length") or 0)
-        self.rfile.read(length)
-        self.server.seen.append((self.requestline, {k.lower(): v for k, v in self.headers.items()}))
-        if self.path.endswith("/slow"):
-            time.sleep(HELD_S)
-        body = b'{"0": 1.0}'
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    do_GET = do_POST = do_PUT = _answer
-
-    def log_message(self, *args):  # quiet
-        pass
 
 
 @pytest.fixture(scope="module")
 def edge(tmp_path_factory):
     """nginx (the in-flight cap at CAP, logs rotated at 64 KiB, two files kept) before a stub backend."""
     ports = Ports.free()
-    backend = Backend(ports.backend_inference)
-    thread = threading.Thread(target=backend.serve_forever, daemon=True)
-    thread.start()
     prefix = tmp_path_factory.mktemp("proxy")
     limits = replace(PROXY, max_requests_in_flight=CAP, log_file_bytes=64 * 1024, log_files_kept=2)
-    proxy.start(prefix, ports, limits=limits)
-    try:
-        yield ports, backend, prefix
-    finally:
-        proxy.stop(prefix)
-        backend.shutdown()
-        backend.server_close()
+    with backend_running(ports.backend_inference) as backend:
+        proxy.start(prefix, ports, limits=limits)
+        try:
+            yield ports, backend, prefix
+        finally:
+            proxy.stop(prefix)
 
 
 def url(ports: Ports, path: str) -> str:
