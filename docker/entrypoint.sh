@@ -19,6 +19,9 @@
 #   MODEL_LOG_LEVEL  handler/worker log level on stdout (default info)
 #   ACCESS_LOG_LEVEL one line per request on stdout when "info" (default warn: off; see docker/log4j2.xml)
 #   REQUIRE_GPU      0: let the GPU image (TINYSERVE_VARIANT=cuda, set by the Dockerfile) start without a GPU
+#   TLS_DIR          a folder with tls.crt and tls.key (a kubernetes.io/tls Secret, mounted): the proxy
+#                    speaks HTTPS only on both public ports, and reloads (no connection dropped) when
+#                    the files change, checked every TLS_RELOAD_CHECK_S seconds (default 10)
 #
 # Logs go to stdout only (docker/log4j2.xml): no log files grow in the container.
 # Why not `exec torchserve --foreground`: that command is a Python wrapper around the Java
@@ -71,9 +74,11 @@ CONFIG=$WORK_DIR/config.properties
 PYTHONPATH=$APP_DIR python3 -m serving.config --profile production --model-store "$MODEL_STORE" > "$CONFIG" \
     || fail "could not render the TorchServe config (see the message above; ports must be 1-65535 and all differ, the batcher's jar built)."
 PROXY_DIR=$WORK_DIR/proxy
+TLS_ARGS=()
+[ -z "${TLS_DIR:-}" ] || TLS_ARGS=(--tls-dir "$TLS_DIR")
 PROXY_CONFIG=$(PYTHONPATH=$APP_DIR python3 -m serving.proxy --profile production --prefix "$PROXY_DIR" \
-    --listen-address "$LISTEN_ADDRESS" --write) \
-    || fail "could not render the proxy config (see the message above; LISTEN_ADDRESS must be an IP address)."
+    --listen-address "$LISTEN_ADDRESS" "${TLS_ARGS[@]}" --write) \
+    || fail "could not render the proxy config (see the message above; LISTEN_ADDRESS must be an IP address, TLS_DIR hold tls.crt and tls.key)."
 nginx -t -q -p "$PROXY_DIR" -e stderr -c "$PROXY_CONFIG" || fail "nginx rejected $PROXY_CONFIG (above)."
 
 for name in $(sed -n 's/^load_models=//p' "$CONFIG" | tr ',' ' '); do
@@ -111,11 +116,37 @@ grep -E '^(inference|management|metrics)_address=' "$CONFIG" | sed 's/^/entrypoi
 echo "entrypoint: and nginx in front of it, config $PROXY_CONFIG:"
 grep -E '^ *listen ' "$PROXY_CONFIG" | sed 's/^ */entrypoint:   /'
 
+# A new certificate (the Secret's volume swaps its files): nginx re-reads it on SIGHUP, its old workers
+# finish what they hold, new connections get the new one. A pair that does not load is logged and
+# the proxy keeps serving the old one.
+tls_fingerprint() { cat "$TLS_DIR/tls.crt" "$TLS_DIR/tls.key" 2>/dev/null | cksum; }
+watch_tls() {
+    local seen now sleeper=
+    trap '[ -z "$sleeper" ] || kill "$sleeper" 2>/dev/null; exit 0' TERM   # its sleep goes with it
+    seen=$(tls_fingerprint)
+    while true; do
+        sleep "${TLS_RELOAD_CHECK_S:-10}" &
+        sleeper=$!
+        wait "$sleeper" || true
+        now=$(tls_fingerprint)
+        [ "$now" != "$seen" ] || continue
+        seen=$now
+        if nginx -t -q -p "$PROXY_DIR" -e stderr -c "$PROXY_CONFIG"; then
+            echo "entrypoint: the TLS certificate in $TLS_DIR changed: reloading the proxy"
+            kill -HUP "$proxy" 2>/dev/null || true
+        else
+            echo "entrypoint: the TLS certificate in $TLS_DIR changed but does not load (above): keeping the old one" >&2
+        fi
+    done
+}
+
 stopping=0
 proxy=
+watcher=
 stop_server() {
     [ "$stopping" = 0 ] || return 0   # a second signal while stopping changes nothing
     stopping=1
+    [ -z "$watcher" ] || kill "$watcher" 2>/dev/null || true
     if [ -n "$proxy" ] && kill -0 "$proxy" 2>/dev/null; then
         # SIGQUIT: nginx stops accepting, finishes the requests in flight (worker_shutdown_timeout bounds it)
         # Sent again each second: a QUIT that lands while nginx is still starting, before its own
@@ -146,6 +177,10 @@ server=$!
 # readiness probe keeps the pod out of the Service meanwhile.
 nginx -p "$PROXY_DIR" -e stderr -c "$PROXY_CONFIG" -g 'daemon off;' &
 proxy=$!
+if [ -n "${TLS_DIR:-}" ]; then
+    watch_tls &
+    watcher=$!
+fi
 phase=running
 [ "$stop_requested" = 0 ] || stop_server
 

@@ -36,7 +36,7 @@ from pathlib import Path
 import psutil
 
 from serving import processes
-from serving.tls import TLSFiles
+from serving.tls import TLSError, TLSFiles
 from settings.limits import LIMITS
 from settings.model_serving import SERVING
 from settings.ports import HOST, Ports
@@ -369,6 +369,8 @@ def main(argv=None) -> int:
     parser.add_argument("--prefix", type=Path, required=True, help="the proxy's folder: temp files, pid (and logs)")
     parser.add_argument("--listen-address", default=None, help="public address (local: 127.0.0.1; production 0.0.0.0)")
     parser.add_argument("--write", action="store_true", help="write prefix/nginx.conf and its folders, print its path")
+    parser.add_argument("--tls-dir", type=Path, default=None,
+                        help="HTTPS only, with tls.crt and tls.key from this folder (a kubernetes.io/tls Secret)")
     args = parser.parse_args(argv)
     production = args.profile == "production"
     listen = args.listen_address or ("0.0.0.0" if production else HOST)
@@ -379,12 +381,13 @@ def main(argv=None) -> int:
               file=sys.stderr)
         return 2
     try:
+        tls = TLSFiles(args.tls_dir / "tls.crt", args.tls_dir / "tls.key").check() if args.tls_dir else None
         if args.write:
-            print(prepare(args.prefix, Ports.from_env(), listen_address=listen, container=production))
+            print(prepare(args.prefix, Ports.from_env(), listen_address=listen, container=production, tls=tls))
         else:
             sys.stdout.write(render(Ports.from_env(), args.prefix.resolve(), listen_address=listen,
-                                    container=production))
-    except ValueError as err:
+                                    container=production, tls=tls))
+    except (ValueError, TLSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0

@@ -17,6 +17,7 @@ import yaml
 from loadtest.bench.pod_memory import quantity
 from serving.config import PRODUCTION_JVM, render
 from serving.proxy import render as proxy_render
+from serving.tls import TLSFiles
 from serving.workers import workers_per_model
 from settings.ports import HOST, Ports
 from tests.support.dockerfile import image_venv, last
@@ -164,9 +165,12 @@ def test_ports_probes_service_and_production_config_agree(rendered, overlay, doc
     assert config["management_address"] == f"http://{HOST}:{ports.management}"
     assert config["grpc_inference_address"] == config["grpc_management_address"] == HOST
     # ...and nginx on LISTEN_ADDRESS at the container ports, forwarding to TorchServe's
-    nginx = proxy_render(ports, Path("/tmp/tinyserve/proxy"), listen_address=env["LISTEN_ADDRESS"], container=True)
+    tls_dir = Path(env["TLS_DIR"])
+    nginx = proxy_render(ports, Path("/tmp/tinyserve/proxy"), listen_address=env["LISTEN_ADDRESS"], container=True,
+                         tls=TLSFiles(tls_dir / "tls.crt", tls_dir / "tls.key"))
     assert set(re.findall(r"^\s*listen (\S+?)[ ;]", nginx, re.M)) == {
         f"{env['LISTEN_ADDRESS']}:{ports.inference}", f"{env['LISTEN_ADDRESS']}:{ports.metrics}"}
+    assert len(re.findall(r"^\s*listen \S+ .*\bssl;", nginx, re.M)) == 2  # both public ports: HTTPS only
     assert set(re.findall(r"^\s*server (\S+);", nginx, re.M)) == {
         f"{HOST}:{ports.backend_inference}", f"{HOST}:{ports.backend_metrics}"}
     # Service: inference and metrics, by the container's port names; never management
@@ -180,7 +184,7 @@ def test_ports_probes_service_and_production_config_agree(rendered, overlay, doc
     assert service["spec"]["selector"].items() <= labels.items()
     # probes: readiness and start-up ask the management API (exec, inside the pod); liveness /ping
     container = main_container(objects)
-    assert container["livenessProbe"]["httpGet"] == {"path": "/ping", "port": "inference"}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/ping", "port": "inference", "scheme": "HTTPS"}
     for probe in ("startupProbe", "readinessProbe"):
         assert container[probe]["exec"]["command"][-1].endswith("/docker/healthcheck.py")
         assert "httpGet" not in container[probe]
@@ -189,6 +193,12 @@ def test_ports_probes_service_and_production_config_agree(rendered, overlay, doc
     assert annotations["prometheus.io/scrape"] == "true"
     assert int(annotations["prometheus.io/port"]) == ports.metrics
     assert annotations["prometheus.io/path"] == "/metrics"
+    assert annotations["prometheus.io/scheme"] == "https"
+    # the TLS Secret is mounted where TLS_DIR says, read-only
+    tls_mount = next(m for m in container["volumeMounts"] if m["mountPath"] == env["TLS_DIR"])
+    assert tls_mount["readOnly"] is True
+    volumes = {v["name"]: v for v in one(objects, "Deployment")["spec"]["template"]["spec"]["volumes"]}
+    assert volumes[tls_mount["name"]]["secret"]["secretName"] == "tinyserve-tls"
     # the writable emptyDir holds WORK_DIR (the root filesystem is read-only)
     mounts = {m["mountPath"] for m in container["volumeMounts"]}
     for work_dir in (env["WORK_DIR"], dockerfile["env"]["WORK_DIR"]):
