@@ -146,14 +146,19 @@ serve: servable $(SAMPLES) nginx ## build what is missing, start TorchServe behi
 	@$(RUN) -m serving.launcher start --model-store $(STORE)
 
 # The reverse proxy in front of TorchServe (serving/proxy.py): Debian's nginx-light when missing, and
-# apache2-utils' rotatelogs, which keeps its local logs to a bounded size.
-nginx: ## install Debian's nginx and rotatelogs when missing (the reverse proxy in front of TorchServe)
+# apache2-utils' rotatelogs, which keeps its local logs to a bounded size, and njs, which hashes API keys
+# (the module's path: KeyDefaults.njs_module in settings/proxy.py).
+NJS_MODULE := /usr/lib/nginx/modules/ngx_http_js_module.so
+nginx: ## install Debian's nginx, rotatelogs and njs when missing (the reverse proxy in front of TorchServe)
 	@command -v nginx >/dev/null || test -x /usr/sbin/nginx || { \
 	  echo "nginx missing: installing Debian's nginx-light (the reverse proxy in front of TorchServe)"; \
 	  $(call apt_install,nginx-light,the reverse proxy in front of TorchServe); }
 	@command -v rotatelogs >/dev/null || { \
 	  echo "rotatelogs missing: installing Debian's apache2-utils (it rotates the proxy's local logs)"; \
 	  $(call apt_install,apache2-utils,rotatelogs: the proxy's local logs); }
+	@test -f $(NJS_MODULE) || { \
+	  echo "nginx's njs module missing: installing Debian's libnginx-mod-http-js (it checks API keys: make serve-secure)"; \
+	  $(call apt_install,libnginx-mod-http-js,nginx's njs module: API keys); }
 
 stop: $(VENV_STAMP) ## stop the server make serve started
 	@$(RUN) -m serving.launcher stop

@@ -23,5 +23,5 @@ soak-smoke: $(SERVABLE) ## the same for seconds (make test runs it)
 	$(RUN) -m reliability.soak --duration 8 --warmup 3 --rate 40 --clients 4 --max-growth 1.0 \
 	  --port-base $(SOAK_PORT_BASE) --run-dir build/soak-smoke --out results/soak-smoke.json
 
-serve-secure: $(SERVABLE) nginx ## make serve over HTTPS (a local CA in .run/tls/) with token auth on (keys in .run/key_file.json)
-	@$(RUN) -m serving.launcher start --model-store $(STORE) --token-auth --tls
+serve-secure: $(SERVABLE) nginx ## make serve over HTTPS (a local CA in .run/tls/) with API keys at the proxy (.run/api_keys.json)
+	@$(RUN) -m serving.launcher start --model-store $(STORE) --tls --api-keys .run/api_keys.json

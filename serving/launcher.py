@@ -18,21 +18,40 @@ import argparse
 import sys
 from pathlib import Path
 
+from serving.api_keys import ApiKeys
 from serving.batcher import Verdict
 from serving.server import LaunchError, Server, start, stop
 from settings.model_serving import SERVING
 from settings.ports import Ports
 
 
-def example(server: Server) -> str:
+def secure_keys(keys_file: Path) -> str | None:
+    """A development key in `keys_file` when it holds none (`make serve-secure`'s first run): the key,
+    to be shown once; None when the file already has keys (their hashes only)."""
+    keys = ApiKeys.load(keys_file) if keys_file.exists() else ApiKeys()
+    if keys.keys:
+        return None
+    key = keys.add("dev")
+    keys.save(keys_file)
+    return key
+
+
+def example(server: Server, new_key: str | None = None) -> str:
     """What to type next: the addresses, and for a secure server the CA file and key a client needs."""
     curl, lines = "curl", []
     if server.tls:
         curl += f" --cacert {server.tls_files.ca}"
         lines.append(f"  HTTPS only; clients trust the local CA {server.tls_files.ca}")
     metrics = curl  # before the key: the metrics port takes none
-    key = server.keys().get("inference")
-    if key:
+    key = new_key or server.keys().get("inference")
+    if new_key:
+        curl += f' -H "Authorization: Bearer {key}"'
+        lines.append(f"  API key \"dev\" made now and shown once; its hash is kept in {server.api_keys} "
+                     "(more: python -m serving.api_keys add NAME)")
+    elif server.api_keys:
+        curl += ' -H "Authorization: Bearer <key>"'
+        lines.append(f"  API keys: those of {server.api_keys} (python -m serving.api_keys list / add NAME)")
+    elif key:
         curl += f' -H "Authorization: Bearer {key}"'
         lines.append(f"  token auth on: the inference key above is TorchServe's, in {server.key_file}")
     return "\n".join([
@@ -74,15 +93,19 @@ def main(argv=None) -> int:
     parser.add_argument("--timeout", type=float, default=120.0)
     parser.add_argument("--token-auth", action="store_true",
                         help="require a bearer token (key in <run-dir>/key_file.json)")
+    parser.add_argument("--api-keys", type=Path, default=None,
+                        help="the proxy takes only this file's API keys (serving/api_keys.py); a development "
+                             "key is made when it holds none")
     parser.add_argument("--tls", action="store_true",
                         help="the proxy speaks HTTPS only, with a local CA and certificate (<run-dir>/tls/, "
                              "made on first use)")
     args = parser.parse_args(argv)
     try:
         if args.command == "start":
+            new_key = secure_keys(args.api_keys) if args.api_keys else None
             server = start(run_dir=args.run_dir, model_store=args.model_store, timeout=args.timeout,
-                           token_auth=args.token_auth, tls=args.tls)
-            print(example(server))
+                           token_auth=args.token_auth, tls=args.tls, api_keys=args.api_keys)
+            print(example(server, new_key))
             warn_about_batcher(server)
         elif args.command == "stop":
             stop(args.run_dir)
@@ -94,7 +117,7 @@ def main(argv=None) -> int:
                 return 1
             print(f"running, pid {pid}\n  batcher: {server.batcher().describe()}")
             warn_about_batcher(server)
-    except (LaunchError, ValueError) as err:
+    except (LaunchError, ValueError) as err:  # KeysError is a ValueError
         print(f"error: {err}", file=sys.stderr)
         return 1
     return 0

@@ -21,6 +21,7 @@ RELIABILITY.md has the attacks the settings answer.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import ipaddress
 import json
 import os
@@ -35,17 +36,19 @@ from pathlib import Path
 
 import psutil
 
-from serving import processes
+from serving import api_keys, processes
+from serving.api_keys import ApiKeys
 from serving.tls import TLSError, TLSFiles
 from settings.limits import LIMITS
 from settings.model_serving import SERVING
 from settings.ports import HOST, Ports
-from settings.proxy import PROXY, TLS, ProxyLimits
+from settings.proxy import KEYS, PROXY, TLS, ProxyLimits
 
 ROOT = Path(__file__).resolve().parent.parent
 WEB_ROOT = ROOT / "web"   # the try-it page, served at /
 TEMPLATE = Path(__file__).resolve().parent / "nginx.conf.template"
 CONFIG_FILE = "nginx.conf"
+RENDER_ARGS = "render-args.json"
 PID_FILE = "nginx.pid"
 MIME_TYPES = Path("/etc/nginx/mime.types")
 
@@ -66,6 +69,8 @@ ERRORS: dict[int, tuple[str, str]] = {
                                  "header names; GET it again without that header."),
     414: ("uri_too_long", "The URL is too long: the request line must fit in {line_bytes:,} bytes."),
     416: ("range_not_satisfiable", "The Range header asks for bytes the file does not have; GET it without Range."),
+    429: ("rate_limited", "This API key sent more requests than its rate allows; retry after the time in "
+                          "Retry-After, or ask for a key with a higher rate."),
     431: ("headers_too_large", "A request header line is longer than {line_bytes:,} bytes."),
     494: ("headers_too_large", "A request header line is longer than {line_bytes:,} bytes."),
     501: ("not_implemented", "This server takes bodies with Content-Length or Transfer-Encoding: chunked only; "
@@ -88,6 +93,10 @@ BACKEND_ERRORS: dict[int, tuple[str, str]] = {
 }
 # A 500 from TorchServe for a multipart body is Netty's form decoder failing on what the client sent
 # (a part without Content-Disposition, a boundary that does not match): the client's to fix.
+# API keys (serving/api_keys.py): no valid key, or one for other models.
+NO_KEY = ("unauthorized", "This server needs an API key: send the header Authorization: Bearer <key>. "
+                          "A missing and a wrong key get this same answer.")
+OTHER_MODEL = ("forbidden_model", "This API key may not call this model; use a key made for it.")
 # A Content-Type with control characters or bytes over 0x7E: Netty would refuse it in its own words.
 BAD_CONTENT_TYPE = ("bad_content_type", "The Content-Type header holds characters outside printable ASCII. "
                                         "Send e.g. Content-Type: image/png.")
@@ -131,7 +140,7 @@ def _location(name: str, status: int, code: str, message: str, extra: str = "") 
     lines = ["add_header X-Request-ID $rid always;"]
     if status == 405:
         lines.append('add_header Allow "POST, PUT, GET, HEAD" always;')
-    if status in (502, 503, 507):
+    if status in (429, 502, 503, 507):
         lines.append("add_header Retry-After 1 always;")
     where = f"= {name}" if name.startswith("/") else f"@{name}"
     if name.startswith("/"):
@@ -179,12 +188,32 @@ def _tls(files: TLSFiles | None) -> str:
     ])
 
 
+def _key_checks(keys: ApiKeys | None) -> str:
+    """The model routes' answers to a request without a valid key (401) or with another model's (403)."""
+    if keys is None:
+        return ""
+    return "\n".join([
+        'if ($api_key_name = "") {',
+        "    add_header X-Request-ID $rid always;",
+        "    add_header WWW-Authenticate 'Bearer realm=\"tinyserve\"' always;",
+        f"    return 401 '{_json(*NO_KEY)}';",
+        "}",
+        'if ($api_key_allowed = "") {',
+        "    add_header X-Request-ID $rid always;",
+        f"    return 403 '{_json(*OTHER_MODEL)}';",
+        "}",
+    ])
+
+
 def render(ports: Ports, prefix: Path, *, listen_address: str = HOST, container: bool = False,
-           limits: ProxyLimits = PROXY, web_root: Path = WEB_ROOT, tls: TLSFiles | None = None) -> str:
+           limits: ProxyLimits = PROXY, web_root: Path = WEB_ROOT, tls: TLSFiles | None = None,
+           keys_file: Path | None = None) -> str:
     """nginx.conf for one server: public inference and metrics on `listen_address`, TorchServe's on
     127.0.0.1 (ports.backend_*), temp files and pid under `prefix`; the access log to stdout, the
     error log to stderr (`start` keeps them in rotated files under prefix/logs). With `tls`, both
     public ports speak HTTPS only (TLSPolicy in settings/proxy.py); plain HTTP to them is a JSON 400.
+    With `keys_file` the model routes take only the API keys it names, each at its rate
+    (serving/api_keys.py; KeysError when the file is not valid).
 
     Which errors nginx rewrites: its own always (error_page), TorchServe's only in @torchserve, and
     only codes the handler never answers itself (404, 500, 502, 503, 504, 507; proxy_intercept_errors),
@@ -198,7 +227,12 @@ def render(ports: Ports, prefix: Path, *, listen_address: str = HOST, container:
     # reach a private run dir (pytest's are 0700) for the body buffers: keep the starting user, as
     # TorchServe does. The pod runs as uid 10001, where this line is absent.
     user = "user root root;  # started by root: see serving/proxy.py" if os.geteuid() == 0 else ""
+    keys = ApiKeys.load(keys_file) if keys_file else None
     values = {
+        "load_modules": f"load_module {KEYS.njs_module};  # njs: hashes the bearer token" if keys else "",
+        "api_key_http": api_keys.http_lines(keys),
+        "api_key_checks": _key_checks(keys),
+        "rate_limits": api_keys.location_lines(keys),
         "profile": "container" if container else "local",
         "user": user,
         "prefix": prefix,
@@ -253,7 +287,8 @@ def nginx_bin() -> str:
 
 
 def prepare(prefix: Path, ports: Ports, **render_args) -> Path:
-    """Write prefix/nginx.conf and make its temp and log dirs; returns the config's path."""
+    """Write prefix/nginx.conf and make its temp and log dirs; returns the config's path. The arguments
+    are kept beside it (render-args.json), for `refresh`."""
     prefix = Path(prefix).resolve()
     for sub in ("logs", "tmp"):
         (prefix / sub).mkdir(parents=True, exist_ok=True)
@@ -262,7 +297,50 @@ def prepare(prefix: Path, ports: Ports, **render_args) -> Path:
                                            "image/png png; image/svg+xml svg; }\n")
     config = prefix / CONFIG_FILE
     config.write_text(render(ports, prefix, **render_args))
+    (prefix / RENDER_ARGS).write_text(json.dumps(_saved_args(ports, render_args)))
     return config
+
+
+def _saved_args(ports: Ports, render_args: dict) -> dict:
+    saved = {"ports": dataclasses.asdict(ports)}
+    for name, value in render_args.items():
+        if dataclasses.is_dataclass(value):
+            value = {"type": type(value).__name__, **{k: str(v) if isinstance(v, Path) else v
+                                                     for k, v in dataclasses.asdict(value).items()}}
+        saved[name] = str(value) if isinstance(value, Path) else value
+    return saved
+
+
+def _loaded_args(saved: dict) -> tuple[Ports, dict]:
+    args = {}
+    for name, value in saved.items():
+        if isinstance(value, dict) and value.get("type") == "TLSFiles":
+            value = TLSFiles(**{k: Path(v) if v else None for k, v in value.items() if k != "type"})
+        elif isinstance(value, dict) and value.get("type") == "ProxyLimits":
+            value = ProxyLimits(**{k: v for k, v in value.items() if k != "type"})
+        elif name in ("keys_file", "web_root") and value is not None:
+            value = Path(value)
+        args[name] = value
+    return Ports(**args.pop("ports")), args
+
+
+def refresh(prefix: Path) -> bool:
+    """Render the running proxy's config again from the arguments it started with (the keys file and
+    certificates as they are now), check it, and reload without dropping a connection. False when no
+    proxy runs there; ProxyError (the running config stays) when nginx refuses the new one."""
+    prefix = Path(prefix).resolve()
+    if pid(prefix) is None:
+        return False
+    try:
+        ports, render_args = _loaded_args(json.loads((prefix / RENDER_ARGS).read_text()))
+        config = prepare(prefix, ports, **render_args)
+    except (OSError, ValueError, TypeError) as err:
+        raise ProxyError(f"cannot render the proxy's config again: {err}") from None
+    check = subprocess.run([nginx_bin(), "-t", "-q", "-p", str(prefix), "-e", "stderr", "-c", str(config)],
+                           capture_output=True, text=True)
+    if check.returncode != 0:
+        raise ProxyError(f"nginx refused the new config, the running one stays:\n{check.stderr.strip()}")
+    return reload(prefix)
 
 
 def pid(prefix: Path) -> int | None:
@@ -276,6 +354,15 @@ def pid(prefix: Path) -> int | None:
         return number if "nginx" in process.name() and process.status() != psutil.STATUS_ZOMBIE else None
     except psutil.Error:
         return None
+
+
+def njs_module() -> str:
+    """nginx's njs module, which hashes API keys (settings/proxy.py KeyDefaults.njs_module)."""
+    if not os.path.isfile(KEYS.njs_module):
+        raise ProxyError(f"nginx's njs module ({KEYS.njs_module}) is not installed; it checks the API keys. "
+                         "Install it (Debian/Ubuntu: sudo apt-get install libnginx-mod-http-js; `make nginx` "
+                         "does) and try again.")
+    return KEYS.njs_module
 
 
 def rotatelogs_bin() -> str:

@@ -38,6 +38,7 @@ from typing import Iterator
 import psutil
 
 from serving import logs, processes, proxy
+from serving.api_keys import KeysError
 from serving.batcher import AGENT_JAR, STATUS_FILE, BatcherBuildError, Verdict, agents, require_agents, verdict
 from serving.config import render
 from serving.management import ManagementAPI
@@ -63,6 +64,7 @@ class Server:
     ports: Ports
     proxied: bool = True  # nginx on the public ports, TorchServe behind it on ports.backend_*
     tls: bool = False     # the proxy speaks HTTPS, with the certificates of tls_files
+    api_keys: Path | None = None  # the proxy takes only the API keys of this file (serving/api_keys.py)
 
     @property
     def scheme(self) -> str:
@@ -188,6 +190,8 @@ def preflight(server: Server, model_store: Path) -> None:
         try:
             proxy.nginx_bin()
             proxy.rotatelogs_bin()
+            if server.api_keys:
+                proxy.njs_module()
         except proxy.ProxyError as err:
             raise LaunchError(str(err)) from None
     if shutil.which("java") is None:
@@ -215,15 +219,16 @@ def preflight(server: Server, model_store: Path) -> None:
 
 def start(*, run_dir: Path, model_store: Path, ports: Ports | None = None, timeout: float = 120.0,
           profile: str = "local", token_auth: bool = False, extra: dict | None = None, proxy: bool = True,
-          tls: bool = False) -> Server:
+          tls: bool = False, api_keys: Path | None = None) -> Server:
     """Start TorchServe from `run_dir`, wait until every model has a READY worker, then (`proxy`) the
     reverse proxy in front of it, speaking HTTPS with `tls` (a local CA and certificate in
-    run_dir/tls, made on first use). `extra`: config.properties settings that replace the profile's
-    (tests and benchmarks). LaunchError says what went wrong; anything this call started is stopped
-    again by then."""
-    if tls and not proxy:
-        raise LaunchError("TLS is the proxy's: start with the proxy to serve HTTPS")
-    server = Server(Path(run_dir).resolve(), ports or Ports.from_env(), proxied=proxy, tls=tls)
+    run_dir/tls, made on first use) and taking only the keys of the `api_keys` file. `extra`:
+    config.properties settings that replace the profile's (tests and benchmarks). LaunchError says
+    what went wrong; anything this call started is stopped again by then."""
+    if (tls or api_keys) and not proxy:
+        raise LaunchError("TLS and API keys are the proxy's: start with the proxy")
+    server = Server(Path(run_dir).resolve(), ports or Ports.from_env(), proxied=proxy, tls=tls,
+                    api_keys=Path(api_keys).resolve() if api_keys else None)
     model_store = Path(model_store).resolve()
     if server.pid() is None:  # a crashed server's proxy still holds the public ports
         stop_proxy(server.proxy_dir, timeout=5)
@@ -268,8 +273,17 @@ def start_proxy(server: Server, listen_address: str = HOST) -> None:
     """nginx on the public ports, in front of this server's TorchServe (LaunchError if it cannot start)."""
     try:
         tls = server.tls_files if server.tls else None
-        proxy.start(server.proxy_dir, server.ports, listen_address=listen_address, tls=tls)
-    except (proxy.ProxyError, TLSError) as err:
+        proxy.start(server.proxy_dir, server.ports, listen_address=listen_address, tls=tls, keys_file=server.api_keys)
+    except (proxy.ProxyError, TLSError, KeysError) as err:
+        raise LaunchError(str(err)) from None
+
+
+def reload_proxy(run_dir: Path) -> bool:
+    """The running proxy of `run_dir` re-reads its keys file and certificates, dropping no connection;
+    False when none runs there. LaunchError when the new files do not load (the old ones stay)."""
+    try:
+        return proxy.refresh(Server(Path(run_dir).resolve(), Ports()).proxy_dir)
+    except proxy.ProxyError as err:
         raise LaunchError(str(err)) from None
 
 
@@ -332,10 +346,10 @@ def stop(run_dir: Path, *, quiet: bool = False, timeout: float = 30.0) -> bool:
 @contextmanager
 def running(*, run_dir: Path, model_store: Path, ports: Ports | None = None, timeout: float = 120.0,
             profile: str = "local", token_auth: bool = False, extra: dict | None = None,
-            proxy: bool = True, tls: bool = False) -> Iterator[Server]:
+            proxy: bool = True, tls: bool = False, api_keys: Path | None = None) -> Iterator[Server]:
     """A READY server for the `with` block (start()'s arguments), always stopped afterwards."""
     server = start(run_dir=run_dir, model_store=model_store, ports=ports, timeout=timeout, profile=profile,
-                   token_auth=token_auth, extra=extra, proxy=proxy, tls=tls)
+                   token_auth=token_auth, extra=extra, proxy=proxy, tls=tls, api_keys=api_keys)
     try:
         yield server
     finally:

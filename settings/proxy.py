@@ -51,5 +51,21 @@ class TLSPolicy:
     session_timeout: str = "1h"
 
 
+
+@dataclass(frozen=True)
+class KeyDefaults:
+    """API keys at the proxy (serving/api_keys.py): what a key gets unless its entry says otherwise."""
+    # requests per second per key, and how many above that rate pass at once: a client alone gets about
+    # a twentieth of one pod's 2-core throughput (docs/BENCHMARKS.md), so 64 clients hammering with one
+    # key are held to it and see 429s while the others' requests keep their latency
+    rate_per_s: int = 100
+    burst: int = 100
+    limited_status: int = 429
+    zone_size: str = "1m"  # per rate class: about 16,000 keys' counters
+    # the njs module that hashes the bearer token (Debian: libnginx-mod-http-js)
+    njs_module: str = "/usr/lib/nginx/modules/ngx_http_js_module.so"
+
+
 PROXY = ProxyLimits()
 TLS = TLSPolicy()
+KEYS = KeyDefaults()

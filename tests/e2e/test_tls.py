@@ -16,15 +16,11 @@ import pytest
 import requests
 
 from handlers.contract import check_error
-from reliability import probe
 from serving import proxy
-from serving.launcher import example
-from serving.server import running
 from serving.tls import local_certificates
 from settings.ports import HOST, Ports
 from settings.proxy import PROXY
 from tests.support.held_connections import exchange
-from tests.support.paths import MODEL_STORE
 from tests.support.stub_backend import HELD_S, backend_running
 
 pytestmark = pytest.mark.e2e
@@ -192,21 +188,3 @@ def test_a_new_certificate_is_taken_without_dropping_a_request(tmp_path):
                 handshake(ports.inference, client_context(files.ca))  # the old CA no longer vouches
         finally:
             proxy.stop(tmp_path / "proxy")
-
-
-def test_make_serve_secure_serves_predictions_over_https_with_the_key_it_prints(tmp_path):
-    """What `make serve-secure` starts (--tls --token-auth): HTTPS only, TorchServe's inference key
-    through the proxy, and the line it prints is the one a client copies."""
-    with running(run_dir=tmp_path / "run", model_store=MODEL_STORE, ports=Ports.free(), timeout=180,
-                 tls=True, token_auth=True) as server:
-        ca = server.tls_files.ca
-        assert server.inference_url.startswith("https://")
-        printed = example(server)
-        assert f"--cacert {ca}" in printed and server.keys()["inference"] in printed
-        url = f"{server.inference_url}{PREDICT}"
-        answer = requests.post(url, data=probe.digit_png(), verify=str(ca), timeout=30,
-                               headers={"Content-Type": "image/png", **server.auth("inference")})
-        assert answer.status_code == 200 and answer.json()["model"] == "lenet5", answer.text[:300]
-        refused = requests.post(url, data=probe.digit_png(), verify=str(ca), timeout=30,
-                                headers={"Content-Type": "image/png"})
-        assert refused.status_code in (400, 401), refused.text[:300]

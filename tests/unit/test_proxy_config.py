@@ -12,9 +12,10 @@ import pytest
 
 from handlers.contract import check_error
 from serving import proxy
+from serving.api_keys import ApiKeys
 from settings.limits import LIMITS
 from settings.ports import Ports
-from settings.proxy import PROXY, ProxyLimits
+from settings.proxy import KEYS, PROXY, ProxyLimits
 from tests.support.paths import REPO
 
 PROFILES = [  # (container, listen address): make serve, the pod, the entrypoint test on loopback
@@ -54,7 +55,7 @@ def test_settings_reach_the_config(tmp_path):
                  "client_body_buffer_size 4096;", "worker_shutdown_timeout 17s;",
                  f"client_max_body_size {LIMITS.max_request_bytes};", f"root {tmp_path / 'web'};",
                  f"pid {tmp_path / proxy.PID_FILE};", "large_client_header_buffers 4 2048;",
-                 '"~^(?<head>.{0,99})" $head;'):
+                 '"~^(?<head>[^?]{0,99})" $head;'):
         assert line in text, line
     assert "within 7 s" in text  # the 408's message names the read timeout
     assert PROXY.upstream_timeout_s > 30  # past TorchServe's own response timeout
@@ -89,3 +90,23 @@ def test_the_template_ships_with_serving():
     data = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["serving"]
     assert proxy.TEMPLATE.name in data and proxy.TEMPLATE.parent == REPO / "serving"
     assert "COPY serving/ " in (REPO / "docker" / "Dockerfile").read_text()
+
+
+def test_the_makefile_installs_the_njs_module_where_the_config_loads_it():
+    makefile = (proxy.ROOT / "Makefile").read_text()
+    assert f"NJS_MODULE := {KEYS.njs_module}" in makefile
+
+
+def test_api_keys_render_a_map_of_hashes_a_scope_and_a_zone_per_rate(tmp_path):
+    keys = ApiKeys()
+    keys.add("a", ("lenet5",), 5, 1)
+    keys.add("b")
+    keys.save(tmp_path / "keys.json")
+    text = proxy.render(Ports(), tmp_path, keys_file=tmp_path / "keys.json")
+    for key in keys.keys:
+        assert f'"{key.sha256}" "{key.name}";' in text
+    assert '"~^a/(lenet5)$" 1;' in text and '"~^b/" 1;' in text
+    assert f"zone=api_key_r5b1:{KEYS.zone_size} rate=5r/s;" in text and "limit_req zone=api_key_r5b1 burst=1 nodelay;" in text
+    assert f"rate={KEYS.rate_per_s}r/s;" in text and text.startswith("# nginx config")
+    assert f"load_module {KEYS.njs_module};" in text
+    assert "load_module" not in proxy.render(Ports(), tmp_path)  # no keys file: no njs needed
