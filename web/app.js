@@ -12,6 +12,10 @@ const $ = (id) => document.getElementById(id);
 const pad = $("pad");
 const ctx = pad.getContext("2d");
 const modelSelect = $("model");
+const keyInput = $("api-key");
+// the key stays in this tab (sessionStorage), never in the page's address or in localStorage
+keyInput.value = sessionStorage.getItem("apiKey") || "";
+keyInput.addEventListener("change", () => sessionStorage.setItem("apiKey", keyInput.value.trim()));
 
 let inked = false;         // anything drawn since the last clear
 let lastPicture = null;    // {blob, name} last sent, asked again when the model changes
@@ -112,6 +116,14 @@ window.addEventListener("drop", (event) => event.preventDefault());
 modelSelect.addEventListener("change", () => { if (lastPicture) ask(lastPicture); });
 
 // ---- asking the server ------------------------------------------------------------------------
+function requestHeaders(picture) {
+  // the file's own type (image/png, image/jpeg...); a raw body always needs one
+  const headers = {"Content-Type": picture.blob.type || "application/octet-stream"};
+  const key = keyInput.value.trim();
+  if (key) headers.Authorization = `Bearer ${key}`;
+  return headers;
+}
+
 async function ask(picture) {
   lastPicture = picture;
   const model = modelSelect.value;
@@ -122,8 +134,7 @@ async function ask(picture) {
   try {
     response = await fetch(`explanations/${encodeURIComponent(model)}`, {
       method: "POST",
-      // the file's own type (image/png, image/jpeg...); a raw body always needs one
-      headers: {"Content-Type": picture.blob.type || "application/octet-stream"},
+      headers: requestHeaders(picture),
       body: picture.blob,
     });
     const text = await response.text();

@@ -11,14 +11,19 @@ from __future__ import annotations
 import base64
 import os
 
+import numpy as np
 import pytest
 import requests
 
 from handlers.png import png_bytes
 from model_defs.registry import get_spec
+from serving import proxy
+from serving.api_keys import ApiKeys
+from settings.ports import Ports
 from tests.support.browser import find_chromium, launch
 from tests.support.paths import REPO
 from tests.support.sample_images import encode, photo_of
+from tests.support.stub_backend import backend_running
 
 try:
     from playwright.sync_api import expect, sync_playwright
@@ -235,3 +240,32 @@ def test_a_bad_file_gets_the_servers_message(page, site_url):
     expect(page.locator("#result")).to_be_hidden()
     expect(page.locator("#status")).to_have_text("No answer for this picture.")
     screenshot(page, "bad-file")
+
+
+def test_the_key_typed_into_the_page_goes_with_each_request(browser, tmp_path):
+    """A server that asks for API keys (nginx with a keys file before the stub backend): without a key
+    the page shows the 401's message; with the key typed in, the request carries it."""
+    keys = ApiKeys()
+    key = keys.add("page")
+    keys.save(tmp_path / "keys.json")
+    ports = Ports.free()
+    with backend_running(ports.backend_inference) as backend:
+        proxy.start(tmp_path / "proxy", ports, keys_file=tmp_path / "keys.json")
+        try:
+            context = browser.new_context(viewport=VIEWPORT)
+            page = context.new_page()
+            page.set_default_timeout(TIMEOUT_MS)
+            page.goto(f"http://127.0.0.1:{ports.inference}/")
+            picture = [{"name": "digit.png", "mimeType": "image/png", "buffer": png_bytes(np.full((28, 28), 255, np.uint8))}]
+            page.set_input_files("#file", files=picture)
+            expect(page.locator("#error-message")).to_contain_text("needs an API key")
+            page.fill("#api-key", key)
+            page.dispatch_event("#api-key", "change")
+            page.set_input_files("#file", files=picture)
+            page.wait_for_function("document.body.getAttribute('aria-busy') === null")
+            sent = [headers for line, headers in backend.seen if "/explanations/lenet5" in line]
+            assert sent and sent[-1]["authorization"] == f"Bearer {key}"
+            screenshot(page, "api-key")
+            context.close()
+        finally:
+            proxy.stop(tmp_path / "proxy")
