@@ -2,6 +2,7 @@
 runs it (k8s/base/deployment.yaml: read-only root filesystem, a tmpfs at /tmp for the emptyDir,
 all capabilities dropped, no-new-privileges, the manifest's uid/gid and environment).
 
+The pod mounts its TLS Secret: here a local CA's certificate, so the container speaks HTTPS only.
 Against the running container: every model READY through the image's own HEALTHCHECK; held-out
 images of every model give the local server's probabilities (1e-5); a bad input gets its 4xx
 JSON; /metrics answers; the management port is not reachable from outside the container; every
@@ -24,15 +25,18 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import pytest
 import requests
+import urllib3  # noqa: F401 - the warning filtered below
 import yaml
 
 from handlers.contract import check_error, check_prediction
 from handlers.png import png_bytes
 from model_defs.registry import MODELS
+from serving.tls import TLSFiles, local_certificates
 from settings.model_serving import SERVING
 from settings.ports import Ports
 from tests.support.paths import REPO as ROOT
@@ -84,21 +88,36 @@ def pod():
             "grace_s": spec["terminationGracePeriodSeconds"]}
 
 
-def run_arguments(pod, image: str, host_ports: Ports) -> list[str]:
+def tls_secret(folder: Path) -> TLSFiles:
+    """The tinyserve-tls Secret's files as the pod mounts them (tls.crt, tls.key), from a local CA;
+    readable by the container's user, as the Secret volume's defaultMode and fsGroup make them."""
+    made = local_certificates(folder / "ca")
+    secret = folder / "secret"
+    secret.mkdir()
+    for source, name in ((made.certificate, "tls.crt"), (made.key, "tls.key")):
+        shutil.copyfile(source, secret / name)
+        (secret / name).chmod(0o644)
+    return TLSFiles(secret / "tls.crt", secret / "tls.key", made.ca)
+
+
+def run_arguments(pod, image: str, host_ports: Ports, tls: TLSFiles) -> list[str]:
     """`podman run` options that do what the pod's securityContext, volumes and env do."""
     spec, container = pod["spec"], pod["container"]
     security = container["securityContext"]
     assert security["readOnlyRootFilesystem"] is True and security["allowPrivilegeEscalation"] is False
     assert security["capabilities"]["drop"] == ["ALL"]
-    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    mounts = {m["name"]: m for m in container["volumeMounts"]}
     volumes = {v["name"]: v for v in spec["volumes"]}
-    assert set(mounts) == {"tmp"} and "emptyDir" in volumes["tmp"], "only /tmp is writable in the pod"
+    assert set(mounts) == {"tmp", "tls"} and "emptyDir" in volumes["tmp"], "only /tmp is writable in the pod"
+    assert "secret" in volumes["tls"] and mounts["tls"]["readOnly"] is True
+    mounts = {name: mount["mountPath"] for name, mount in mounts.items()}
     size = volumes["tmp"]["emptyDir"].get("sizeLimit", "1Gi").replace("Gi", "g").replace("Mi", "m")
     user, group = spec["securityContext"]["runAsUser"], spec["securityContext"]["runAsGroup"]
     ports = Ports(int(pod["env"]["INFERENCE_PORT"]), int(pod["env"]["MANAGEMENT_PORT"]), int(pod["env"]["METRICS_PORT"]))
     args = ["run", "-d", "--name", NAME,
             "--read-only", "--read-only-tmpfs=false", "--tmpfs", f"{mounts['tmp']}:rw,size={size},mode=1777",
             "--cap-drop=all", "--security-opt", "no-new-privileges", "--user", f"{user}:{group}",
+            "-v", f"{tls.certificate.parent}:{mounts['tls']}:ro",
             # no systemd here to run the image's HEALTHCHECK on a timer: the test runs it itself
             "--health-interval", "disable",
             # the management port is published too: to show that nothing answers on it from outside
@@ -123,7 +142,7 @@ def healthy() -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="module")
-def container(pod):
+def container(pod, tmp_path_factory):
     if not sys.platform.startswith("linux"):
         skip_or_fail(f"podman runs the image here only on Linux, not {sys.platform}")
     if os.geteuid() != 0:
@@ -136,7 +155,8 @@ def container(pod):
     podman("rm", "-f", "--time", "0", NAME, check=False)
     started = time.monotonic()
     host_ports = Ports.free()
-    podman(*run_arguments(pod, image, host_ports))
+    tls = tls_secret(tmp_path_factory.mktemp("tls"))
+    podman(*run_arguments(pod, image, host_ports, tls))
     try:
         ready_s = None
         for _ in range(READY_TIMEOUT_S * 2):
@@ -154,9 +174,9 @@ def container(pod):
             pytest.fail(f"not ready after {READY_TIMEOUT_S} s: {check.stdout}{check.stderr}\n" + container_output())
         record(ready_s=round(ready_s, 1))
         yield {"image": image, "ready_s": ready_s, "grace_s": pod["grace_s"],
-               "inference": f"http://127.0.0.1:{host_ports.inference}",
+               "inference": f"https://127.0.0.1:{host_ports.inference}",
                "management": f"http://127.0.0.1:{host_ports.management}",
-               "metrics": f"http://127.0.0.1:{host_ports.metrics}"}
+               "metrics": f"https://127.0.0.1:{host_ports.metrics}", "ca": str(tls.ca)}
     finally:
         podman("rm", "-f", "--time", "0", NAME, check=False, timeout=120)
 
@@ -197,15 +217,15 @@ def test_held_out_images_get_the_local_servers_probabilities(container, server, 
     data = held_out(name)
     bodies = [png_bytes(image) for image in data.raw[:IMAGES_PER_MODEL]]
 
-    def answers(base: str) -> list[dict]:
+    def answers(base: str, verify) -> list[dict]:
         url = f"{base}/predictions/{name}"
         with requests.Session() as session, ThreadPoolExecutor(8) as pool:
             responses = list(pool.map(lambda b: session.post(url, data=b, headers={"Content-Type": "image/png"},
-                                                             timeout=30), bodies))
+                                                             timeout=30, verify=verify), bodies))
         assert all(r.status_code == 200 for r in responses), [r.text for r in responses if r.status_code != 200][:3]
         return [r.json() for r in responses]
 
-    in_container, local = answers(container["inference"]), answers(server.inference_url)
+    in_container, local = answers(container["inference"], container["ca"]), answers(server.inference_url, True)
     def top_labels(answers: list[dict]) -> list[str]:
         return [check_prediction(answer, data.spec.labels, name) for answer in answers]
 
@@ -217,21 +237,22 @@ def test_held_out_images_get_the_local_servers_probabilities(container, server, 
 
 
 def test_a_bad_input_gets_its_4xx_json(container, server):
-    for base in (container["inference"], server.inference_url):
+    for base, verify in ((container["inference"], container["ca"]), (server.inference_url, True)):
         response = requests.post(f"{base}/predictions/lenet5", data=b"this is not a picture",
-                                 headers={"Content-Type": "image/png"}, timeout=30)
+                                 headers={"Content-Type": "image/png"}, timeout=30, verify=verify)
         assert response.status_code == 415, (base, response.status_code, response.text)
         assert check_error(response.json(), response.status_code) == "not_an_image"
         assert response.headers["Content-Type"].startswith("application/json")
 
 
 def test_metrics_answer_in_prometheus_format(container):
-    response = requests.get(f"{container['metrics']}/metrics", timeout=30)
+    response = requests.get(f"{container['metrics']}/metrics", timeout=30, verify=container["ca"])
     assert response.status_code == 200
     assert "ts_inference_requests_total" in response.text
     assert 'model_name="lenet5"' in response.text
 
 
+@pytest.mark.filterwarnings("ignore::urllib3.exceptions.InsecureRequestWarning")
 def test_management_is_not_reachable_from_outside_the_container(container):
     """Published to a host port, and on the container's own address, nothing answers on 8081:
     TorchServe listens on the container's 127.0.0.1 only (the healthcheck reaches it in there)."""
@@ -239,7 +260,8 @@ def test_management_is_not_reachable_from_outside_the_container(container):
         requests.get(f"{container['management']}/models", timeout=5)
     address = podman("inspect", "--format", "{{.NetworkSettings.IPAddress}}", NAME).stdout.strip()
     if address:
-        assert requests.get(f"http://{address}:8080/ping", timeout=5).status_code == 200
+        # the certificate names 127.0.0.1 and localhost, not this address: reachability only
+        assert requests.get(f"https://{address}:8080/ping", timeout=5, verify=False).status_code == 200
         with pytest.raises(requests.ConnectionError):
             requests.get(f"http://{address}:8081/models", timeout=5)
 
@@ -301,7 +323,8 @@ def test_sigterm_with_requests_in_flight_exits_0_within_the_grace_period(contain
                 if stop.is_set():
                     return
                 try:
-                    response = session.post(url, data=body, headers={"Content-Type": "image/png"}, timeout=10)
+                    response = session.post(url, data=body, headers={"Content-Type": "image/png"}, timeout=10,
+                                            verify=container["ca"])
                     key = "ok" if response.status_code == 200 else "other"
                 except requests.RequestException:
                     key = "refused_or_cut"

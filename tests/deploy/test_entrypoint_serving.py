@@ -8,6 +8,7 @@ the session server and anyone else's tests.
 """
 from __future__ import annotations
 
+import re
 import shutil
 import signal
 import subprocess
@@ -120,7 +121,7 @@ def test_entrypoint_serves_a_prediction_and_stops_cleanly_on_sigterm(tmp_path, h
                 assert answer.status_code == 200 and answer.headers["X-Request-ID"] == rid
         time.sleep(1.5)
         added = stdout.read_text().splitlines()[lines_before:]
-        assert [line.rsplit("rid=", 1)[-1] for line in added] == ids, added
+        assert [re.search(r" rid=(\S+)", line)[1] for line in added] == ids, added
 
         # a new certificate in the Secret: served within seconds, the proxy reloaded, not restarted
         newer = local_certificates(tmp_path / "newer-ca")
