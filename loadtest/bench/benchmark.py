@@ -38,6 +38,10 @@ def run_bench(args: argparse.Namespace, log: Callable[[str], None] = print) -> d
         log(f"  rendering {args.photos} JPEG phone photos of held-out digits (export/photos.py)")
         photos = Photos.render(work, args.photos)
     extra = server_extra(args.logging)
+    server_workers = serving.workers or configured_workers()
+    if getattr(args, "smoke", False):  # seconds long: one worker a model starts the four servers in half the time
+        server_workers = 1
+        extra = {**extra, "default_workers_per_model": "1"}
     variants = {v: (store_for(v, model, build=Path(args.build)), extra, v == PROXIED)
                 for v in (NOOP, HANDLER, BATCH1, PROXIED)}
     schedule = Schedule(tuple(args.concurrency), args.rounds, args.duration, args.warmup, args.server_warmup)
@@ -70,7 +74,7 @@ def run_bench(args: argparse.Namespace, log: Callable[[str], None] = print) -> d
     return {
         "model": model,
         "settings": {"batch_size": serving.batch_size, "max_batch_delay_ms": serving.max_batch_delay_ms,
-                     "workers": serving.workers or configured_workers(), "torch_threads": serving.torch_threads,
+                     "workers": server_workers, "torch_threads": serving.torch_threads,
                      "response_timeout_s": serving.response_timeout_s, "job_queue_size": JOB_QUEUE_SIZE},
         "logging": args.logging, "server_extra": extra,
         "concurrency": list(args.concurrency),
