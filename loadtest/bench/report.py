@@ -10,6 +10,10 @@ from pathlib import Path
 KEEP_MARKER = "<!-- notes below this line are written by hand; make bench keeps them -->"
 
 
+# a lone client's p50 against the floor's: TorchServe's hops (Netty, the frontend's queue, the worker's
+# socket) may cost this much over the FastAPI app a user would write instead
+LONE_CLIENT_P50 = 1.2
+
 def ratio(a: float, b: float) -> float:
     """a / b, NaN where b is 0 (a row that served nothing)."""
     return a / b if b else float("nan")
@@ -75,8 +79,9 @@ def floor_targets(rows: dict[str, dict], conc: list[str]) -> list[dict]:
             out.append({"target": f"{name} >= 1.5 x {floor_name}'s best round in req/s at C={c} (beat the floor{what})",
                         "value": ratio(a[c]["throughput"], best), "bound": 1.5})
         if "1" in conc and not what:
-            out.append({"target": f"{name} p50 <= 1.5 x {floor_name}'s at C=1 (a lone client waits little longer)",
-                        "value": ratio(a["1"]["p50_ms"], b["1"]["p50_ms"]), "bound": 1.5, "at_most": True})
+            out.append({"target": f"{name} p50 <= {LONE_CLIENT_P50} x {floor_name}'s at C=1 (a lone client waits "
+                                  "little longer)",
+                        "value": ratio(a["1"]["p50_ms"], b["1"]["p50_ms"]), "bound": LONE_CLIENT_P50, "at_most": True})
             out.append({"target": f"{name} server CPU per request <= 2 x {floor_name}'s at C=1",
                         "value": ratio(server_cpu_us(a["1"]), server_cpu_us(b["1"])), "bound": 2.0, "at_most": True})
     return out
