@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from handlers.contract import check_error
-from serving import proxy
+from serving import proxy, proxy_errors
 from serving.api_keys import ApiKeys
 from settings.limits import LIMITS
 from settings.ports import Ports
@@ -64,7 +64,7 @@ def test_settings_reach_the_config(tmp_path):
 def test_every_answer_nginx_gives_itself_is_the_json_error_contract(tmp_path):
     text = proxy.render(Ports(), tmp_path)
     bodies = re.findall(r"return (\d{3}) '([^']*)';", text)
-    assert len(bodies) >= 2 * (len(proxy.ERRORS) + len(proxy.BACKEND_ERRORS)) + 3
+    assert len(bodies) >= 2 * (len(proxy_errors.ERRORS) + len(proxy_errors.BACKEND_ERRORS)) + 3
     for status, body in bodies:
         check_error(json.loads(body), int(status))
 
