@@ -68,7 +68,10 @@ class ApiKeys:
     keys: list[ApiKey] = field(default_factory=list)
 
     @classmethod
-    def load(cls, path: Path) -> "ApiKeys":
+    def load(cls, path: Path, missing_ok: bool = False) -> "ApiKeys":
+        """The keys of `path`; with `missing_ok`, none when there is no such file yet."""
+        if missing_ok and not Path(path).exists():
+            return cls()
         try:
             document = json.loads(Path(path).read_text())
             entries = document["keys"]
@@ -162,7 +165,7 @@ def main(argv=None) -> int:
     parser.add_argument("--burst", type=int, default=KEYS.burst, help="requests above the rate taken at once")
     args = parser.parse_args(argv)
     try:
-        keys = ApiKeys.load(args.file) if args.file.exists() else ApiKeys()
+        keys = ApiKeys.load(args.file, missing_ok=True)
         if args.command == "list":
             for k in keys.keys:
                 print(f"{k.name}: models {', '.join(k.models) or 'all'}, {k.rate_per_s}/s, burst {k.burst}, "

@@ -28,7 +28,7 @@ from settings.ports import Ports
 def secure_keys(keys_file: Path) -> str | None:
     """A development key in `keys_file` when it holds none (`make serve-secure`'s first run): the key,
     to be shown once; None when the file already has keys (their hashes only)."""
-    keys = ApiKeys.load(keys_file) if keys_file.exists() else ApiKeys()
+    keys = ApiKeys.load(keys_file, missing_ok=True)
     if keys.keys:
         return None
     key = keys.add("dev")
@@ -43,16 +43,16 @@ def example(server: Server, new_key: str | None = None) -> str:
         curl += f" --cacert {server.tls_files.ca}"
         lines.append(f"  HTTPS only; clients trust the local CA {server.tls_files.ca}")
     metrics = curl  # before the key: the metrics port takes none
-    key = new_key or server.keys().get("inference")
+    token = server.keys().get("inference")  # TorchServe's own token auth (--token-auth)
     if new_key:
-        curl += f' -H "Authorization: Bearer {key}"'
+        curl += f' -H "Authorization: Bearer {new_key}"'
         lines.append(f"  API key \"dev\" made now and shown once; its hash is kept in {server.api_keys} "
                      "(more: python -m serving.api_keys add NAME)")
     elif server.api_keys:
         curl += ' -H "Authorization: Bearer <key>"'
         lines.append(f"  API keys: those of {server.api_keys} (python -m serving.api_keys list / add NAME)")
-    elif key:
-        curl += f' -H "Authorization: Bearer {key}"'
+    elif token:
+        curl += f' -H "Authorization: Bearer {token}"'
         lines.append(f"  token auth on: the inference key above is TorchServe's, in {server.key_file}")
     return "\n".join([
         f"TorchServe is ready behind nginx: {', '.join(SERVING)}",

@@ -185,31 +185,30 @@ def prepare(prefix: Path, ports: Ports, **render_args) -> Path:
                                            "image/png png; image/svg+xml svg; }\n")
     config = prefix / CONFIG_FILE
     config.write_text(render(ports, prefix, **render_args))
-    (prefix / RENDER_ARGS).write_text(json.dumps(_saved_args(ports, render_args)))
+    (prefix / RENDER_ARGS).write_text(json.dumps({name: _to_json(value)
+                                                  for name, value in {"ports": ports, **render_args}.items()}))
     return config
 
 
-def _saved_args(ports: Ports, render_args: dict) -> dict:
-    saved = {"ports": dataclasses.asdict(ports)}
-    for name, value in render_args.items():
-        if dataclasses.is_dataclass(value):
-            value = {"type": type(value).__name__, **{k: str(v) if isinstance(v, Path) else v
-                                                     for k, v in dataclasses.asdict(value).items()}}
-        saved[name] = str(value) if isinstance(value, Path) else value
-    return saved
+# What render's arguments may hold besides plain JSON values, saved and read back by type name
+SAVED_TYPES = {cls.__name__: cls for cls in (Ports, ProxyLimits, TLSFiles)}
 
 
-def _loaded_args(saved: dict) -> tuple[Ports, dict]:
-    args = {}
-    for name, value in saved.items():
-        if isinstance(value, dict) and value.get("type") == "TLSFiles":
-            value = TLSFiles(**{k: Path(v) if v else None for k, v in value.items() if k != "type"})
-        elif isinstance(value, dict) and value.get("type") == "ProxyLimits":
-            value = ProxyLimits(**{k: v for k, v in value.items() if k != "type"})
-        elif name in ("keys_file", "web_root") and value is not None:
-            value = Path(value)
-        args[name] = value
-    return Ports(**args.pop("ports")), args
+def _to_json(value):
+    if isinstance(value, Path):
+        return {"path": str(value)}
+    if dataclasses.is_dataclass(value):
+        return {"type": type(value).__name__,
+                **{field.name: _to_json(getattr(value, field.name)) for field in dataclasses.fields(value)}}
+    return value
+
+
+def _from_json(value):
+    if isinstance(value, dict) and set(value) == {"path"}:
+        return Path(value["path"])
+    if isinstance(value, dict) and "type" in value:
+        return SAVED_TYPES[value["type"]](**{k: _from_json(v) for k, v in value.items() if k != "type"})
+    return value
 
 
 def refresh(prefix: Path) -> bool:
@@ -220,15 +219,21 @@ def refresh(prefix: Path) -> bool:
     if pid(prefix) is None:
         return False
     try:
-        ports, render_args = _loaded_args(json.loads((prefix / RENDER_ARGS).read_text()))
-        config = prepare(prefix, ports, **render_args)
-    except (OSError, ValueError, TypeError) as err:
+        saved = json.loads((prefix / RENDER_ARGS).read_text())
+        render_args = {name: _from_json(value) for name, value in saved.items()}
+        config = prepare(prefix, render_args.pop("ports"), **render_args)
+    except (OSError, ValueError, TypeError, KeyError) as err:
         raise ProxyError(f"cannot render the proxy's config again: {err}") from None
-    check = subprocess.run([nginx_bin(), "-t", "-q", "-p", str(prefix), "-e", "stderr", "-c", str(config)],
+    check_config(nginx_bin(), config, "nginx refused the new config, the running one stays")
+    return reload(prefix)
+
+
+def check_config(binary: str, config: Path, refusal: str) -> None:
+    """nginx -t on `config`; ProxyError starting with `refusal` and nginx's words when it fails."""
+    check = subprocess.run([binary, "-t", "-q", "-p", str(config.parent), "-e", "stderr", "-c", str(config)],
                            capture_output=True, text=True)
     if check.returncode != 0:
-        raise ProxyError(f"nginx refused the new config, the running one stays:\n{check.stderr.strip()}")
-    return reload(prefix)
+        raise ProxyError(f"{refusal}:\n{check.stderr.strip()}")
 
 
 def pid(prefix: Path) -> int | None:
@@ -278,10 +283,7 @@ def start(prefix: Path, ports: Ports, timeout: float = 10.0, **render_args) -> i
     binary = nginx_bin()
     config = prepare(prefix, ports, **render_args)
     prefix = config.parent
-    check = subprocess.run([binary, "-t", "-q", "-p", str(prefix), "-e", "stderr", "-c", str(config)],
-                           capture_output=True, text=True)
-    if check.returncode != 0:
-        raise ProxyError(f"nginx rejected {config}:\n{check.stderr.strip()}")
+    check_config(binary, config, f"nginx rejected {config}")
     limits = render_args.get("limits", PROXY)
     access, errors = log_pipe(prefix, "access", limits), log_pipe(prefix, "error", limits)
     try:  # nginx and its daemon hold the pipes' write ends; ours close here, so rotatelogs ends with nginx

@@ -49,8 +49,6 @@ BACKEND_ERRORS: dict[int, tuple[str, str]] = {
     504: ("timeout", "The model did not answer in time. Retry; if it persists, the server is overloaded."),
     507: ("worker_died", "The worker serving this request died; TorchServe restarts it. Retry in a few seconds."),
 }
-# A 500 from TorchServe for a multipart body is Netty's form decoder failing on what the client sent
-# (a part without Content-Disposition, a boundary that does not match): the client's to fix.
 # API keys (serving/api_keys.py): no valid key, or one for other models.
 NO_KEY = ("unauthorized", "This server needs an API key: send the header Authorization: Bearer <key>. "
                           "A missing and a wrong key get this same answer.")
@@ -58,12 +56,15 @@ OTHER_MODEL = ("forbidden_model", "This API key may not call this model; use a k
 # A Content-Type with control characters or bytes over 0x7E: Netty would refuse it in its own words.
 BAD_CONTENT_TYPE = ("bad_content_type", "The Content-Type header holds characters outside printable ASCII. "
                                         "Send e.g. Content-Type: image/png.")
+# A 500 from TorchServe for a multipart body is Netty's form decoder failing on what the client sent
+# (a part without Content-Disposition, a boundary that does not match): the client's to fix.
 MULTIPART_500 = ("bad_multipart", "The multipart/form-data body could not be parsed: every part needs a "
                                   "Content-Disposition header and the boundary must match the one in the "
                                   "Content-Type header. Or send the image bytes as the whole body with "
                                   "Content-Type image/png or image/jpeg.")
 
 ERROR_URI = "/_errors/"  # nginx's own error answers: internal locations, unreachable from outside
+
 
 def json_body(code: str, message: str) -> str:
     """A JSON body for nginx's `return`: nginx strings take ' quotes, so none may appear inside."""

@@ -13,6 +13,7 @@ import pytest
 from handlers.contract import check_error
 from serving import proxy, proxy_errors
 from serving.api_keys import ApiKeys
+from serving.tls import TLSFiles
 from settings.limits import LIMITS
 from settings.ports import Ports
 from settings.proxy import KEYS, PROXY, ProxyLimits
@@ -110,3 +111,13 @@ def test_api_keys_render_a_map_of_hashes_a_scope_and_a_zone_per_rate(tmp_path):
     assert f"rate={KEYS.rate_per_s}r/s;" in text and text.startswith("# nginx config")
     assert f"load_module {KEYS.njs_module};" in text
     assert "load_module" not in proxy.render(Ports(), tmp_path)  # no keys file: no njs needed
+
+
+def test_the_saved_render_arguments_read_back_as_they_were(tmp_path):
+    """refresh re-renders from render-args.json: ports, limits, certificate files and paths come back equal."""
+    limits = ProxyLimits(read_timeout_s=3)
+    tls = TLSFiles(tmp_path / "tls.crt", tmp_path / "tls.key")
+    proxy.prepare(tmp_path, Ports(19180, 19181, 19182), limits=limits, web_root=tmp_path / "web", tls=tls)
+    saved = json.loads((tmp_path / proxy.RENDER_ARGS).read_text())
+    assert {name: proxy._from_json(value) for name, value in saved.items()} == {
+        "ports": Ports(19180, 19181, 19182), "limits": limits, "web_root": tmp_path / "web", "tls": tls}
